@@ -1,0 +1,188 @@
+"""`Config`: every setting declared once, with its default, help text and parser.
+
+Middle layer: imports `errors` and `addresses`. The environment reader (and,
+later, the CLI and TOML loaders) derive from the field declarations below, so a
+setting cannot exist in one place and be missing from another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+from gracehttp.addresses import parse_address
+from gracehttp.errors import ConfigError
+
+WSGIApp = Callable[..., Any]
+ACCESS_LOG_FORMATS = (None, "common", "combined", "json")
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use true/false)")
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse_optional(text: str) -> Any:
+        return None if text.strip().lower() in ("", "none", "null") else parse(text)
+    return parse_optional
+
+
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def setting(default: Any, help: str, parse: Callable[[str], Any] | None = None, **kw: Any) -> Any:
+    """Declare a field: `parse` turns a string (env var, flag) into its value; None means
+    the field cannot come from text (an app object, a socket, a logger)."""
+    return field(default=default, metadata={"help": help, "parse": parse}, **kw)
+
+
+@dataclass
+class Config:
+    """The server's settings (SPEC section 1). Invalid values raise `ConfigError`."""
+
+    addr: str = setting(":8080", "main listener: host:port, :port, :0, [::1]:port, unix:/path or fd://N", str)
+    addrs: tuple[str, ...] = setting((), "more main listeners, same forms (comma-separated in env)", _parse_list)
+    listeners: tuple[socket.socket, ...] = setting((), "already-bound sockets to serve on")
+    app: WSGIApp | None = setting(None, "the WSGI callable; None serves the registered routes")
+    threads: int = setting(32, "request-handling threads (a bounded pool)", int)
+    max_connections: int = setting(1024, "open client connections per process; past it, accepting pauses", int)
+    backlog: int = setting(1024, "listen backlog", int)
+    read_header_timeout: float = setting(10.0, "seconds to receive the request line and headers", float)
+    read_timeout: float = setting(30.0, "seconds to receive a whole request, body included", float)
+    write_timeout: float = setting(30.0, "seconds a response may take to be written", float)
+    idle_timeout: float = setting(120.0, "seconds a keep-alive connection may sit idle", float)
+    keep_alive: bool = setting(True, "HTTP/1.1 persistent connections", _parse_bool)
+    max_request_line: int = setting(8192, "bytes of the request line; past it: 414", int)
+    max_header_bytes: int = setting(65536, "bytes of all header lines; past it: 431", int)
+    max_header_count: int = setting(100, "header fields; past it: 431", int)
+    max_body_bytes: int | None = setting(None, "request body limit in bytes; past it: 413", _optional(int))
+    drain_delay: float = setting(0.0, "seconds between the readiness flip and closing the listeners", float)
+    drain_timeout: float = setting(25.0, "seconds from the signal to wait for in-flight requests", float)
+    shutdown_timeout: float = setting(30.0, "seconds from the signal for drain and callbacks", float)
+    drain_reject: bool = setting(False, "answer 503 to requests arriving after the signal", _parse_bool)
+    health: bool = setting(True, "serve /livez, /readyz, /health, /ready on the main listeners", _parse_bool)
+    admin_addr: str | None = setting(None, "private listener for metrics, drain and debug", _optional(str))
+    debug: bool = setting(False, "serve /debug/* on the admin listener", _parse_bool)
+    metrics: bool = setting(True, "collect Prometheus metrics", _parse_bool)
+    certfile: str | None = setting(None, "TLS certificate chain (PEM)", _optional(str))
+    keyfile: str | None = setting(None, "TLS private key (PEM)", _optional(str))
+    ssl_context: ssl.SSLContext | None = setting(None, "a ready ssl.SSLContext for the main listeners")
+    reuse_port: bool = setting(False, "SO_REUSEPORT on TCP listeners", _parse_bool)
+    workers: int = setting(1, "processes; more than one forks workers sharing the listeners", int)
+    max_requests: int | None = setting(None, "recycle a worker after this many requests", _optional(int))
+    max_requests_jitter: int = setting(0, "random extra requests added to max_requests", int)
+    upgrade_timeout: float = setting(60.0, "seconds a new generation has to report ready", float)
+    pid_file: str | None = setting(None, "pid file, written at start and removed at exit", _optional(str))
+    access_log: str | None = setting(None, "None, common, combined or json", _optional(str))
+    logger: logging.Logger | None = setting(None, "a logging.Logger (default: 'gracehttp')")
+    server_header: str | None = setting("gracehttp", "the Server response header; None omits it", _optional(str))
+
+    def __post_init__(self) -> None:
+        self.addrs = tuple(self.addrs)
+        self.listeners = tuple(self.listeners)
+        parse_address(self.addr, "addr")
+        for extra in self.addrs:
+            parse_address(extra, "addrs")
+        if self.admin_addr is not None:
+            parse_address(self.admin_addr, "admin_addr")
+        for sock in self.listeners:
+            if not isinstance(sock, socket.socket):
+                raise ConfigError("listeners", f"expected socket.socket objects, got {type(sock).__name__}")
+        if self.app is not None and not callable(self.app):
+            raise ConfigError("app", "the WSGI app must be callable")
+        for name in ("threads", "max_connections", "backlog", "max_request_line",
+                     "max_header_bytes", "max_header_count", "workers"):
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("max_body_bytes", "max_requests"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=0)
+        _check_int("max_requests_jitter", self.max_requests_jitter, minimum=0)
+        for name in ("read_header_timeout", "read_timeout", "write_timeout", "idle_timeout",
+                     "shutdown_timeout", "upgrade_timeout"):
+            _check_number(name, getattr(self, name), positive=True)
+        for name in ("drain_delay", "drain_timeout"):
+            _check_number(name, getattr(self, name), positive=False)
+        if self.drain_timeout > self.shutdown_timeout:
+            raise ConfigError("drain_timeout", f"{self.drain_timeout} is longer than shutdown_timeout "
+                              f"({self.shutdown_timeout}); the drain must fit inside the shutdown")
+        if self.drain_delay > self.drain_timeout:
+            raise ConfigError("drain_delay", f"{self.drain_delay} is longer than drain_timeout ({self.drain_timeout})")
+        if self.access_log not in ACCESS_LOG_FORMATS:
+            raise ConfigError("access_log", f"{self.access_log!r} is not one of common, combined, json")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ConfigError("keyfile" if self.keyfile is None else "certfile",
+                              "certfile and keyfile go together")
+        if self.ssl_context is not None and not isinstance(self.ssl_context, ssl.SSLContext):
+            raise ConfigError("ssl_context", "expected an ssl.SSLContext")
+        for name in ("certfile", "keyfile"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise ConfigError(name, f"{path!r} is not a readable file")
+        if self.logger is not None and not isinstance(self.logger, logging.Logger):
+            raise ConfigError("logger", "expected a logging.Logger")
+
+    @classmethod
+    def from_env(cls, prefix: str = "GRACEHTTP_", environ: Mapping[str, str] | None = None,
+                 **overrides: Any) -> Config:
+        """Build a Config from ``{prefix}{FIELD}`` variables; `overrides` win over them."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            parse = f.metadata.get("parse")
+            key = prefix + f.name.upper()
+            if parse is None or key not in env:
+                continue
+            try:
+                values[f.name] = parse(env[key])
+            except ValueError as exc:
+                raise ConfigError(f.name, f"{key}={env[key]!r}: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def get_logger(self) -> logging.Logger:
+        return self.logger or logging.getLogger("gracehttp")
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The server-side TLS context (TLS 1.2 or newer), or None for plain HTTP."""
+        if self.ssl_context is not None:
+            return self.ssl_context
+        if self.certfile is None or self.keyfile is None:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.certfile, self.keyfile)
+        return ctx
+
+
+def env_fields() -> list[str]:
+    """Names of the fields that can be set from text (environment, flags, files)."""
+    return [f.name for f in fields(Config) if f.metadata.get("parse") is not None]
+
+
+def defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in fields(Config) if f.default is not MISSING}
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, f"expected an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+
+
+def _check_number(name: str, value: Any, *, positive: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(name, f"expected a number of seconds, got {value!r}")
+    if value < 0 or (positive and value == 0) or value != value:
+        raise ConfigError(name, f"must be {'positive' if positive else 'zero or more'}, got {value}")

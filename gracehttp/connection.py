@@ -1,0 +1,320 @@
+"""One client connection: read requests, answer health probes, run the app, keep alive.
+
+Upper layer: imports the parser, writer, WSGI, response and health modules.
+A worker thread calls `Connection.serve` when the connection is readable; it
+returns what the engine should do next (park it idle or mid-head, linger-close
+it, close it). Nothing here blocks waiting for a *next* request: a connection
+with nothing to read goes back to the engine, so idle and slow clients never
+pin a request thread.
+
+Sockets are in blocking mode with SO_RCVTIMEO/SO_SNDTIMEO set once at accept,
+so reads and writes are bounded without Python's poll-before-every-call timeout
+path; ``MSG_DONTWAIT`` gives the non-blocking read used to look for more data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from gracehttp.errors import ProtocolError
+from gracehttp.health import HEALTH_PATHS, answer
+from gracehttp.http.parser import Limits, find_head_end, parse_head
+from gracehttp.http.writer import CONTINUE, REASONS, error_response, simple_response
+from gracehttp.inflight import InFlight
+from gracehttp.response import Responder, run_app
+from gracehttp.state import Lifecycle, State
+from gracehttp.wsgi import Body, base_environ, build_environ
+
+# What `serve` asks the engine to do next.
+PARK_IDLE, PARK_HEAD, LINGER, CLOSE = range(4)
+
+RECV_SIZE = 65536
+#: An unread request body up to this size is read and dropped to keep the
+#: connection; a larger one closes it (reading it could take long).
+DISCARD_LIMIT = 65536
+_HEALTH = frozenset(p.encode() for p in HEALTH_PATHS)
+_SHUTTING_DOWN = frozenset({State.DRAINING, State.STOPPING, State.STOPPED})
+
+
+def _timeval(seconds: float) -> bytes:
+    sec = int(seconds)
+    return struct.pack("ll", sec, int((seconds - sec) * 1e6))
+
+
+class Site:
+    """What every connection of one server shares: settings, app, lifecycle, counters."""
+
+    def __init__(self, *, app: Callable[..., Iterable[bytes]], limits: Limits, lifecycle: Lifecycle,
+                 inflight: InFlight, logger: logging.Logger, server_header: str | None,
+                 keep_alive: bool, health: bool, drain_reject: bool, read_header_timeout: float,
+                 read_timeout: float, write_timeout: float, idle_timeout: float,
+                 tls: ssl.SSLContext | None) -> None:
+        self.app = app
+        self.limits = limits
+        self.lifecycle = lifecycle
+        self.inflight = inflight
+        self.logger = logger
+        self.server_header = server_header
+        self.keep_alive = keep_alive
+        self.health = health
+        self.drain_reject = drain_reject
+        self.read_header_timeout = read_header_timeout
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.idle_timeout = idle_timeout
+        self.tls = tls
+        #: Set when the drain begins: responses carry Connection: close from then on.
+        self.closing = False
+        self.rcvtimeo = _timeval(read_timeout)
+        self.sndtimeo = _timeval(write_timeout)
+
+
+class Connection:
+    __slots__ = (
+        "buf",
+        "deadline",
+        "env",
+        "fd",
+        "handshaken",
+        "head_started",
+        "mode",
+        "registered",
+        "requests",
+        "site",
+        "sock",
+        "tls",
+    )
+
+    def __init__(self, sock: socket.socket, site: Site, server_addr: tuple[str, str], peer: Any) -> None:
+        self.site = site
+        self.fd = sock.fileno()
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            remote = (str(peer[0]), str(peer[1]))
+        else:
+            remote = ("", "")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, site.rcvtimeo)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, site.sndtimeo)
+        self.tls = site.tls is not None
+        self.handshaken = not self.tls
+        if site.tls is not None:
+            sock = site.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        self.sock = sock
+        self.env = base_environ(server_addr[0], server_addr[1], remote[0], remote[1],
+                                "https" if self.tls else "http")
+        self.buf = b""
+        self.head_started = 0.0
+        self.deadline = time.monotonic() + site.read_header_timeout
+        self.mode = PARK_HEAD
+        self.registered = False
+        self.requests = 0
+
+    # -- socket primitives -------------------------------------------------
+
+    def recv_nowait(self) -> bytes | None:
+        """Bytes available now, ``b""`` at end of stream, None if nothing has arrived."""
+        if self.tls:
+            # A TLS record may arrive in pieces; block (bounded by SO_RCVTIMEO) rather than
+            # track partial records here.
+            try:
+                return self.sock.recv(RECV_SIZE)
+            except (ssl.SSLWantReadError, BlockingIOError):
+                return None
+        try:
+            return self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return None
+
+    def recv_body(self) -> bytes:
+        """A blocking read for the request body, bounded by ``read_timeout``."""
+        remaining = self.head_started + self.site.read_timeout - time.monotonic()
+        if remaining <= 0:
+            raise ProtocolError(408, "read_timeout", "request not received in time")
+        if remaining < self.site.read_timeout:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(remaining))
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, TimeoutError, ssl.SSLWantReadError):
+            raise ProtocolError(408, "read_timeout", "request body not received in time") from None
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def sendfile(self, file: Any, offset: int, count: int) -> int:
+        return self.sock.sendfile(file, offset, count)
+
+    def send_quietly(self, data: bytes) -> None:
+        """Best-effort send of an error page to a client that may be gone or not reading."""
+        try:
+            if self.tls:
+                self.sock.sendall(data)
+            else:
+                self.sock.send(data, socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+
+    # -- the request loop ----------------------------------------------------
+
+    def serve(self) -> int:
+        """Serve every complete request available; return what to do with the connection."""
+        site = self.site
+        if self.mode == LINGER:
+            return self._linger_read()
+        if not self.handshaken:
+            try:
+                self.sock.do_handshake()  # type: ignore[attr-defined]
+            except (OSError, ValueError):
+                return CLOSE
+            self.handshaken = True
+        limits = site.limits
+        buf = self.buf
+        while True:
+            try:
+                end = find_head_end(buf, limits) if buf else -1
+            except ProtocolError as exc:
+                return self._reject(exc)
+            if end < 0:
+                data = self.recv_nowait()
+                if data is None:
+                    self.buf = buf
+                    return PARK_HEAD if buf else PARK_IDLE
+                if not data:
+                    if buf.strip():
+                        self._reject(ProtocolError(400, "incomplete_head", "request head incomplete"))
+                    return CLOSE
+                if not buf:
+                    self.head_started = time.monotonic()
+                buf += data
+                continue
+            try:
+                head = parse_head(buf[:end], limits)
+            except ProtocolError as exc:
+                return self._reject(exc)
+            buf = buf[end:]
+            self.requests += 1
+            if site.health and head.path in _HEALTH and head.method in ("GET", "HEAD"):
+                keep = head.keep_alive and site.keep_alive and not site.closing
+                status, ctype, body = answer(head.path.decode(), site.lifecycle, site.inflight.requests)
+                try:
+                    self.send(simple_response(status, body, content_type=ctype, close=not keep,
+                                              head_only=head.method == "HEAD", server=site.server_header))
+                except OSError:
+                    return CLOSE
+                if not keep:
+                    return LINGER
+            else:
+                if site.drain_reject and site.lifecycle.state in _SHUTTING_DOWN:
+                    self.send_quietly(simple_response(
+                        503, b"shutting down\n", close=True, extra=(("Retry-After", "5"),),
+                        server=site.server_header))
+                    return LINGER
+                result = self._exchange(head, buf)
+                if result is not None:
+                    return result
+                buf = self.buf
+            self.head_started = 0.0
+            if site.closing:
+                return LINGER
+            if buf:
+                self.head_started = time.monotonic()
+                continue
+            self.buf = b""
+            return PARK_IDLE
+
+    def _exchange(self, head: Any, rest: bytes) -> int | None:
+        """Run the app for one request; None to go on with the connection."""
+        site = self.site
+        keep_alive = head.keep_alive and site.keep_alive and not site.closing
+        before_read = (lambda: self.send(CONTINUE)) if head.expect_continue else None
+        body = Body(rest, self.recv_body, head, site.limits.max_body_bytes, before_read,
+                    site.limits.max_header_bytes)
+        environ = build_environ(self.env, head, body)
+        responder = Responder(self.send, None if self.tls else self.sendfile, head, keep_alive,
+                              site.server_header)
+        inflight = site.inflight
+        inflight.request_started()
+        try:
+            run_app(site.app, environ, responder)
+        except ProtocolError as exc:
+            if responder.headers_sent:
+                return CLOSE
+            return self._reject(exc)
+        except OSError:
+            return CLOSE  # the client went away or stopped reading (write_timeout)
+        except Exception:
+            site.logger.exception("error in WSGI app %s %s",
+                                  head.method, head.target.decode("latin-1")[:200])
+            if responder.headers_sent:
+                return CLOSE
+            self.send_quietly(error_response(500, "internal server error", server=site.server_header))
+            return LINGER
+        finally:
+            inflight.request_finished()
+        if not body.finished:
+            try:
+                if not body.discard(DISCARD_LIMIT):
+                    return LINGER
+            except (ProtocolError, OSError):
+                return LINGER
+        if not responder.keep_alive:
+            return CLOSE if not body.leftover() else LINGER
+        self.buf = body.leftover()
+        return None
+
+    def _reject(self, exc: ProtocolError) -> int:
+        self.send_quietly(error_response(exc.status, exc.detail, server=self.site.server_header))
+        return LINGER
+
+    def begin_linger(self) -> None:
+        """Half-close: send FIN, then read and drop input until the client closes.
+
+        Closing a socket with unread input makes the kernel send RST, which can
+        destroy the response the client has not read yet; lingering avoids that.
+        """
+        self.mode = LINGER
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def _linger_read(self) -> int:
+        try:
+            while True:
+                data = self.sock.recv(RECV_SIZE, 0 if self.tls else socket.MSG_DONTWAIT)
+                if not data:
+                    return CLOSE
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+            return LINGER
+        except OSError:
+            return CLOSE
+
+    def expire(self) -> None:
+        """Called when a parked connection's deadline passes: a slow head gets 408."""
+        if self.mode == PARK_HEAD and self.buf.strip() and self.handshaken:
+            self.send_quietly(error_response(408, "request header timeout", server=self.site.server_header))
+
+    def has_input(self) -> bool:
+        """True if a request has (at least partly) arrived, without consuming it."""
+        if self.buf:
+            return True
+        try:
+            if self.tls:
+                return bool(self.sock.pending())  # type: ignore[attr-defined]
+            return bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def status_line(code: int) -> str:
+    return f"{code} {REASONS.get(code, 'Unknown')}"

@@ -1,0 +1,310 @@
+"""The I/O engine: request threads that wait on one epoll set, accept, and serve.
+
+Upper layer: imports `connection` and `inflight`.
+
+Theory of operation
+-------------------
+Threads: `threads` request threads, each looping on ``epoll.poll(maxevents=1)``
+over one shared epoll set (leader/followers: the thread that receives an event
+serves it, so there is no hand-off queue on the hot path); one housekeeping
+thread that expires deadlines.
+
+Every descriptor is armed with EPOLLONESHOT, so exactly one thread gets each
+event and nothing fires again until that thread re-arms it. A listener event
+accepts one connection, re-arms the listener (unless ``max_connections`` is
+reached) and serves the new connection directly. A connection that has nothing
+more to read is *parked*: put in `parked` (fd -> connection) and re-armed.
+
+Ownership: a connection belongs either to one thread or to `parked`. Whoever
+``parked.pop(fd)`` returns it to owns it (an epoll event's thread, the
+housekeeper expiring it, or the drain closing idle connections); the others get
+None and leave it alone. ``dict.pop`` is atomic under the GIL. A parker inserts
+into `parked` *before* re-arming, and re-checks `closing` *after*, so neither an
+event nor the drain's sweep can miss a connection.
+
+Locks: `_lock` guards the connection count, the listener set and accept-pausing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from gracehttp.connection import CLOSE, LINGER, PARK_HEAD, PARK_IDLE, Connection, Site
+
+_ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
+#: A lingering close waits at most this long for the client to close its side.
+LINGER_SECONDS = 2.0
+
+
+class Listener:
+    __slots__ = ("fd", "server_addr", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        if sock.family == socket.AF_UNIX:
+            self.server_addr = ("localhost", "")
+        else:
+            host, port = sock.getsockname()[:2]
+            self.server_addr = (str(host), str(port))
+
+
+class Engine:
+    def __init__(self, site: Site, sockets: list[socket.socket], threads: int, max_connections: int,
+                 logger: logging.Logger, name: str = "gracehttp") -> None:
+        self.site = site
+        self.logger = logger
+        self.max_connections = max_connections
+        self.ep = select.epoll()
+        self.parked: dict[int, Connection] = {}
+        self.open: set[Connection] = set()
+        self.listeners: dict[int, Listener] = {}
+        self._lock = threading.Lock()
+        self._paused = False
+        self._stopped = False
+        self._wake_r, self._wake_w = os.pipe()
+        self._tick_event = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._n_threads = threads
+        self._name = name
+        for sock in sockets:
+            sock.setblocking(False)
+            lst = Listener(sock)
+            self.listeners[lst.fd] = lst
+        self.ep.register(self._wake_r, select.EPOLLIN)  # level-triggered: wakes every thread
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        for lst in self.listeners.values():
+            self.ep.register(lst.fd, _ONESHOT_IN)
+        for i in range(self._n_threads):
+            t = threading.Thread(target=self._loop, name=f"{self._name}-request-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        t = threading.Thread(target=self._housekeep, name=f"{self._name}-housekeeper", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop_accepting(self) -> None:
+        """Close the listeners after taking every connection already in the accept queue.
+
+        The taken connections are parked to be served like any other, so a client
+        whose connect() completed before this call gets its answer, not a reset.
+        """
+        with self._lock:
+            listeners = list(self.listeners.values())
+            self.listeners.clear()
+        for lst in listeners:
+            with contextlib.suppress(OSError):
+                self.ep.unregister(lst.fd)
+            while True:
+                try:
+                    sock, peer = lst.sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    break
+                conn = self._adopt(sock, peer, lst)
+                if conn is not None:
+                    self._park(conn, PARK_HEAD, conn.deadline)
+            lst.sock.close()
+
+    def close_idle(self) -> None:
+        """Begin the drain's connection sweep: idle keep-alive connections close cleanly."""
+        self.site.closing = True
+        for conn in tuple(self.parked.values()):
+            if conn.mode == PARK_IDLE and self.parked.get(conn.fd) is conn:
+                self._sweep(conn)
+
+    def _sweep(self, conn: Connection) -> None:
+        if conn.has_input():
+            return  # a request is arriving: leave it armed, it will be served (with Connection: close)
+        if self.parked.pop(conn.fd, None) is conn:
+            conn.begin_linger()
+            self._park(conn, LINGER, time.monotonic() + LINGER_SECONDS)
+
+    def close_all(self) -> None:
+        """Forcibly close every connection, busy ones included (their threads see errors)."""
+        self.site.closing = True
+        for conn in tuple(self.open):
+            if self.parked.pop(conn.fd, None) is conn:
+                self._close(conn)
+            else:
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self, deadline: float) -> list[str]:
+        """Stop the threads; return the names of those still busy at `deadline`."""
+        self._stopped = True
+        with self._lock:
+            listeners = list(self.listeners.values())
+            self.listeners.clear()
+        for lst in listeners:
+            lst.sock.close()
+        os.write(self._wake_w, b"x")
+        self._tick_event.set()
+        stuck = []
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                stuck.append(t.name)
+        for conn in tuple(self.parked.values()):
+            if self.parked.pop(conn.fd, None) is conn:
+                self._close(conn)
+        if not stuck:
+            self.ep.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        return stuck
+
+    # -- request threads ---------------------------------------------------------
+
+    def _loop(self) -> None:
+        poll = self.ep.poll
+        parked_pop = self.parked.pop
+        listeners = self.listeners
+        wake = self._wake_r
+        while True:
+            try:
+                events = poll(-1, 1)
+            except InterruptedError:
+                continue
+            except (OSError, ValueError):
+                return  # epoll closed
+            for fd, _ev in events:
+                if fd == wake:
+                    return
+                lst = listeners.get(fd)
+                if lst is not None:
+                    self._accept(lst)
+                    continue
+                conn = parked_pop(fd, None)
+                if conn is not None:
+                    self._run(conn)
+
+    def _accept(self, lst: Listener) -> None:
+        try:
+            sock, peer = lst.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            self._rearm_listener(lst)
+            return
+        except OSError as exc:
+            # EMFILE/ENFILE/ENOBUFS: back off briefly instead of spinning on the listener.
+            self.logger.warning("accept failed: %s", exc)
+            self._tick_event.wait(0.05)
+            self._rearm_listener(lst)
+            return
+        self._rearm_listener(lst)
+        conn = self._adopt(sock, peer, lst)
+        if conn is not None:
+            self._run(conn)
+
+    def _adopt(self, sock: socket.socket, peer: object, lst: Listener) -> Connection | None:
+        try:
+            conn = Connection(sock, self.site, lst.server_addr, peer)
+        except OSError:
+            sock.close()
+            return None
+        with self._lock:
+            self.open.add(conn)
+        return conn
+
+    def _rearm_listener(self, lst: Listener) -> None:
+        with self._lock:
+            if lst.fd not in self.listeners:
+                return
+            if len(self.open) >= self.max_connections:
+                self._paused = True
+                return
+            with contextlib.suppress(OSError):
+                self.ep.modify(lst.fd, _ONESHOT_IN)
+
+    def _run(self, conn: Connection) -> None:
+        inflight = self.site.inflight
+        inflight.conn_busy()
+        try:
+            action = conn.serve()
+        except Exception:
+            self.logger.exception("unexpected error serving a connection")
+            action = CLOSE
+        try:
+            if action == PARK_IDLE:
+                self._park(conn, PARK_IDLE, time.monotonic() + self.site.idle_timeout)
+            elif action == PARK_HEAD:
+                started = conn.head_started or conn.deadline - self.site.read_header_timeout
+                self._park(conn, PARK_HEAD, started + self.site.read_header_timeout)
+            elif action == LINGER:
+                conn.begin_linger()
+                self._park(conn, LINGER, time.monotonic() + LINGER_SECONDS)
+            else:
+                self._close(conn)
+        finally:
+            inflight.conn_done()
+
+    def _park(self, conn: Connection, mode: int, deadline: float) -> None:
+        if self._stopped:
+            self._close(conn)
+            return
+        conn.mode = mode
+        conn.deadline = deadline
+        fd = conn.fd
+        self.parked[fd] = conn
+        try:
+            if conn.registered:
+                self.ep.modify(fd, _ONESHOT_IN)
+            else:
+                self.ep.register(fd, _ONESHOT_IN)
+                conn.registered = True
+        except OSError:
+            if self.parked.pop(fd, None) is conn:
+                self._close(conn)
+            return
+        if mode == PARK_IDLE and self.site.closing:
+            self._sweep(conn)  # the drain's sweep may have run just before we parked
+
+    def _close(self, conn: Connection) -> None:
+        if conn.registered:
+            with contextlib.suppress(OSError, ValueError):
+                self.ep.unregister(conn.fd)
+        conn.close()
+        with self._lock:
+            self.open.discard(conn)
+            resume = self._paused and len(self.open) < self.max_connections
+            if resume:
+                self._paused = False
+                for lst in self.listeners.values():
+                    with contextlib.suppress(OSError):
+                        self.ep.modify(lst.fd, _ONESHOT_IN)
+
+    # -- housekeeping ------------------------------------------------------------
+
+    def _tick(self) -> float:
+        site = self.site
+        shortest = min(site.read_header_timeout, site.idle_timeout, LINGER_SECONDS)
+        return max(0.01, min(0.5, shortest / 4))
+
+    def _housekeep(self) -> None:
+        tick = self._tick()
+        while not self._stopped:
+            self._tick_event.wait(tick)
+            now = time.monotonic()
+            for conn in tuple(self.parked.values()):
+                if conn.deadline <= now and self.parked.pop(conn.fd, None) is conn:
+                    conn.expire()
+                    self._close(conn)
+
+    @property
+    def open_count(self) -> int:
+        return len(self.open)
+
+    def on_each_listener(self, func: Callable[[Listener], None]) -> None:
+        for lst in tuple(self.listeners.values()):
+            func(lst)

@@ -1,0 +1,36 @@
+"""Exceptions that carry their meaning: the field that is wrong, or the HTTP status.
+
+Bottom layer: imports nothing from gracehttp.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message starts with the field's name."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ProtocolError(Exception):
+    """A request the server refuses, with the status to answer it with.
+
+    `reason` is a short stable slug (``"bad_header"``, ``"too_large"``...) that
+    logs and the bad-request metric use as a bounded label value.
+    """
+
+    def __init__(self, status: int, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.status = status
+        self.reason = reason
+        self.detail = detail or reason
+
+
+class ClientDisconnected(OSError):
+    """The client closed the connection before the request body was complete."""
+
+
+class IllegalTransition(RuntimeError):
+    """A lifecycle transition that the state table does not allow."""

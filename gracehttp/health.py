@@ -1,0 +1,68 @@
+"""The health endpoints of SPEC section 3, as precomputed answers and as WSGI apps.
+
+Middle layer: imports `state` and `http.writer`. The connection answers these
+paths itself, before the app, without counting them as in-flight, so a probe is
+answered even when every request thread is busy in the app.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from gracehttp.http.writer import REASONS
+from gracehttp.state import Lifecycle, State
+
+HEALTH_PATHS = frozenset({"/livez", "/readyz", "/health", "/ready"})
+_TEXT = "text/plain; charset=utf-8"
+_JSON = "application/json"
+
+
+def _phase(lifecycle: Lifecycle) -> str:
+    state = lifecycle.state
+    if state in (State.DRAINING, State.STOPPING, State.STOPPED):
+        return "shutting_down"
+    if state in (State.NEW, State.STARTING):
+        return "starting"
+    return "drained" if lifecycle.drained else "ready"
+
+
+def answer(path: str, lifecycle: Lifecycle, in_flight: int) -> tuple[int, str, bytes]:
+    """(status, content type, body) for one health path, per the table of SPEC section 3."""
+    phase = _phase(lifecycle)
+    if path == "/livez":
+        return 200, _TEXT, b"ok"
+    if path == "/readyz":
+        if phase == "ready":
+            return 200, _TEXT, b"ok"
+        return 503, _TEXT, phase.replace("_", " ").encode()
+    if path == "/health":
+        if phase == "shutting_down":
+            return 503, _JSON, b'{"status":"shutting_down"}'
+        return 200, _JSON, b'{"status":"healthy"}'
+    if phase == "ready":
+        body = json.dumps({"ready": True, "in_flight_requests": in_flight}, separators=(",", ":"))
+        return 200, _JSON, body.encode()
+    return 503, _JSON, json.dumps({"ready": False, "reason": phase}, separators=(",", ":")).encode()
+
+
+def health_wsgi_app(lifecycle: Lifecycle, in_flight: Callable[[], int],
+                    paths: frozenset[str] = HEALTH_PATHS) -> Callable[..., Iterable[bytes]]:
+    """A WSGI app serving `paths` (matched on the last path segment, so it mounts anywhere)."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = "/" + environ.get("PATH_INFO", "").rstrip("/").rsplit("/", 1)[-1]
+        if path not in paths:
+            start_response("404 Not Found", [("Content-Type", _TEXT), ("Content-Length", "9")])
+            return [b"not found"]
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed",
+                           [("Allow", "GET, HEAD"), ("Content-Type", _TEXT), ("Content-Length", "18")])
+            return [b"method not allowed"]
+        status, ctype, body = answer(path, lifecycle, in_flight())
+        start_response(f"{status} {REASONS[status]}", [("Content-Type", ctype),
+                                                       ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app

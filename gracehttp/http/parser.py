@@ -1,0 +1,348 @@
+"""HTTP/1.1 request parsing on bytes: request head, body framing, chunked decoding.
+
+Bottom layer: imports only `gracehttp.errors`; never touches a socket, so tests
+feed it one byte at a time or at every split point.
+
+Every refusal is a `ProtocolError` carrying the status of SPEC section 10 and a
+short reason slug. The rules follow RFC 9112 strictly where leniency has been a
+request-smuggling vector (gunicorn, waitress and cheroot advisories): CRLF line
+endings only, no obsolete line folding, no whitespace before the colon, one
+framing header, a single ``chunked`` transfer coding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gracehttp.errors import ProtocolError
+
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_HEX = b"0123456789abcdefABCDEF"
+# Bytes allowed anywhere in a head: VCHAR, obs-text, SP, HTAB and the CR/LF of
+# line endings (whose pairing is checked separately). Everything else is a CTL.
+_HEAD_OK = bytes([9, 10, 13, *range(0x20, 0x7F), *range(0x80, 0x100)])
+
+#: A chunk-size line longer than this is refused; real clients send < 20 bytes,
+#: the slack is for chunk extensions.
+MAX_CHUNK_LINE = 4096
+#: 16 hex digits cover any size a 64-bit peer can mean; more is an attack.
+MAX_CHUNK_SIZE_DIGITS = 16
+#: Empty lines tolerated before a request line (RFC 9112 section 2.2).
+MAX_LEADING_CRLF = 8
+
+#: Fields that must not appear in a chunked trailer: they would change how the
+#: message is framed or routed after the fact (RFC 9110 section 6.5.1).
+FORBIDDEN_TRAILERS = frozenset(
+    {b"content-length", b"transfer-encoding", b"host", b"content-type", b"content-encoding",
+     b"content-range", b"trailer", b"authorization", b"set-cookie", b"cookie", b"expect",
+     b"te", b"connection", b"keep-alive", b"upgrade"}
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The parser's limits; defaults match `Config` (SPEC section 1)."""
+
+    max_request_line: int = 8192
+    max_header_bytes: int = 65536
+    max_header_count: int = 100
+    max_body_bytes: int | None = None
+
+
+class RequestHead:
+    """A parsed request line and header block; the body is framed by the fields below."""
+
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "headers",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self, method: str, target: bytes, path: bytes, query: bytes, version: str,
+        headers: list[tuple[bytes, bytes]], keep_alive: bool,
+        content_length: int | None, chunked: bool, expect_continue: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.content_length = content_length
+        self.chunked = chunked
+        self.expect_continue = expect_continue
+
+    def __repr__(self) -> str:
+        return f"RequestHead({self.method} {self.target!r} {self.version})"
+
+
+def _bad(reason: str, detail: str) -> ProtocolError:
+    return ProtocolError(400, reason, detail)
+
+
+def find_head_end(buf: bytes | bytearray, limits: Limits) -> int:
+    """Return the index just past the blank line ending the head, or -1 if incomplete.
+
+    Raises 414/431 as soon as the bytes received prove a limit is exceeded, so a
+    client cannot make the server buffer more than the limits allow.
+    """
+    end = buf.find(b"\r\n\r\n")
+    if end >= 0:
+        return end + 4
+    line_end = buf.find(b"\n")
+    if line_end < 0:
+        if len(buf) > limits.max_request_line + MAX_LEADING_CRLF * 2:
+            raise ProtocolError(414, "uri_too_long", "request line too long")
+        return -1
+    if line_end == 0 or buf[line_end - 1] != 13:
+        raise _bad("bare_lf", "line ending without CR")
+    if len(buf) > limits.max_request_line + limits.max_header_bytes + 4 + MAX_LEADING_CRLF * 2:
+        raise ProtocolError(431, "headers_too_large", "header section too large")
+    return -1
+
+
+def parse_head(head: bytes, limits: Limits) -> RequestHead:
+    """Parse a complete head (request line through the blank line) into a `RequestHead`."""
+    start = 0
+    while head.startswith(b"\r\n", start) and start < MAX_LEADING_CRLF * 2:
+        start += 2
+    if start:
+        head = head[start:]
+    if head.translate(None, _HEAD_OK):
+        raise _bad("bad_char", "control character in request head")
+    crlf = head.count(b"\r\n")
+    if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
+        raise _bad("bare_cr_lf", "CR or LF outside a CRLF line ending")
+    lines = head.split(b"\r\n")
+    del lines[-2:]  # the head ends with an empty line; split leaves two empties
+    if not lines:
+        raise _bad("bad_request_line", "empty request")
+    request_line = lines[0]
+    if len(request_line) > limits.max_request_line:
+        raise ProtocolError(414, "uri_too_long", "request line too long")
+    method, target, version = _parse_request_line(request_line)
+    if len(lines) - 1 > limits.max_header_count:
+        raise ProtocolError(431, "too_many_headers", "too many header fields")
+    if len(head) - len(request_line) - 4 > limits.max_header_bytes:
+        raise ProtocolError(431, "headers_too_large", "header section too large")
+
+    headers: list[tuple[bytes, bytes]] = []
+    content_lengths: list[bytes] = []
+    transfer_codings: list[bytes] = []
+    connection = b""
+    expect = b""
+    hosts = 0
+    content_types = 0
+    for line in lines[1:]:
+        name, value = parse_field_line(line)
+        headers.append((name, value))
+        lname = name.lower()
+        if lname == b"content-length":
+            content_lengths.append(value)
+        elif lname == b"transfer-encoding":
+            transfer_codings.extend(c.strip(b" \t").lower() for c in value.split(b","))
+        elif lname == b"host":
+            hosts += 1
+        elif lname == b"connection":
+            connection += b"," + value.lower()
+        elif lname == b"expect":
+            expect = value.lower()
+        elif lname == b"content-type":
+            content_types += 1
+
+    if hosts > 1 or (version == "HTTP/1.1" and hosts != 1):
+        raise _bad("bad_host", "an HTTP/1.1 request needs exactly one Host (RFC 9112 section 3.2)")
+    if content_types > 1:
+        raise _bad("bad_header", "several Content-Type fields")
+    chunked = False
+    content_length: int | None = None
+    if transfer_codings:
+        if content_lengths:
+            raise _bad("te_and_cl", "both Content-Length and Transfer-Encoding")
+        if version == "HTTP/1.0":
+            raise _bad("te_http10", "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 section 6.1)")
+        if transfer_codings != [b"chunked"]:
+            raise ProtocolError(501, "unsupported_te", "only a single 'chunked' transfer coding is supported")
+        chunked = True
+    elif content_lengths:
+        content_length = _parse_content_length(content_lengths)
+        if limits.max_body_bytes is not None and content_length > limits.max_body_bytes:
+            raise ProtocolError(413, "body_too_large", "request body too large")
+
+    tokens = {t.strip(b" \t") for t in connection.split(b",")} if connection else set()
+    keep_alive = b"close" not in tokens if version == "HTTP/1.1" else b"keep-alive" in tokens and b"close" not in tokens
+    path, query = _split_target(method, target)
+    return RequestHead(
+        method, target, path, query, version, headers, keep_alive, content_length,
+        chunked, expect == b"100-continue" and version == "HTTP/1.1",
+    )
+
+
+def _parse_request_line(line: bytes) -> tuple[str, bytes, str]:
+    parts = line.split(b" ")
+    if len(parts) != 3 or b"\t" in line:
+        raise _bad("bad_request_line", "malformed request line")
+    method, target, version = parts
+    if not method or method.translate(None, _TOKEN):
+        raise _bad("bad_method", "malformed method")
+    if not target:
+        raise _bad("bad_request_line", "empty request target")
+    if len(version) != 8 or not version.startswith(b"HTTP/") or version[6] != 0x2E \
+            or not version[5:6].isdigit() or not version[7:8].isdigit():
+        raise _bad("bad_version", "malformed HTTP version")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise ProtocolError(505, "version_not_supported", "HTTP version not supported")
+    return method.decode("ascii"), target, version.decode("ascii")
+
+
+def _split_target(method: str, target: bytes) -> tuple[bytes, bytes]:
+    """Return (path, query) for the four request-target forms (RFC 9112 section 3.2)."""
+    if target[0] == 0x2F:  # origin-form
+        rest = target
+    elif target == b"*":
+        if method != "OPTIONS":
+            raise _bad("bad_target", "'*' is only for OPTIONS")
+        return b"*", b""
+    elif method == "CONNECT":
+        if b"/" in target or b"?" in target:
+            raise _bad("bad_target", "CONNECT needs host:port")
+        return b"", b""
+    else:
+        scheme, sep, after = target.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https") or not after:
+            raise _bad("bad_target", "request target is not origin- or absolute-form")
+        slash = min((i for i in (after.find(b"/"), after.find(b"?")) if i >= 0), default=-1)
+        rest = after[slash:] if slash >= 0 else b"/"
+        if rest[:1] == b"?":
+            rest = b"/" + rest
+    if method == "CONNECT":
+        raise _bad("bad_target", "CONNECT needs authority-form")
+    rest = rest.partition(b"#")[0]
+    path, _, query = rest.partition(b"?")
+    return path, query
+
+
+def parse_field_line(line: bytes) -> tuple[bytes, bytes]:
+    """Split one header (or trailer) line into name and trimmed value."""
+    if not line or line[0] in (0x20, 0x09):
+        raise _bad("obs_fold", "obsolete line folding is not accepted")
+    name, sep, value = line.partition(b":")
+    if not sep or not name:
+        raise _bad("bad_header", "header line without a name and colon")
+    if name.translate(None, _TOKEN):
+        raise _bad("bad_header_name", "invalid character in header name")
+    return name, value.strip(b" \t")
+
+
+def _parse_content_length(values: list[bytes]) -> int:
+    first = values[0]
+    for value in values:
+        if value != first:
+            raise _bad("bad_content_length", "several differing Content-Length fields")
+    if not first.isdigit() or len(first) > 18:
+        raise _bad("bad_content_length", "Content-Length is not a decimal number")
+    return int(first)
+
+
+_DATA, _DATA_CRLF, _SIZE, _TRAILER, _DONE = range(5)
+
+
+class ChunkedDecoder:
+    """Incremental decoder for a chunked body (RFC 9112 section 7.1).
+
+    `feed` takes whatever bytes arrived and returns the body bytes they complete.
+    After `done`, `leftover` holds bytes past the body (a pipelined request).
+    """
+
+    __slots__ = ("_buf", "_max_trailer", "_remaining", "_state", "_trailer_bytes", "done", "trailers")
+
+    def __init__(self, max_trailer_bytes: int = 65536) -> None:
+        self._buf = bytearray()
+        self._state = _SIZE
+        self._remaining = 0
+        self._trailer_bytes = 0
+        self._max_trailer = max_trailer_bytes
+        self.trailers: list[tuple[bytes, bytes]] = []
+        self.done = False
+
+    @property
+    def leftover(self) -> bytes:
+        return bytes(self._buf) if self.done else b""
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        pos = 0
+        while True:
+            state = self._state
+            if state == _DATA:
+                n = min(self._remaining, len(buf) - pos)
+                if n == 0:
+                    break
+                out.append(bytes(buf[pos:pos + n]))
+                pos += n
+                self._remaining -= n
+                if self._remaining == 0:
+                    self._state = _DATA_CRLF
+            elif state in (_SIZE, _TRAILER):
+                i = buf.find(b"\r\n", pos)
+                if i < 0:
+                    if state == _SIZE and len(buf) - pos > MAX_CHUNK_LINE:
+                        raise _bad("bad_chunk", "chunk size line too long")
+                    break
+                line = bytes(buf[pos:i])
+                pos = i + 2
+                if state == _SIZE:
+                    self._remaining = _parse_chunk_size(line)
+                    self._state = _DATA if self._remaining else _TRAILER
+                elif not line:
+                    self._state = _DONE
+                    self.done = True
+                    break
+                else:
+                    self._add_trailer(line)
+            elif state == _DATA_CRLF:
+                if len(buf) - pos < 2:
+                    break
+                if buf[pos:pos + 2] != b"\r\n":
+                    raise _bad("bad_chunk", "chunk data not followed by CRLF")
+                pos += 2
+                self._state = _SIZE
+            else:
+                break
+        del buf[:pos]
+        if self._state == _TRAILER and len(buf) > self._max_trailer:
+            raise ProtocolError(431, "headers_too_large", "trailer section too large")
+        return b"".join(out)
+
+    def _add_trailer(self, line: bytes) -> None:
+        self._trailer_bytes += len(line) + 2
+        if self._trailer_bytes > self._max_trailer:
+            raise ProtocolError(431, "headers_too_large", "trailer section too large")
+        if line.translate(None, _HEAD_OK) or b"\r" in line or b"\n" in line:
+            raise _bad("bad_char", "control character in trailer")
+        name, value = parse_field_line(line)
+        if name.lower() in FORBIDDEN_TRAILERS:
+            raise _bad("forbidden_trailer", f"{name.decode('ascii')} is not allowed in a trailer")
+        self.trailers.append((name, value))
+
+
+def _parse_chunk_size(line: bytes) -> int:
+    if b"\r" in line or b"\n" in line or line.translate(None, _HEAD_OK):
+        raise _bad("bad_chunk", "control character in chunk size line")
+    size, semi, _ext = line.partition(b";")
+    if semi:
+        size = size.rstrip(b" \t")  # BWS before a chunk extension (RFC 9112 section 7.1.1)
+    if not size or len(size) > MAX_CHUNK_SIZE_DIGITS or size.translate(None, _HEX):
+        raise _bad("bad_chunk", "malformed chunk size")
+    return int(size, 16)

@@ -1,0 +1,97 @@
+"""HTTP/1.1 response framing on bytes: status lines, header blocks, chunks, error pages.
+
+Bottom layer: imports only `gracehttp.errors`; no sockets.
+
+Header values from the app are checked here, once per response, because a CR or
+LF in a header is response splitting (PEP 3333 forbids it; waitress and
+werkzeug refuse it too): the whole block is rejected, never partly sent.
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_VALUE_CTL = bytes([*range(0, 9), *range(10, 32), 127])
+
+REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+#: Statuses whose responses never carry a body (RFC 9110 section 6.4.1).
+NO_BODY_STATUSES = frozenset({204, 304})
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """The Date header value, formatted at most once a second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+class HeaderError(ValueError):
+    """The app produced a header that must not be sent."""
+
+
+def check_headers(headers: list[tuple[str, str]]) -> None:
+    """Raise `HeaderError` for a name that is not a token or a value with a CTL."""
+    for name, value in headers:
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise HeaderError(f"header {name!r} is not a pair of str")
+        try:
+            bname = name.encode("latin-1")
+            bvalue = value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise HeaderError(f"header {name!r} is not latin-1") from None
+        if not bname or bname.translate(None, _TOKEN):
+            raise HeaderError(f"invalid header name {name!r}")
+        if len(bvalue.translate(None, _VALUE_CTL)) != len(bvalue):
+            raise HeaderError(f"control character (CR/LF?) in header {name!r}")
+
+
+def status_code(status: str) -> int:
+    """The numeric code of a WSGI status string such as ``"200 OK"``."""
+    code = status[:3]
+    if len(status) < 4 or status[3] != " " or not code.isdigit():
+        raise HeaderError(f"malformed status {status!r}")
+    return int(code)
+
+
+def render_head(status: str, headers: list[tuple[str, str]], extra: str) -> bytes:
+    """The status line and header block; `extra` holds server-added header lines."""
+    lines = "".join([f"{k}: {v}\r\n" for k, v in headers])
+    return f"HTTP/1.1 {status}\r\n{lines}{extra}\r\n".encode("latin-1")
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%X\r\n%s\r\n" % (len(data), data)
+
+
+def simple_response(
+    status: int, body: bytes, *, content_type: str = "text/plain; charset=utf-8",
+    close: bool = False, head_only: bool = False, extra: tuple[tuple[str, str], ...] = (),
+    server: str | None = None,
+) -> bytes:
+    """A complete response with a fixed body: error pages and health answers."""
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"]
+    if server:
+        lines.append(f"Server: {server}\r\n")
+    lines.append(f"Date: {http_date()}\r\n")
+    lines.append(f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n")
+    lines.extend(f"{k}: {v}\r\n" for k, v in extra)
+    if close:
+        lines.append("Connection: close\r\n")
+    lines.append("\r\n")
+    head = "".join(lines).encode("latin-1")
+    return head if head_only else head + body
+
+
+def error_response(status: int, detail: str, *, server: str | None = None, close: bool = True) -> bytes:
+    body = f"{status} {REASONS.get(status, 'Error')}: {detail}\n".encode("utf-8", "replace")
+    return simple_response(status, body, close=close, server=server)

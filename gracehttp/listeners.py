@@ -1,0 +1,122 @@
+"""Opening the listening sockets of a `Config`: TCP (v4, v6, dual-stack), Unix, fd://N, pre-bound.
+
+Upper layer: imports `addresses` and `errors`. Binding errors surface here, in
+the caller's thread, so ``run_in_background()`` raises them instead of a
+background thread swallowing them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+
+from gracehttp.addresses import Address, parse_address
+
+
+class BoundListener:
+    """A listening socket, and the Unix socket path to remove when it closes (if ours)."""
+
+    def __init__(self, sock: socket.socket, unlink_path: str | None = None) -> None:
+        self.sock = sock
+        self.unlink_path = unlink_path
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        if self.unlink_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.unlink_path)
+
+
+def _tcp(addr: Address, backlog: int, reuse_port: bool) -> socket.socket:
+    if addr.host == "":
+        if socket.has_dualstack_ipv6():
+            try:
+                return _bind(socket.AF_INET6, ("::", addr.port), backlog, reuse_port, dualstack=True)
+            except OSError:
+                pass  # IPv6 disabled in this container: fall back to IPv4 only
+        return _bind(socket.AF_INET, ("0.0.0.0", addr.port), backlog, reuse_port)
+    infos = socket.getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)  # like Go: localhost binds 127.0.0.1
+    family, _, _, _, sockaddr = infos[0]
+    return _bind(family, sockaddr, backlog, reuse_port)
+
+
+def _bind(family: int, sockaddr: tuple[object, ...], backlog: int, reuse_port: bool,
+          dualstack: bool = False) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dualstack else 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _unix(path: str, backlog: int) -> BoundListener:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(mode):
+            raise OSError(f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # stale socket left by a process that died
+        else:
+            raise OSError(f"{path} is in use by another server")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return BoundListener(sock, unlink_path=path)
+
+
+def _inherited(fd: int, backlog: int) -> socket.socket:
+    sock = socket.socket(fileno=fd)
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.listen(backlog)
+    return sock
+
+
+def open_address(text: str, backlog: int, reuse_port: bool) -> BoundListener:
+    addr = parse_address(text)
+    if addr.kind == "unix":
+        return _unix(addr.path, backlog)
+    if addr.kind == "fd":
+        return BoundListener(_inherited(addr.fd, backlog))
+    return BoundListener(_tcp(addr, backlog, reuse_port))
+
+
+def open_all(addrs: list[str], prebound: tuple[socket.socket, ...], backlog: int,
+             reuse_port: bool) -> list[BoundListener]:
+    """Bind every address; on any failure close what was opened and re-raise."""
+    opened: list[BoundListener] = []
+    try:
+        for text in addrs:
+            opened.append(open_address(text, backlog, reuse_port))
+        for sock in prebound:
+            if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                sock.listen(backlog)
+            opened.append(BoundListener(sock))
+    except BaseException:
+        for lst in opened:
+            lst.close()
+        raise
+    return opened

@@ -1,0 +1,210 @@
+"""Runs one WSGI call and frames its response: `start_response`, ``write()``, the body.
+
+Middle layer: imports `http.writer`, `http.parser` and `wsgi`. Output goes
+through a `send` callable (and `sendfile` for file responses), so the
+connection owns the socket and this module owns PEP 3333.
+
+Framing, decided when the headers go out: the app's Content-Length if it gave
+one; a computed Content-Length when the whole body is one known block; chunked
+for HTTP/1.1; otherwise the connection closes after the body (HTTP/1.0).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from gracehttp.http.parser import RequestHead
+from gracehttp.http.writer import (
+    LAST_CHUNK,
+    NO_BODY_STATUSES,
+    HeaderError,
+    check_headers,
+    chunk,
+    http_date,
+    render_head,
+    status_code,
+)
+from gracehttp.wsgi import FileWrapper
+
+Send = Callable[[bytes], None]
+SendFile = Callable[[Any, int, int], int]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
+_HOP_BY_HOP = frozenset({"transfer-encoding", "keep-alive", "upgrade", "proxy-connection", "te", "trailer"})
+
+
+class Responder:
+    """The response side of one request; `keep_alive` says whether the connection may be reused."""
+
+    __slots__ = (
+        "_extra",
+        "_send",
+        "_sendfile",
+        "chunked",
+        "code",
+        "head_only",
+        "headers",
+        "headers_sent",
+        "keep_alive",
+        "length",
+        "sent",
+        "status",
+        "version",
+    )
+
+    def __init__(self, send: Send, sendfile: SendFile | None, head: RequestHead,
+                 keep_alive: bool, server_header: str | None) -> None:
+        self._send = send
+        self._sendfile = sendfile
+        self.head_only = head.method == "HEAD"
+        self.version = head.version
+        self.keep_alive = keep_alive
+        self.status = ""
+        self.code = 0
+        self.headers: list[tuple[str, str]] = []
+        self.headers_sent = False
+        self.chunked = False
+        self.length: int | None = None
+        self.sent = 0
+        self._extra = f"Server: {server_header}\r\n" if server_header else ""
+
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # break the frame cycle (PEP 3333)
+        elif self.status:
+            raise AssertionError("start_response called twice without exc_info")
+        if not isinstance(status, str):
+            raise HeaderError(f"status must be str, got {type(status).__name__}")
+        self.code = status_code(status)
+        check_headers(headers)
+        self.status = status
+        self.headers = list(headers)
+        return self.write
+
+    def _frame(self, body_length: int | None) -> bytes:
+        """Choose the framing and render the head (called once, when output starts)."""
+        if not self.status:
+            raise AssertionError("the app returned without calling start_response")
+        extra = [self._extra, "Date: ", http_date(), "\r\n"]
+        length: int | None = None
+        for name, value in self.headers:
+            low = name.lower()
+            if low == "content-length":
+                if not value.isdigit():
+                    raise HeaderError(f"bad Content-Length {value!r}")
+                length = int(value)
+            elif low == "connection":
+                if "close" in value.lower():
+                    self.keep_alive = False
+            elif low in _HOP_BY_HOP:
+                raise HeaderError(f"hop-by-hop header {name!r} is the server's to set (PEP 3333)")
+        headers = [(k, v) for k, v in self.headers if k.lower() != "connection"]
+        no_body = self.code in NO_BODY_STATUSES or self.code < 200
+        if length is None and body_length is not None and not no_body:
+            length = body_length
+            extra.append(f"Content-Length: {length}\r\n")
+        if no_body:
+            self.length = 0
+        elif length is not None:
+            self.length = length
+        elif self.version == "HTTP/1.1":
+            if not self.head_only:
+                self.chunked = True
+                extra.append("Transfer-Encoding: chunked\r\n")
+        else:
+            self.keep_alive = False
+        if not self.keep_alive:
+            extra.append("Connection: close\r\n")
+        elif self.version == "HTTP/1.0":
+            extra.append("Connection: keep-alive\r\n")
+        self.headers_sent = True
+        return render_head(self.status, headers, "".join(extra))
+
+    def write(self, data: bytes) -> None:
+        """The ``write()`` callable, and the path for every body block."""
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"WSGI body blocks must be bytes, got {type(data).__name__}")
+        if not self.headers_sent:
+            if not data:
+                return  # PEP 3333: headers wait for the first non-empty block
+            out = self._frame(None)
+        else:
+            out = b""
+        if data and not self.head_only and self.length != 0:
+            if self.chunked:
+                data = chunk(data)
+            elif self.length is not None and self.sent + len(data) > self.length:
+                data = data[: self.length - self.sent]  # never send past Content-Length
+            self.sent += len(data)
+            out += data
+        if out:
+            self._send(out)
+
+    def send_whole(self, body: bytes) -> None:
+        """Head and a body known in full, in one send: the common single-block response."""
+        head = self._frame(len(body))
+        if self.head_only or self.length == 0:
+            self._send(head)
+            return
+        if self.length is not None and len(body) > self.length:
+            body = body[: self.length]
+        self.sent = len(body)
+        self._send(head + body)
+
+    def send_file(self, wrapper: FileWrapper) -> bool:
+        """Send a `FileWrapper` with sendfile; False when it must be iterated instead."""
+        filelike = wrapper.filelike
+        if self._sendfile is None or self.headers_sent or not hasattr(filelike, "fileno"):
+            return False
+        try:
+            fd = filelike.fileno()
+            offset = filelike.tell()
+            size = os.fstat(fd).st_size - offset
+        except (OSError, ValueError, AttributeError):
+            return False
+        head = self._frame(size)
+        self._send(head)
+        count = size if self.length is None else min(self.length, size)
+        if self.head_only or self.length == 0 or count <= 0:
+            return True
+        self.sent = self._sendfile(filelike, offset, count)
+        return True
+
+    def finish(self) -> None:
+        """End the body: the last chunk, and keep-alive only if the length was honoured."""
+        if not self.headers_sent:
+            self.send_whole(b"")
+            return
+        if self.chunked:
+            self._send(LAST_CHUNK)
+        elif self.length is not None and self.sent < self.length and not self.head_only:
+            self.keep_alive = False  # short body: the client can only tell by the close
+
+
+def run_app(app: Callable[..., Iterable[bytes]], environ: dict[str, Any], responder: Responder) -> None:
+    """Call the app and send its response; the iterable's ``close()`` always runs."""
+    result = app(environ, responder.start_response)
+    try:
+        if isinstance(result, (list, tuple)) and len(result) == 1 and not responder.headers_sent:
+            block = result[0]
+            if not isinstance(block, (bytes, bytearray)):
+                raise TypeError(f"WSGI body blocks must be bytes, got {type(block).__name__}")
+            responder.send_whole(bytes(block))
+            return
+        if isinstance(result, FileWrapper) and responder.send_file(result):
+            return
+        write = responder.write
+        for data in result:
+            write(data)
+        responder.finish()
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()

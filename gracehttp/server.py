@@ -1,0 +1,270 @@
+"""`GracefulServer`: binds, serves, and shuts down by the sequence of SPEC section 5.
+
+Upper layer: imports config, lifecycle, listeners, engine, shutdown, signals.
+
+Theory of operation
+-------------------
+Threads: the caller's (``serve_forever`` blocks on the `_stopped` event), the
+engine's request threads and housekeeper, a signal dispatcher (main thread
+only), and one shutdown thread that runs the sequence once. ``shutdown()`` and
+``close()`` from any thread only start or hurry that thread and wait for it, so
+the thread running ``serve_forever`` never runs the sequence itself.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from gracehttp.addresses import describe_socket
+from gracehttp.callbacks import Callbacks, process_callbacks
+from gracehttp.config import Config
+from gracehttp.connection import Site
+from gracehttp.engine import Engine
+from gracehttp.health import health_wsgi_app
+from gracehttp.http.parser import Limits
+from gracehttp.inflight import InFlight
+from gracehttp.listeners import BoundListener, open_all
+from gracehttp.routing import RouteRegistrar, build_app
+from gracehttp.shutdown import ShutdownPlan, ShutdownReport, run_sequence
+from gracehttp.signals import SignalDispatcher
+from gracehttp.state import Lifecycle, State
+
+F = Callable[..., Any]
+
+
+class GracefulServer:
+    """A WSGI server with a lifecycle: NEW -> STARTING -> READY -> DRAINING -> STOPPING -> STOPPED."""
+
+    def __init__(self, config: Config | None = None, *route_registrars: RouteRegistrar) -> None:
+        self.config = config if config is not None else Config()
+        self.logger = self.config.get_logger()
+        self._app = build_app(self.config.app, route_registrars)
+        self._lifecycle = Lifecycle()
+        self._inflight = InFlight()
+        self._callbacks = Callbacks()
+        self._listeners: list[BoundListener] = []
+        self._engine: Engine | None = None
+        self._stopped = threading.Event()
+        self._abort = threading.Event()
+        self._lock = threading.Lock()
+        self._sequence: threading.Thread | None = None
+        self._report: ShutdownReport | None = None
+        self._tls = self.config.tls_context()
+
+    # -- starting ------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._lock:
+            self._lifecycle.to(State.STARTING)
+        cfg = self.config
+        try:
+            self._listeners = open_all([cfg.addr, *cfg.addrs], cfg.listeners, cfg.backlog, cfg.reuse_port)
+        except BaseException:
+            self._lifecycle.to(State.STOPPING)
+            self._lifecycle.to(State.STOPPED)
+            self._stopped.set()
+            raise
+        site = Site(
+            app=self._app,
+            limits=Limits(cfg.max_request_line, cfg.max_header_bytes, cfg.max_header_count, cfg.max_body_bytes),
+            lifecycle=self._lifecycle, inflight=self._inflight, logger=self.logger,
+            server_header=cfg.server_header, keep_alive=cfg.keep_alive, health=cfg.health,
+            drain_reject=cfg.drain_reject, read_header_timeout=cfg.read_header_timeout,
+            read_timeout=cfg.read_timeout, write_timeout=cfg.write_timeout,
+            idle_timeout=cfg.idle_timeout, tls=self._tls,
+        )
+        self._engine = Engine(site, [lst.sock for lst in self._listeners], cfg.threads,
+                              cfg.max_connections, self.logger)
+        self._engine.start()
+        self._lifecycle.to(State.READY)
+        self.logger.info("gracehttp listening on %s (%d threads)",
+                         ", ".join(("https://" if self._tls else "http://") + a if not a.startswith("unix:") else a
+                                   for a in self.addresses), cfg.threads)
+
+    def run_in_background(self) -> GracefulServer:
+        """Bind and serve from background threads; binding errors raise here."""
+        self._start()
+        return self
+
+    def serve_forever(self, poll_interval: float | None = None) -> None:
+        """Serve until SIGTERM/SIGINT (main thread) or ``shutdown()``; then drain and return.
+
+        `poll_interval` is accepted for `socketserver` compatibility and ignored:
+        nothing here polls.
+        """
+        if self._lifecycle.state is State.NEW:
+            self._start()
+        dispatcher = SignalDispatcher(self._on_signal)
+        installed = dispatcher.install()
+        try:
+            self._stopped.wait()
+        finally:
+            if installed:
+                dispatcher.restore()
+        if self._sequence is not None:
+            self._sequence.join()
+        process_callbacks.run(time.monotonic() + self.config.shutdown_timeout, self.logger)
+
+    listen_and_serve = serve_forever
+
+    def _on_signal(self, signum: int, count: int) -> None:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT and count > 1:
+            self.logger.warning("second SIGINT: closing now")
+            self.close()
+        elif count == 1 and not self._lifecycle.is_shutting_down:
+            self.logger.info("%s received: graceful shutdown", name)
+            self._begin_shutdown()
+        else:
+            self.logger.info("%s received again: already shutting down", name)
+
+    # -- stopping ------------------------------------------------------------------
+
+    def _begin_shutdown(self) -> threading.Thread | None:
+        started = time.monotonic()
+        with self._lock:
+            if self._sequence is not None:
+                return self._sequence
+            state = self._lifecycle.state
+            if state is State.NEW:
+                self._lifecycle.to(State.STOPPED)
+                self._stopped.set()
+                return None
+            if state is State.STOPPED:
+                return None
+            self._sequence = threading.Thread(target=self._run_sequence, args=(started,),
+                                              name="gracehttp-shutdown", daemon=True)
+            self._sequence.start()
+            return self._sequence
+
+    def _run_sequence(self, started: float) -> None:
+        cfg = self.config
+        plan = ShutdownPlan(cfg.drain_delay, cfg.drain_timeout, cfg.shutdown_timeout, cfg.drain_reject)
+        try:
+            self._report = run_sequence(plan=plan, started=started, lifecycle=self._lifecycle,
+                                        engine=self._engine, inflight=self._inflight,
+                                        callbacks=self._callbacks, abort=self._abort, logger=self.logger)
+        finally:
+            for lst in self._listeners:
+                lst.close()
+            self._stopped.set()
+
+    def shutdown(self, timeout: float | None = None) -> ShutdownReport:
+        """Run the graceful sequence (once) and wait for it; thread-safe and idempotent."""
+        started = time.monotonic()
+        thread = self._begin_shutdown()
+        if thread is not None:
+            thread.join(timeout)
+        if self._report is not None:
+            return self._report
+        return ShutdownReport(drained=self._inflight.requests == 0, in_flight_left=self._inflight.requests,
+                              duration=time.monotonic() - started)
+
+    def close(self) -> None:
+        """Forcible stop: close the listeners and every connection now."""
+        self._abort.set()
+        self._inflight.abort()
+        if self._engine is not None:
+            self._engine.close_all()
+        thread = self._begin_shutdown()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self.config.shutdown_timeout)
+
+    server_close = close
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until fully stopped; True when stopped."""
+        return self._stopped.wait(timeout)
+
+    def __enter__(self) -> GracefulServer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._lifecycle.state is State.NEW:
+            self._begin_shutdown()
+        elif exc is None:
+            self.shutdown()
+        else:
+            self.close()
+
+    # -- readiness and introspection ----------------------------------------------
+
+    def drain(self) -> None:
+        """Readiness answers 503 ``drained``; requests are still served."""
+        self._lifecycle.set_drained(True)
+
+    def undrain(self) -> None:
+        self._lifecycle.set_drained(False)
+
+    def register_shutdown_callback(self, func: F, *args: Any, **kwargs: Any) -> F:
+        """Run ``func(*args, **kwargs)`` once after the drain; returns `func` (a decorator)."""
+        return self._callbacks.register(func, *args, **kwargs)
+
+    @property
+    def state(self) -> State:
+        return self._lifecycle.state
+
+    def status(self) -> str:
+        return "stopped" if self._lifecycle.state in (State.NEW, State.STOPPED) else "running"
+
+    @property
+    def in_flight(self) -> int:
+        return self._inflight.requests
+
+    @property
+    def is_ready(self) -> bool:
+        return self._lifecycle.is_ready
+
+    @property
+    def is_shutting_down(self) -> bool:
+        return self._lifecycle.is_shutting_down
+
+    @property
+    def is_https(self) -> bool:
+        return self._tls is not None
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [lst.sock for lst in self._listeners]
+
+    @property
+    def addresses(self) -> list[str]:
+        out = []
+        for lst in self._listeners:
+            try:
+                out.append(describe_socket(lst.sock))
+            except OSError:
+                continue
+        return out
+
+    @property
+    def port(self) -> int | None:
+        for lst in self._listeners:
+            if lst.sock.family in (socket.AF_INET, socket.AF_INET6) and lst.sock.fileno() >= 0:
+                return int(lst.sock.getsockname()[1])
+        return None
+
+    @property
+    def fds(self) -> list[int]:
+        return [lst.sock.fileno() for lst in self._listeners if lst.sock.fileno() >= 0]
+
+    @property
+    def health_app(self) -> Callable[..., Iterable[bytes]]:
+        return health_wsgi_app(self._lifecycle, lambda: self._inflight.requests)
+
+    @property
+    def readiness_app(self) -> Callable[..., Iterable[bytes]]:
+        return health_wsgi_app(self._lifecycle, lambda: self._inflight.requests,
+                               frozenset({"/readyz", "/ready"}))
+
+
+def serve(app: Callable[..., Iterable[bytes]], addr: str = ":8080", **config_fields: Any) -> None:
+    """Serve `app` until SIGTERM/SIGINT, then drain and return: the one-call entry point."""
+    GracefulServer(Config(app=app, addr=addr, **config_fields)).serve_forever()

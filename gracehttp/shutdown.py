@@ -1,0 +1,76 @@
+"""The graceful shutdown sequence of SPEC section 5, and its report.
+
+Upper layer: imports `state`, `inflight`, `engine`, `callbacks`.
+
+Every wait takes its time from one monotonic deadline set when the signal
+arrived: the drain waits on the in-flight condition (woken by the last request
+to finish, not polled), waking once a second only to log progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from gracehttp.callbacks import Callbacks
+from gracehttp.engine import Engine
+from gracehttp.inflight import InFlight
+from gracehttp.state import Lifecycle, State
+
+#: How long request threads get to notice the stop once the drain is over.
+THREAD_STOP_GRACE = 1.0
+
+
+@dataclass
+class ShutdownReport:
+    drained: bool
+    in_flight_left: int
+    duration: float
+    callback_errors: list[BaseException] = field(default_factory=list)
+
+
+@dataclass
+class ShutdownPlan:
+    drain_delay: float
+    drain_timeout: float
+    shutdown_timeout: float
+    drain_reject: bool
+
+
+def run_sequence(*, plan: ShutdownPlan, started: float, lifecycle: Lifecycle, engine: Engine | None,
+                 inflight: InFlight, callbacks: Callbacks, abort: threading.Event,
+                 logger: logging.Logger) -> ShutdownReport:
+    """Drain, stop and run callbacks; `started` is the monotonic time of the signal."""
+    drain_deadline = started + plan.drain_timeout
+    final_deadline = started + plan.shutdown_timeout
+    drained = True
+    if lifecycle.advance(State.DRAINING):
+        logger.info("shutting down: readiness is now 503; draining")
+        if plan.drain_delay > 0 and not abort.is_set():
+            abort.wait(max(0.0, min(started + plan.drain_delay, drain_deadline) - time.monotonic()))
+    if engine is not None:
+        if not plan.drain_reject:
+            engine.stop_accepting()
+        engine.close_idle()
+        while not inflight.wait_idle(min(drain_deadline, time.monotonic() + 1.0)):
+            if abort.is_set() or time.monotonic() >= drain_deadline:
+                drained = False
+                break
+            logger.info("waiting for %d in-flight requests", max(inflight.requests, inflight.busy))
+    left = inflight.requests
+    if not drained:
+        logger.warning("drain ended with %d requests still in flight", left)
+    lifecycle.advance(State.STOPPING)
+    if engine is not None:
+        engine.stop_accepting()
+        engine.close_all()
+        stuck = engine.stop(min(final_deadline, time.monotonic() + THREAD_STOP_GRACE))
+        if stuck:
+            logger.warning("%d request threads still busy were abandoned: %s", len(stuck), ", ".join(stuck))
+    errors = callbacks.run(final_deadline, logger)
+    lifecycle.advance(State.STOPPED)
+    duration = time.monotonic() - started
+    logger.info("stopped in %.3fs (drained=%s, callbacks failed=%d)", duration, drained, len(errors))
+    return ShutdownReport(drained=drained, in_flight_left=left, duration=duration, callback_errors=errors)

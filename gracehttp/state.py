@@ -1,0 +1,97 @@
+"""The server lifecycle as one table, and the only object allowed to change it.
+
+Bottom layer: imports only `gracehttp.errors`.
+
+Readiness is derived here (``state is READY and not drained``) so that nothing
+else in the package keeps a second boolean that could disagree with it.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+
+from gracehttp.errors import IllegalTransition
+
+
+class State(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+#: Every allowed move. STARTING -> STOPPING covers a bind or start failure and
+#: READY -> STOPPING a forcible ``close()``; NEW -> STOPPED closes a server
+#: that never started.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.NEW: frozenset({State.STARTING, State.STOPPED}),
+    State.STARTING: frozenset({State.READY, State.STOPPING}),
+    State.READY: frozenset({State.DRAINING, State.STOPPING}),
+    State.DRAINING: frozenset({State.STOPPING}),
+    State.STOPPING: frozenset({State.STOPPED}),
+    State.STOPPED: frozenset(),
+}
+
+
+class Lifecycle:
+    """Holds the current state; transitions are atomic and checked against the table."""
+
+    def __init__(self) -> None:
+        self._state = State.NEW
+        self._drained = False
+        self._cond = threading.Condition()
+        self._listeners: list[Callable[[State, State], None]] = []
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def drained(self) -> bool:
+        return self._drained
+
+    @property
+    def is_ready(self) -> bool:
+        return self._state is State.READY and not self._drained
+
+    @property
+    def is_shutting_down(self) -> bool:
+        return self._state in (State.DRAINING, State.STOPPING, State.STOPPED)
+
+    def on_change(self, listener: Callable[[State, State], None]) -> None:
+        """Call ``listener(old, new)`` after every transition (metrics, notify)."""
+        self._listeners.append(listener)
+
+    def to(self, new: State) -> State:
+        """Move to `new`; raise `IllegalTransition` if the table forbids it."""
+        with self._cond:
+            old = self._state
+            if new not in TRANSITIONS[old]:
+                raise IllegalTransition(f"{old.name} -> {new.name} is not allowed")
+            self._state = new
+            self._cond.notify_all()
+        for listener in self._listeners:
+            listener(old, new)
+        return old
+
+    def advance(self, new: State) -> bool:
+        """Like `to`, but return False instead of raising when not allowed."""
+        try:
+            self.to(new)
+        except IllegalTransition:
+            return False
+        return True
+
+    def set_drained(self, drained: bool) -> None:
+        with self._cond:
+            self._drained = drained
+            self._cond.notify_all()
+
+    def wait_for(self, states: frozenset[State], timeout: float | None = None) -> bool:
+        """Block until the state is one of `states`; True if it is."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._state in states, timeout)
