@@ -202,8 +202,8 @@ class Engine:
             self._tick_event.wait(0.05)
             self._rearm_listener(lst)
             return
-        self._rearm_listener(lst)
         conn = self._adopt(sock, peer, lst)
+        self._rearm_listener(lst)  # after counting the new connection against max_connections
         if conn is not None:
             self._run(conn)
 

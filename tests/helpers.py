@@ -1,0 +1,101 @@
+"""Shared test tools: a server in this process, raw sockets, and a response reader."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from gracehttp import Config, GracefulServer
+
+
+def hello_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    body = b"hello"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+    return [body]
+
+
+@contextlib.contextmanager
+def running(app: Any = hello_app, **fields: Any) -> Iterator[GracefulServer]:
+    fields.setdefault("addr", "127.0.0.1:0")
+    server = GracefulServer(Config(app=app, **fields)).run_in_background()
+    try:
+        yield server
+    finally:
+        server.close()
+        assert server.wait(10)
+
+
+def connect(port: int, timeout: float = 5.0) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return sock
+
+
+def read_until_close(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Everything the server sends until it closes (or `timeout` passes)."""
+    sock.settimeout(timeout)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def exchange(port: int, raw: bytes, timeout: float = 5.0) -> bytes:
+    """Send `raw`, half-close, and return all the server answers."""
+    with connect(port, timeout) as sock:
+        sock.sendall(raw)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+        return read_until_close(sock, timeout)
+
+
+def statuses(data: bytes) -> list[int]:
+    """Status codes of every response in a byte stream (ignores bodies' contents)."""
+    return [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n", data)]
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+def read_response(sock: socket.socket, method: str = "GET") -> Response:
+    """Read exactly one response from a keep-alive socket with http.client's parser."""
+    resp = http.client.HTTPResponse(sock, method=method)
+    resp.begin()
+    body = resp.read()
+    return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body)
+
+
+def get(port: int, path: str = "/", method: str = "GET", body: bytes | None = None,
+        headers: dict[str, str] | None = None, timeout: float = 5.0) -> Response:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll `predicate` until true or `timeout`; for states no event announces."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

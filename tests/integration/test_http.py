@@ -1,0 +1,288 @@
+"""HTTP/1.1 behaviour over real loopback sockets."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import threading
+from typing import Any
+
+import pytest
+
+from gracehttp import Config, GracefulServer
+from tests.helpers import connect, exchange, get, hello_app, read_response, read_until_close, running, statuses
+
+
+def echo_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    body = environ["wsgi.input"].read()
+    info = f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']} {environ['QUERY_STRING']} {len(body)}\n"
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [info.encode() + body]
+
+
+def test_keep_alive_serves_many_requests_on_one_connection() -> None:
+    with running(echo_app) as server, connect(server.port) as sock:
+        for i in range(20):
+            sock.sendall(b"GET /n/%d?x=%d HTTP/1.1\r\nHost: t\r\n\r\n" % (i, i))
+            resp = read_response(sock)
+            assert resp.status == 200
+            assert resp.body == b"GET /n/%d x=%d 0\n" % (i, i)
+            assert resp.headers["server"] == "gracehttp" and "date" in resp.headers
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    with running(echo_app) as server:
+        raw = b"".join(b"GET /p%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(5))
+        raw += b"POST /last HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
+        data = exchange(server.port, raw)
+        assert statuses(data) == [200] * 6
+        order = [data.find(b"GET /p%d" % i) for i in range(5)] + [data.find(b"POST /last  3\nabc")]
+        assert -1 not in order and order == sorted(order)
+
+
+def test_chunked_request_body_and_streamed_chunked_response() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (part for part in (b"got:", body, b"", b"!"))
+
+    with running(app) as server, connect(server.port) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"4\r\nwiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n")
+        resp = read_response(sock)
+        assert resp.headers.get("transfer-encoding") == "chunked"
+        assert resp.body == b"got:wikipedia!"
+
+
+def test_http10_response_is_close_delimited_without_length() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return iter([b"a", b"b"])
+
+    with running(app) as server:
+        data = exchange(server.port, b"GET / HTTP/1.0\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in data
+        assert data.endswith(b"\r\n\r\nab")
+
+
+def test_http10_keep_alive_when_asked() -> None:
+    with running() as server, connect(server.port) as sock:
+        for _ in range(3):
+            sock.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            resp = read_response(sock)
+            assert resp.status == 200 and resp.headers["connection"] == "keep-alive"
+
+
+def test_expect_100_continue_is_sent_when_the_body_is_read() -> None:
+    with running(echo_app) as server, connect(server.port) as sock:
+        sock.sendall(b"POST /u HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"data")
+        resp = read_response(sock)
+        assert resp.body == b"POST /u  4\ndata"
+
+
+def test_expect_100_continue_not_sent_when_app_answers_without_reading() -> None:
+    with running(hello_app) as server, connect(server.port) as sock:
+        sock.sendall(b"POST /u HTTP/1.1\r\nHost: t\r\nContent-Length: 4000\r\nExpect: 100-continue\r\n\r\n")
+        data = read_until_close(sock)
+        assert data.startswith(b"HTTP/1.1 200") and b"100 Continue" not in data
+
+
+def test_head_sends_headers_only() -> None:
+    with running() as server, connect(server.port) as sock:
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = read_response(sock, method="HEAD")
+        assert head.status == 200 and head.headers["content-length"] == "5" and head.body == b""
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(sock).body == b"hello"  # no stray body bytes after the HEAD answer
+
+
+def test_file_wrapper_uses_the_file_and_sets_length(tmp_path: Any) -> None:
+    payload = os.urandom(300_000)
+    path = tmp_path / "blob"
+    path.write_bytes(payload)
+    closed = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        f = open(path, "rb")  # noqa: SIM115 - closed by the server through the wrapper
+        wrapper = environ["wsgi.file_wrapper"](f, 8192)
+        original = wrapper.close
+        def close() -> None:
+            original()
+            closed.set()
+        wrapper.close = close
+        return wrapper
+
+    with running(app) as server:
+        resp = get(server.port)
+        assert resp.body == payload and resp.headers["content-length"] == str(len(payload))
+        assert closed.wait(5)
+
+
+def test_write_callable_and_exc_info() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("500 Oops", [("X-First", "1")])
+        try:
+            raise ValueError("replace the status")
+        except ValueError:
+            import sys
+            write = start_response("201 Created", [("Content-Length", "6")], sys.exc_info())
+        write(b"wri")
+        return [b"tes"]
+
+    with running(app) as server:
+        resp = get(server.port)
+        assert resp.status == 201 and resp.body == b"writes" and "x-first" not in resp.headers
+
+
+def test_app_error_gives_500_logged_and_server_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["PATH_INFO"] == "/boom":
+            raise RuntimeError("kaboom")
+        return hello_app(environ, start_response)
+
+    with caplog.at_level(logging.ERROR, logger="gracehttp"), running(app) as server:
+        assert get(server.port, "/boom").status == 500
+        assert get(server.port, "/").status == 200
+    assert any("kaboom" in (r.exc_text or "") or (r.exc_info and "kaboom" in str(r.exc_info[1]))
+               for r in caplog.records)
+
+
+@pytest.mark.parametrize("header", [("X-Evil", "a\r\nSet-Cookie: x=1"), ("X-Evil", "a\nb"), ("Bad Name", "v")])
+def test_response_headers_with_cr_or_lf_are_refused(header: tuple[str, str]) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [header])
+        return [b"never"]
+
+    with running(app) as server:
+        data = exchange(server.port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert statuses(data) == [500]
+        assert b"Set-Cookie" not in data and b"never" not in data
+
+
+def test_iterable_close_is_called_when_the_client_goes_away() -> None:
+    closed = threading.Event()
+    started = threading.Event()
+
+    class Slow:
+        def __iter__(self) -> Any:
+            started.set()
+            for _ in range(10_000):
+                yield b"x" * 65536
+
+        def close(self) -> None:
+            closed.set()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return Slow()
+
+    with running(app, write_timeout=5) as server:
+        sock = connect(server.port)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert started.wait(5)
+        sock.recv(1000)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()  # RST
+        assert closed.wait(10)
+        assert get(server.port).status == 200
+
+
+def test_unread_body_is_discarded_and_connection_reused() -> None:
+    with running(hello_app) as server, connect(server.port) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"z" * 1000)
+        assert read_response(sock).status == 200
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(sock).body == b"hello"
+
+
+def test_unix_socket() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "s.sock")
+        with running(addr=f"unix:{path}") as server:
+            assert server.addresses == [f"unix:{path}"] and server.port is None
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(path)
+                sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                assert read_until_close(sock).endswith(b"hello")
+        assert not os.path.exists(path)
+
+
+def test_ipv6_and_several_listeners() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no ::1 on this machine")
+    with running(addr="[::1]:0", addrs=("127.0.0.1:0",)) as server:
+        v6, v4 = server.addresses
+        assert v6.startswith("[::1]:") and v4.startswith("127.0.0.1:")
+        port6 = int(v6.rsplit(":", 1)[1])
+        with socket.create_connection(("::1", port6)) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert read_until_close(sock).endswith(b"hello")
+        assert get(int(v4.rsplit(":", 1)[1])).body == b"hello"
+
+
+def test_prebound_listener_and_fd_address() -> None:
+    pre = socket.create_server(("127.0.0.1", 0))
+    fd_sock = socket.create_server(("127.0.0.1", 0))
+    fd_sock.set_inheritable(True)
+    cfg = Config(app=hello_app, addr=f"fd://{fd_sock.fileno()}", listeners=(pre,))
+    server = GracefulServer(cfg).run_in_background()
+    try:
+        assert get(pre.getsockname()[1]).body == b"hello"
+        assert get(fd_sock.getsockname()[1]).body == b"hello"
+        assert server.fds == [fd_sock.fileno(), pre.fileno()]
+    finally:
+        server.close()
+
+
+def test_port_zero_resolves_and_bind_errors_raise_in_caller() -> None:
+    with running() as server:
+        assert server.port and server.port > 0
+        assert server.addresses == [f"127.0.0.1:{server.port}"]
+        clash = GracefulServer(Config(app=hello_app, addr=f"127.0.0.1:{server.port}"))
+        with pytest.raises(OSError):
+            clash.run_in_background()
+        assert clash.status() == "stopped"
+
+
+def test_routes_before_app() -> None:
+    class Api:
+        def register_routes(self, router: Any) -> None:
+            router.get("/users/<int:uid>", lambda request, uid: {"id": uid})
+            router.post("/echo", lambda request: request.get_data())
+
+    server = GracefulServer(Config(app=hello_app, addr="127.0.0.1:0"), Api()).run_in_background()
+    try:
+        resp = get(server.port, "/users/7")
+        assert resp.status == 200 and resp.body == b'{"id": 7}'
+        assert get(server.port, "/echo", method="POST", body=b"hi").body == b"hi"
+        assert get(server.port, "/echo").status == 405
+        assert get(server.port, "/other").body == b"hello"
+    finally:
+        server.close()
+
+
+def test_max_connections_pauses_accepting_without_losing_clients() -> None:
+    with running(max_connections=2) as server:
+        held = [connect(server.port), connect(server.port)]
+        for s in held:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(s).status == 200
+        result: list[int] = []
+        t = threading.Thread(target=lambda: result.append(get(server.port, timeout=10).status))
+        t.start()
+        t.join(0.3)
+        assert t.is_alive()  # waiting in the backlog, not refused
+        held[0].close()
+        t.join(10)
+        assert result == [200]
+        held[1].close()
