@@ -184,7 +184,9 @@ class Connection:
                 data = self.recv_nowait()
                 if data is None:
                     self.buf = buf
-                    return PARK_HEAD if buf else PARK_IDLE
+                    # A connection that has not sent its first request is not idle: the
+                    # drain must not close it under a client that is about to send.
+                    return PARK_IDLE if not buf and self.requests else PARK_HEAD
                 if not data:
                     if buf.strip():
                         self._reject(ProtocolError(400, "incomplete_head", "request head incomplete"))

@@ -99,7 +99,7 @@ class Body:
         if head is not None and head.chunked:
             self._decoder = ChunkedDecoder(max_trailer_bytes)
             self.finished = False
-            self._pending_raw(initial)
+            self._leftover = initial  # raw bytes, decoded on the first read (errors surface there)
         else:
             length = (head.content_length or 0) if head is not None else 0
             self._buf = initial[:length]
@@ -136,6 +136,10 @@ class Body:
         """Receive more body bytes into the buffer; False at the end of the body."""
         if self.finished:
             return False
+        if self._decoder is not None and self._leftover:
+            raw, self._leftover = self._leftover, b""
+            self._pending_raw(raw)
+            return True
         if self._before_read is not None:
             before, self._before_read = self._before_read, None
             before()

@@ -1,0 +1,163 @@
+"""Every cell of the health table (SPEC section 3), on a real listener."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from gracehttp import Config, GracefulServer, State
+from tests.helpers import connect, get, read_response, running, wait_until
+
+READY = {
+    "/livez": (200, "text/plain", b"ok"),
+    "/readyz": (200, "text/plain", b"ok"),
+    "/health": (200, "application/json", {"status": "healthy"}),
+    "/ready": (200, "application/json", {"ready": True, "in_flight_requests": 0}),
+}
+DRAINED = {
+    "/livez": (200, "text/plain", b"ok"),
+    "/readyz": (503, "text/plain", b"drained"),
+    "/health": (200, "application/json", {"status": "healthy"}),
+    "/ready": (503, "application/json", {"ready": False, "reason": "drained"}),
+}
+SHUTTING_DOWN = {
+    "/livez": (200, "text/plain", b"ok"),
+    "/readyz": (503, "text/plain", b"shutting down"),
+    "/health": (503, "application/json", {"status": "shutting_down"}),
+    "/ready": (503, "application/json", {"ready": False, "reason": "shutting_down"}),
+}
+STARTING = {
+    "/livez": (200, "text/plain", b"ok"),
+    "/readyz": (503, "text/plain", b"starting"),
+    "/health": (200, "application/json", {"status": "healthy"}),
+    "/ready": (503, "application/json", {"ready": False, "reason": "starting"}),
+}
+
+
+def check(port: int, table: dict[str, tuple[int, str, Any]]) -> None:
+    for path, (status, ctype, body) in table.items():
+        resp = get(port, path)
+        assert resp.status == status, path
+        assert resp.headers["content-type"].startswith(ctype), path
+        got = json.loads(resp.body) if ctype == "application/json" else resp.body
+        assert got == body, path
+        head = get(port, path, method="HEAD")
+        assert head.status == status and head.body == b"" and int(head.headers["content-length"]) > 0
+
+
+def test_ready_and_drained_columns() -> None:
+    with running() as server:
+        check(server.port, READY)
+        server.drain()
+        assert not server.is_ready
+        check(server.port, DRAINED)
+        assert get(server.port, "/").status == 200  # drained still serves
+        server.undrain()
+        check(server.port, READY)
+
+
+def test_ready_reports_in_flight_and_probes_are_not_counted() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        entered.set()
+        release.wait(10)
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    with running(app) as server:
+        t = threading.Thread(target=get, args=(server.port, "/slow"))
+        t.start()
+        assert entered.wait(5)
+        resp = get(server.port, "/ready")
+        assert json.loads(resp.body) == {"ready": True, "in_flight_requests": 1}
+        assert server.in_flight == 1
+        release.set()
+        t.join(5)
+
+
+def test_shutting_down_column() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        entered.set()
+        release.wait(10)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    # drain_reject keeps the listener open during the drain, so the probes can be asked.
+    with running(app, drain_reject=True, drain_timeout=10) as server:
+        t = threading.Thread(target=get, args=(server.port, "/slow"))
+        t.start()
+        assert entered.wait(5)
+        stopper = threading.Thread(target=server.shutdown)
+        stopper.start()
+        assert wait_until(lambda: server.state is State.DRAINING)
+        check(server.port, SHUTTING_DOWN)
+        assert get(server.port, "/other").status == 503  # drain_reject, not the probes
+        release.set()
+        t.join(5)
+        stopper.join(10)
+
+
+def test_starting_column_through_the_wsgi_apps() -> None:
+    server = GracefulServer(Config(app=None, addr="127.0.0.1:0"))
+    app = server.health_app
+    for path, (status, ctype, body) in STARTING.items():
+        seen: list[Any] = []
+        out = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, lambda s, h: seen.append((s, h))))
+        assert int(seen[0][0][:3]) == status
+        assert dict(seen[0][1])["Content-Type"].startswith(ctype)
+        assert (json.loads(out) if ctype == "application/json" else out) == body
+
+
+def test_health_apps_mount_in_another_app() -> None:
+    inner = GracefulServer(Config(addr="127.0.0.1:0")).run_in_background()
+    try:
+        def app(environ: dict[str, Any], start_response: Any) -> Any:
+            if environ["PATH_INFO"].startswith("/ops/"):
+                return inner.readiness_app(environ, start_response)
+            start_response("404 Not Found", [])
+            return [b""]
+
+        with running(app, health=False) as server:
+            assert get(server.port, "/ops/readyz").body == b"ok"
+            assert get(server.port, "/ops/livez").status == 404  # readiness_app serves readiness only
+            assert get(server.port, "/readyz").status == 404     # health=False: the app sees it
+            inner.drain()
+            assert get(server.port, "/ops/readyz").status == 503
+    finally:
+        inner.close()
+
+
+@pytest.mark.parametrize("path", ["/livez", "/readyz"])
+def test_probes_answer_while_every_thread_is_busy(path: str) -> None:
+    release = threading.Event()
+    count = threading.Semaphore(0)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        count.release()
+        release.wait(10)
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    with running(app, threads=2) as server:
+        socks = [connect(server.port) for _ in range(2)]
+        for s in socks:
+            s.sendall(b"GET /busy HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert count.acquire(timeout=5) and count.acquire(timeout=5)
+        # Both request threads are inside the app: a probe waits for a thread, then is answered.
+        result: list[int] = []
+        t = threading.Thread(target=lambda: result.append(get(server.port, path).status))
+        t.start()
+        release.set()
+        t.join(5)
+        assert result == [200]
+        for s in socks:
+            assert read_response(s).status == 200
+            s.close()
