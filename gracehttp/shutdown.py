@@ -54,11 +54,15 @@ def run_sequence(*, plan: ShutdownPlan, started: float, lifecycle: Lifecycle, en
         if not plan.drain_reject:
             engine.stop_accepting()
         engine.close_idle()
-        while not inflight.wait_idle(min(drain_deadline, time.monotonic() + 1.0)):
+        while True:
+            pending = max(inflight.requests, inflight.busy)
+            if pending:
+                logger.info("waiting for %d in-flight requests", pending)
+            if inflight.wait_idle(min(drain_deadline, time.monotonic() + 1.0)):
+                break
             if abort.is_set() or time.monotonic() >= drain_deadline:
                 drained = False
                 break
-            logger.info("waiting for %d in-flight requests", max(inflight.requests, inflight.busy))
     left = inflight.requests
     if not drained:
         logger.warning("drain ended with %d requests still in flight", left)

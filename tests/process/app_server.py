@@ -1,0 +1,43 @@
+"""A gracehttp process for the signal tests: config as JSON in argv[1]; prints events to stdout.
+
+Exit code: 0 when the shutdown drained every request and every callback succeeded, else 1
+(the contract of SPEC section 5, step 6).
+"""
+
+import json
+import logging
+import sys
+import time
+from urllib.parse import parse_qs
+
+from gracehttp import Config, GracefulServer, register_shutdown_callback
+
+
+def event(text: str) -> None:
+    print(f"{time.time():.6f} {text}", flush=True)
+
+
+def app(environ, start_response):
+    query = parse_qs(environ["QUERY_STRING"])
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(float(query.get("t", ["0.7"])[0]))
+    body = b"done"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    fields = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    server = GracefulServer(Config(app=app, addr="127.0.0.1:0", **fields))
+    server.register_shutdown_callback(event, "callback 1")
+    server.register_shutdown_callback(event, "callback 2")
+    register_shutdown_callback(event, "process callback")
+    server.serve_forever()
+    report = server.shutdown()
+    event(f"report drained={report.drained} left={report.in_flight_left} errors={len(report.callback_errors)}")
+    return 0 if report.drained and not report.callback_errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Start `app_server.py` as a real process and learn its port from its first log line."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).with_name("app_server.py")
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+class ServerProcess:
+    def __init__(self, fields: dict[str, Any]) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen([sys.executable, str(SCRIPT), json.dumps(fields)], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.stderr: list[str] = []
+        self.stdout: list[str] = []
+        self._port = threading.Event()
+        self.port = 0
+        threading.Thread(target=self._pump_err, daemon=True).start()
+        threading.Thread(target=self._pump_out, daemon=True).start()
+        if not self._port.wait(15):
+            self.proc.kill()
+            raise RuntimeError("server did not log its address: " + "".join(self.stderr))
+
+    def _pump_err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            if m and not self._port.is_set():
+                self.port = int(m.group(1))
+                self._port.set()
+
+    def _pump_out(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.stdout.append(line)
+
+    def events(self) -> list[tuple[float, str]]:
+        out = []
+        for line in self.stdout:
+            stamp, _, text = line.strip().partition(" ")
+            out.append((float(stamp), text))
+        return out
+
+    def wait_exit(self, timeout: float) -> tuple[int, float]:
+        code = self.proc.wait(timeout)
+        return code, time.time()
+
+
+@pytest.fixture
+def start_server() -> Iterator[Any]:
+    procs: list[ServerProcess] = []
+
+    def start(**fields: Any) -> ServerProcess:
+        proc = ServerProcess(fields)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for p in procs:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait(5)
