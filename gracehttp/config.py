@@ -186,3 +186,19 @@ def _check_number(name: str, value: Any, *, positive: bool) -> None:
         raise ConfigError(name, f"expected a number of seconds, got {value!r}")
     if value < 0 or (positive and value == 0) or value != value:
         raise ConfigError(name, f"must be {'positive' if positive else 'zero or more'}, got {value}")
+
+
+def config_table_rst() -> str:
+    """The README's configuration table, derived from the field declarations."""
+    header = ("field", "default", "environment", "meaning")
+    rows = [header]
+    for f in fields(Config):
+        default = "``None``" if f.default is None else f"``{f.default!r}``"
+        env = f"``GRACEHTTP_{f.name.upper()}``" if f.metadata.get("parse") else "(Python only)"
+        rows.append((f"``{f.name}``", default, env, f.metadata["help"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    rule = "  ".join("=" * w for w in widths)
+    lines = [rule, "  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip(), rule]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows[1:]]
+    lines.append(rule)
+    return "\n".join(lines)

@@ -83,6 +83,12 @@ class GracefulServer:
                               cfg.max_connections, self.logger)
         self._engine.start()
         self._lifecycle.to(State.READY)
+        inactive = [name for name, on in (
+            ("admin_addr", cfg.admin_addr is not None), ("debug", cfg.debug), ("access_log", cfg.access_log),
+            ("workers", cfg.workers > 1), ("max_requests", cfg.max_requests is not None),
+            ("pid_file", cfg.pid_file is not None)) if on]
+        if inactive:
+            self.logger.warning("not implemented in this version, ignored: %s", ", ".join(inactive))
         self.logger.info("gracehttp listening on %s (%d threads)",
                          ", ".join(("https://" if self._tls else "http://") + a if not a.startswith("unix:") else a
                                    for a in self.addresses), cfg.threads)

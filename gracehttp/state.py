@@ -95,3 +95,12 @@ class Lifecycle:
         """Block until the state is one of `states`; True if it is."""
         with self._cond:
             return self._cond.wait_for(lambda: self._state in states, timeout)
+
+
+def transitions_rst() -> str:
+    """The README's list of lifecycle moves, derived from `TRANSITIONS`."""
+    lines = []
+    for state, targets in TRANSITIONS.items():
+        moves = ", ".join(t.name for t in State if t in targets) or "(final)"
+        lines.append(f"- ``{state.name}`` → {moves}")
+    return "\n".join(lines)

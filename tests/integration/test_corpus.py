@@ -127,7 +127,7 @@ def test_case(name: str) -> None:
     requests = case["requests"]
     assert got == [200] * len(requests), f"{name}: {got}"
     assert len(recorder.seen) == len(requests)
-    for want, seen in zip(requests, recorder.seen):
+    for want, seen in zip(requests, recorder.seen, strict=False):
         uri = want["uri"]
         assert seen["method"] == want["method"]
         assert seen["raw"] == uri["raw"]

@@ -45,7 +45,9 @@ def check(port: int, table: dict[str, tuple[int, str, Any]]) -> None:
         got = json.loads(resp.body) if ctype == "application/json" else resp.body
         assert got == body, path
         head = get(port, path, method="HEAD")
-        assert head.status == status and head.body == b"" and int(head.headers["content-length"]) > 0
+        assert head.status == status
+        assert head.body == b""
+        assert int(head.headers["content-length"]) > 0
 
 
 def test_ready_and_drained_columns() -> None:
@@ -110,7 +112,7 @@ def test_starting_column_through_the_wsgi_apps() -> None:
     app = server.health_app
     for path, (status, ctype, body) in STARTING.items():
         seen: list[Any] = []
-        out = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, lambda s, h: seen.append((s, h))))
+        out = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, lambda s, h, seen=seen: seen.append((s, h))))
         assert int(seen[0][0][:3]) == status
         assert dict(seen[0][1])["Content-Type"].startswith(ctype)
         assert (json.loads(out) if ctype == "application/json" else out) == body
@@ -150,7 +152,8 @@ def test_probes_answer_while_every_thread_is_busy(path: str) -> None:
         socks = [connect(server.port) for _ in range(2)]
         for s in socks:
             s.sendall(b"GET /busy HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert count.acquire(timeout=5) and count.acquire(timeout=5)
+        assert count.acquire(timeout=5)
+        assert count.acquire(timeout=5)
         # Both request threads are inside the app: a probe waits for a thread, then is answered.
         result: list[int] = []
         t = threading.Thread(target=lambda: result.append(get(server.port, path).status))

@@ -29,7 +29,8 @@ def test_keep_alive_serves_many_requests_on_one_connection() -> None:
             resp = read_response(sock)
             assert resp.status == 200
             assert resp.body == b"GET /n/%d x=%d 0\n" % (i, i)
-            assert resp.headers["server"] == "gracehttp" and "date" in resp.headers
+            assert resp.headers["server"] == "gracehttp"
+            assert "date" in resp.headers
 
 
 def test_pipelined_requests_are_answered_in_order() -> None:
@@ -39,7 +40,8 @@ def test_pipelined_requests_are_answered_in_order() -> None:
         data = exchange(server.port, raw)
         assert statuses(data) == [200] * 6
         order = [data.find(b"GET /p%d" % i) for i in range(5)] + [data.find(b"POST /last  3\nabc")]
-        assert -1 not in order and order == sorted(order)
+        assert -1 not in order
+        assert order == sorted(order)
 
 
 def test_chunked_request_body_and_streamed_chunked_response() -> None:
@@ -63,7 +65,8 @@ def test_http10_response_is_close_delimited_without_length() -> None:
 
     with running(app) as server:
         data = exchange(server.port, b"GET / HTTP/1.0\r\n\r\n")
-        assert data.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in data
+        assert data.startswith(b"HTTP/1.1 200 OK")
+        assert b"Connection: close" in data
         assert data.endswith(b"\r\n\r\nab")
 
 
@@ -72,7 +75,8 @@ def test_http10_keep_alive_when_asked() -> None:
         for _ in range(3):
             sock.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
             resp = read_response(sock)
-            assert resp.status == 200 and resp.headers["connection"] == "keep-alive"
+            assert resp.status == 200
+            assert resp.headers["connection"] == "keep-alive"
 
 
 def test_expect_100_continue_is_sent_when_the_body_is_read() -> None:
@@ -88,14 +92,17 @@ def test_expect_100_continue_not_sent_when_app_answers_without_reading() -> None
     with running(hello_app) as server, connect(server.port) as sock:
         sock.sendall(b"POST /u HTTP/1.1\r\nHost: t\r\nContent-Length: 4000\r\nExpect: 100-continue\r\n\r\n")
         data = read_until_close(sock)
-        assert data.startswith(b"HTTP/1.1 200") and b"100 Continue" not in data
+        assert data.startswith(b"HTTP/1.1 200")
+        assert b"100 Continue" not in data
 
 
 def test_head_sends_headers_only() -> None:
     with running() as server, connect(server.port) as sock:
         sock.sendall(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n")
         head = read_response(sock, method="HEAD")
-        assert head.status == 200 and head.headers["content-length"] == "5" and head.body == b""
+        assert head.status == 200
+        assert head.headers["content-length"] == "5"
+        assert head.body == b""
         sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_response(sock).body == b"hello"  # no stray body bytes after the HEAD answer
 
@@ -119,7 +126,8 @@ def test_file_wrapper_uses_the_file_and_sets_length(tmp_path: Any) -> None:
 
     with running(app) as server:
         resp = get(server.port)
-        assert resp.body == payload and resp.headers["content-length"] == str(len(payload))
+        assert resp.body == payload
+        assert resp.headers["content-length"] == str(len(payload))
         assert closed.wait(5)
 
 
@@ -136,7 +144,9 @@ def test_write_callable_and_exc_info() -> None:
 
     with running(app) as server:
         resp = get(server.port)
-        assert resp.status == 201 and resp.body == b"writes" and "x-first" not in resp.headers
+        assert resp.status == 201
+        assert resp.body == b"writes"
+        assert "x-first" not in resp.headers
 
 
 def test_app_error_gives_500_logged_and_server_goes_on(caplog: pytest.LogCaptureFixture) -> None:
@@ -161,7 +171,8 @@ def test_response_headers_with_cr_or_lf_are_refused(header: tuple[str, str]) -> 
     with running(app) as server:
         data = exchange(server.port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         assert statuses(data) == [500]
-        assert b"Set-Cookie" not in data and b"never" not in data
+        assert b"Set-Cookie" not in data
+        assert b"never" not in data
 
 
 def test_iterable_close_is_called_when_the_client_goes_away() -> None:
@@ -204,7 +215,8 @@ def test_unix_socket() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "s.sock")
         with running(addr=f"unix:{path}") as server:
-            assert server.addresses == [f"unix:{path}"] and server.port is None
+            assert server.addresses == [f"unix:{path}"]
+            assert server.port is None
             with socket.socket(socket.AF_UNIX) as sock:
                 sock.connect(path)
                 sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
@@ -222,7 +234,8 @@ def test_ipv6_and_several_listeners() -> None:
         pytest.skip("no ::1 on this machine")
     with running(addr="[::1]:0", addrs=("127.0.0.1:0",)) as server:
         v6, v4 = server.addresses
-        assert v6.startswith("[::1]:") and v4.startswith("127.0.0.1:")
+        assert v6.startswith("[::1]:")
+        assert v4.startswith("127.0.0.1:")
         port6 = int(v6.rsplit(":", 1)[1])
         with socket.create_connection(("::1", port6)) as sock:
             sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
@@ -246,10 +259,11 @@ def test_prebound_listener_and_fd_address() -> None:
 
 def test_port_zero_resolves_and_bind_errors_raise_in_caller() -> None:
     with running() as server:
-        assert server.port and server.port > 0
+        assert server.port
+        assert server.port > 0
         assert server.addresses == [f"127.0.0.1:{server.port}"]
         clash = GracefulServer(Config(app=hello_app, addr=f"127.0.0.1:{server.port}"))
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="in use"):
             clash.run_in_background()
         assert clash.status() == "stopped"
 
@@ -263,7 +277,8 @@ def test_routes_before_app() -> None:
     server = GracefulServer(Config(app=hello_app, addr="127.0.0.1:0"), Api()).run_in_background()
     try:
         resp = get(server.port, "/users/7")
-        assert resp.status == 200 and resp.body == b'{"id": 7}'
+        assert resp.status == 200
+        assert resp.body == b'{"id": 7}'
         assert get(server.port, "/echo", method="POST", body=b"hi").body == b"hi"
         assert get(server.port, "/echo").status == 405
         assert get(server.port, "/other").body == b"hello"

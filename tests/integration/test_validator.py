@@ -30,7 +30,7 @@ def make_app(tmp_file: str) -> Any:
             return iter([b"a", b"b", b"c"])
         if path == "/file":
             start_response("200 OK", [("Content-Type", "application/octet-stream")])
-            return environ["wsgi.file_wrapper"](open(tmp_file, "rb"))  # noqa: SIM115
+            return environ["wsgi.file_wrapper"](open(tmp_file, "rb"))
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
         return [b"get"]
 
@@ -82,7 +82,9 @@ def test_validator_catches_a_broken_environ_key(logged: list[logging.LogRecord])
 
     with running(broken) as server:
         assert get(server.port, "/").status == 500
-    assert logged and logged[0].exc_info and isinstance(logged[0].exc_info[1], AssertionError)
+    assert logged
+    assert logged[0].exc_info
+    assert isinstance(logged[0].exc_info[1], AssertionError)
 
 
 def test_concurrent_requests_see_separate_environs() -> None:

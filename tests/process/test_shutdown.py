@@ -95,7 +95,8 @@ def test_drain_timeout_ends_the_wait_and_callbacks_still_run(start_server: Any) 
     assert names == ["callback 1", "callback 2", "process callback", "report drained=False left=1 errors=0"]
     assert code == 1
     t.join(10)
-    assert results and results[0][0] != 200  # the request that outlived drain_timeout was cut
+    assert results
+    assert results[0][0] != 200
 
 
 def test_idle_keep_alive_connections_close_cleanly_during_the_drain(start_server: Any) -> None:
@@ -117,7 +118,8 @@ def test_idle_keep_alive_connections_close_cleanly_during_the_drain(start_server
         try:
             s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
             resp = read_response(s)
-            assert resp.status == 200 and resp.headers.get("connection") == "close"
+            assert resp.status == 200
+            assert resp.headers.get("connection") == "close"
             answered += 1
         except http.client.RemoteDisconnected:
             closed += 1  # a clean FIN before any answer: the client may retry safely

@@ -62,9 +62,14 @@ def test_from_env_reads_every_text_field() -> None:
         "GRACEHTTP_SERVER_HEADER": "none", "GRACEHTTP_ACCESS_LOG": "json",
     }
     cfg = Config.from_env(environ=env)
-    assert cfg.addr == "127.0.0.1:9000" and cfg.addrs == (":1", ":2") and cfg.threads == 4
-    assert cfg.drain_timeout == 5.0 and cfg.keep_alive is False and cfg.max_body_bytes == 100
-    assert cfg.server_header is None and cfg.access_log == "json"
+    assert cfg.addr == "127.0.0.1:9000"
+    assert cfg.addrs == (":1", ":2")
+    assert cfg.threads == 4
+    assert cfg.drain_timeout == 5.0
+    assert cfg.keep_alive is False
+    assert cfg.max_body_bytes == 100
+    assert cfg.server_header is None
+    assert cfg.access_log == "json"
     assert Config.from_env(prefix="APP_", environ={"APP_THREADS": "2"}).threads == 2
 
 
@@ -76,7 +81,9 @@ def test_from_env_errors_name_the_field_and_variable() -> None:
 
 
 def test_objects_are_not_read_from_text() -> None:
-    assert "app" not in env_fields() and "listeners" not in env_fields() and "logger" not in env_fields()
+    assert "app" not in env_fields()
+    assert "listeners" not in env_fields()
+    assert "logger" not in env_fields()
 
 
 def test_prebound_listener_is_accepted() -> None:

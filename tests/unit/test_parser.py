@@ -80,20 +80,29 @@ def test_one_byte_at_a_time(stream: bytes) -> None:
 
 def test_parsed_fields() -> None:
     (head, body), (head2, _) = parse_stream([STREAMS[1]])
-    assert head.method == "POST" and head.path == b"/up" and head.content_length == 5 and body == b"hello"
+    assert head.method == "POST"
+    assert head.path == b"/up"
+    assert head.content_length == 5
+    assert body == b"hello"
     assert head.keep_alive
     assert head2.path == b"/next"
     (chunked, cbody), (after, _) = parse_stream([STREAMS[2]])
-    assert cbody == b"hello world" and chunked.chunked
-    assert after.version == "HTTP/1.0" and not after.keep_alive
+    assert cbody == b"hello world"
+    assert chunked.chunked
+    assert after.version == "HTTP/1.0"
+    assert not after.keep_alive
     (absolute, _), = parse_stream([STREAMS[3]])
-    assert absolute.path == b"/abs" and absolute.query == b"q=1" and not absolute.keep_alive
+    assert absolute.path == b"/abs"
+    assert absolute.query == b"q=1"
+    assert not absolute.keep_alive
 
 
 def test_trailers_are_kept() -> None:
     decoder = ChunkedDecoder()
     assert decoder.feed(b"3\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\nrest") == b"abc"
-    assert decoder.done and decoder.trailers == [(b"X-Sum", b"1")] and decoder.leftover == b"rest"
+    assert decoder.done
+    assert decoder.trailers == [(b"X-Sum", b"1")]
+    assert decoder.leftover == b"rest"
 
 
 def _status(raw: bytes, limits: Limits = LIMITS) -> int:
@@ -159,10 +168,12 @@ def test_limits_are_enforced_before_the_head_is_complete() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_raise_anything_but_protocol_errors(data: bytes) -> None:
+    statuses = set()
     try:
         parse_stream([data])
     except ProtocolError as exc:
-        assert 400 <= exc.status <= 505
+        statuses.add(exc.status)
+    assert statuses <= {400, 408, 413, 414, 431, 501, 505}
 
 
 @settings(max_examples=200, deadline=None)
@@ -176,4 +187,5 @@ def test_chunked_round_trip_at_random_splits(chunks: list[bytes], data: st.DataO
     for cut in [*cuts, len(wire)]:
         out += decoder.feed(wire[last:cut])
         last = cut
-    assert decoder.done and out == b"".join(chunks)
+    assert decoder.done
+    assert out == b"".join(chunks)

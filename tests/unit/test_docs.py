@@ -1,0 +1,27 @@
+"""The README's derived parts agree with the code they are derived from."""
+
+import pathlib
+
+from gracehttp.config import config_table_rst
+from gracehttp.state import transitions_rst
+
+README = (pathlib.Path(__file__).resolve().parents[2] / "README.rst").read_text()
+
+
+def _section(name: str) -> str:
+    start = README.index(f".. {name}-start") + len(f".. {name}-start")
+    return README[start:README.index(f".. {name}-end")].strip()
+
+
+def test_config_table_matches_the_fields() -> None:
+    assert _section("config") == config_table_rst()
+
+
+def test_lifecycle_list_matches_the_state_table() -> None:
+    assert _section("transitions") == transitions_rst()
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    head = README[:600]
+    assert "pip install -e . && python examples/hello.py" in head
+    assert "pip install -e '.[test]' && python -m pytest" in head
