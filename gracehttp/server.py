@@ -104,11 +104,12 @@ class GracefulServer:
         `poll_interval` is accepted for `socketserver` compatibility and ignored:
         nothing here polls.
         """
-        if self._lifecycle.state is State.NEW:
-            self._start()
         dispatcher = SignalDispatcher(self._on_signal)
         installed = dispatcher.install()
         try:
+            if self._lifecycle.state is State.NEW:
+                self._start()
+            dispatcher.start()
             self._stopped.wait()
         finally:
             if installed:

@@ -34,14 +34,22 @@ class SignalDispatcher:
         self._counts: collections.Counter[int] = collections.Counter()
 
     def install(self) -> bool:
-        """Install the handlers; False (and nothing done) outside the main thread."""
+        """Install the handlers; False (and nothing done) outside the main thread.
+
+        Signals are recorded from here on but acted on only after `start`, so one
+        that arrives while the server is still binding waits for it to be ready.
+        """
         if threading.current_thread() is not threading.main_thread():
             return False
         for sig in self._signals:
             self._previous[sig] = signal.signal(sig, self._record)
-        self._thread = threading.Thread(target=self._dispatch, name="gracehttp-signals", daemon=True)
-        self._thread.start()
         return True
+
+    def start(self) -> None:
+        """Start acting on recorded signals (those received since `install` included)."""
+        if self._previous and self._thread is None:
+            self._thread = threading.Thread(target=self._dispatch, name="gracehttp-signals", daemon=True)
+            self._thread.start()
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         self._queue.put(signum)

@@ -255,6 +255,7 @@ def test_prebound_listener_and_fd_address() -> None:
         assert server.fds == [fd_sock.fileno(), pre.fileno()]
     finally:
         server.close()
+        fd_sock.detach()  # the server owned and closed the descriptor
 
 
 def test_port_zero_resolves_and_bind_errors_raise_in_caller() -> None:

@@ -1,0 +1,175 @@
+"""The server's lifecycle in this process: signals, callbacks, reports, idempotence."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import gracehttp
+from gracehttp import Config, GracefulServer, State
+from gracehttp.callbacks import CallbackOverrun
+from tests.helpers import exchange, get, hello_app, running, statuses, wait_until
+
+
+def test_serve_forever_in_main_thread_drains_on_sigterm_and_restores_handlers() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    server = GracefulServer(Config(app=hello_app, addr="127.0.0.1:0"))
+    order: list[str] = []
+    server.register_shutdown_callback(order.append, "instance")
+
+    def poke() -> None:
+        assert wait_until(lambda: server.state is State.READY)
+        assert get(server.port).status == 200
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=poke).start()
+    server.serve_forever()
+    assert server.state is State.STOPPED
+    assert server.status() == "stopped"
+    assert order == ["instance"]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_shutdown_is_idempotent_and_thread_safe() -> None:
+    with running() as server:
+        reports: list[Any] = []
+        threads = [threading.Thread(target=lambda: reports.append(server.shutdown())) for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert len(reports) == 5
+        assert all(r is reports[0] for r in reports)
+        assert reports[0].drained
+        assert server.shutdown() is reports[0]
+        assert server.wait(0)
+
+
+def test_callback_errors_and_overruns_are_recorded_and_the_next_still_runs() -> None:
+    ran: list[str] = []
+    server = GracefulServer(Config(app=hello_app, addr="127.0.0.1:0", drain_timeout=0.5, shutdown_timeout=1.0))
+
+    @server.register_shutdown_callback
+    def first() -> None:
+        raise RuntimeError("first failed")
+
+    server.register_shutdown_callback(ran.append, "second")
+    server.register_shutdown_callback(time.sleep, 30)
+    server.run_in_background()
+    started = time.monotonic()
+    report = server.shutdown()
+    assert time.monotonic() - started < 2.5
+    assert ran == ["second"]
+    assert [type(e) for e in report.callback_errors] == [RuntimeError, CallbackOverrun]
+    assert "sleep" in str(report.callback_errors[1])
+    assert report.drained
+
+
+def test_drain_reject_answers_503_with_retry_after() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/slow":
+            entered.set()
+            release.wait(10)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    with running(app, drain_reject=True) as server:
+        results: list[int] = []
+        t = threading.Thread(target=lambda: results.append(get(server.port, "/slow").status))
+        t.start()
+        assert entered.wait(5)
+        stopper = threading.Thread(target=server.shutdown)
+        stopper.start()
+        assert wait_until(lambda: server.is_shutting_down)
+        data = exchange(server.port, b"GET /new HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert statuses(data) == [503]
+        assert b"Retry-After: " in data
+        assert b"Connection: close" in data
+        assert statuses(exchange(server.port, b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n")) == [200]
+        release.set()
+        t.join(5)
+        stopper.join(10)
+        assert results == [200]
+
+
+def test_shutdown_before_start_and_context_manager() -> None:
+    server = GracefulServer(Config(app=hello_app, addr="127.0.0.1:0"))
+    report = server.shutdown()
+    assert server.state is State.STOPPED
+    assert report.drained
+    with GracefulServer(Config(app=hello_app, addr="127.0.0.1:0")) as srv:
+        srv.run_in_background()
+        assert get(srv.port).status == 200
+    assert srv.state is State.STOPPED
+
+
+def test_close_cuts_in_flight_requests_at_once() -> None:
+    entered = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        entered.set()
+        time.sleep(3)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = GracefulServer(Config(app=app, addr="127.0.0.1:0")).run_in_background()
+    results: list[Any] = []
+
+    def call() -> None:
+        try:
+            results.append(get(server.port).status)
+        except OSError as exc:
+            results.append(type(exc))
+
+    t = threading.Thread(target=call)
+    t.start()
+    assert entered.wait(5)
+    started = time.monotonic()
+    server.close()
+    assert server.wait(5)
+    assert time.monotonic() - started < 2.0
+    t.join(10)
+    assert results
+    assert results[0] != 200
+
+
+def test_module_serve_blocks_until_signal() -> None:
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    served: list[int] = []
+
+    def client() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not served:
+            try:
+                served.append(get(port).status)
+            except OSError:
+                time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=client).start()
+    gracehttp.serve(hello_app, addr=f"fd://{sock.fileno()}", threads=2)  # returns on the SIGINT
+    sock.detach()  # the server owned and closed the descriptor
+    assert served == [200]
+
+
+@pytest.mark.parametrize("method", ["drain", "undrain"])
+def test_drain_and_undrain_flip_readiness(method: str) -> None:
+    with running() as server:
+        server.drain()
+        assert not server.is_ready
+        if method == "undrain":
+            server.undrain()
+            assert server.is_ready
+            assert get(server.port, "/readyz").status == 200
+        else:
+            assert get(server.port, "/readyz").status == 503
