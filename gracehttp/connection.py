@@ -295,10 +295,13 @@ class Connection:
         except OSError:
             return CLOSE
 
-    def expire(self) -> None:
-        """Called when a parked connection's deadline passes: a slow head gets 408."""
-        if self.mode == PARK_HEAD and self.buf.strip() and self.handshaken:
+    def expire(self) -> int:
+        """A parked connection's deadline passed: a begun head gets 408 and a lingering
+        close (so the 408 is not lost to a reset); anything else just closes."""
+        if self.mode == PARK_HEAD and self.handshaken and (self.buf.strip() or self.has_input()):
             self.send_quietly(error_response(408, "request header timeout", server=self.site.server_header))
+            return LINGER
+        return CLOSE
 
     def has_input(self) -> bool:
         """True if a request has (at least partly) arrived, without consuming it."""

@@ -16,11 +16,13 @@ reached) and serves the new connection directly. A connection that has nothing
 more to read is *parked*: put in `parked` (fd -> connection) and re-armed.
 
 Ownership: a connection belongs either to one thread or to `parked`. Whoever
-``parked.pop(fd)`` returns it to owns it (an epoll event's thread, the
-housekeeper expiring it, or the drain closing idle connections); the others get
-None and leave it alone. ``dict.pop`` is atomic under the GIL. A parker inserts
-into `parked` *before* re-arming, and re-checks `closing` *after*, so neither an
-event nor the drain's sweep can miss a connection.
+`_unpark` returns it to owns it (an epoll event's thread, the housekeeper
+expiring it, or the drain closing idle connections); the others get None and
+leave it alone (``dict.pop`` is atomic under the GIL). An owner always ends with
+`_dispose`, which parks or closes the connection and tells the in-flight
+counters, so the drain sees every begun request. A parker inserts into `parked`
+*before* re-arming, and re-checks `closing` *after*, so neither an event nor the
+drain's sweep can miss a connection.
 
 Locks: `_lock` guards the connection count, the listener set and accept-pausing.
 """
@@ -96,8 +98,9 @@ class Engine:
     def stop_accepting(self) -> None:
         """Close the listeners after taking every connection already in the accept queue.
 
-        The taken connections are parked to be served like any other, so a client
-        whose connect() completed before this call gets its answer, not a reset.
+        The taken connections are parked as begun requests, which the drain waits
+        for, so a client whose connect() completed before this call gets its
+        answer, not a reset.
         """
         with self._lock:
             listeners = list(self.listeners.values())
@@ -108,35 +111,36 @@ class Engine:
             while True:
                 try:
                     sock, peer = lst.sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
                 except OSError:
                     break
                 conn = self._adopt(sock, peer, lst)
                 if conn is not None:
-                    self._park(conn, PARK_HEAD, conn.deadline)
+                    self._dispose(conn, PARK_HEAD)
             lst.sock.close()
 
     def close_idle(self) -> None:
         """Begin the drain's connection sweep: idle keep-alive connections close cleanly."""
         self.site.closing = True
         for conn in tuple(self.parked.values()):
-            if conn.mode == PARK_IDLE and self.parked.get(conn.fd) is conn:
+            if conn.mode == PARK_IDLE:
                 self._sweep(conn)
 
     def _sweep(self, conn: Connection) -> None:
+        if self._unpark(conn.fd, conn) is None:
+            return
         if conn.has_input():
-            return  # a request is arriving: leave it armed, it will be served (with Connection: close)
-        if self.parked.pop(conn.fd, None) is conn:
-            conn.begin_linger()
-            self._park(conn, LINGER, time.monotonic() + LINGER_SECONDS)
+            # A request is arriving: it becomes a begun request the drain waits for,
+            # and is answered with Connection: close.
+            self._dispose(conn, PARK_HEAD, time.monotonic() + self.site.read_header_timeout)
+        else:
+            self._dispose(conn, LINGER)
 
     def close_all(self) -> None:
         """Forcibly close every connection, busy ones included (their threads see errors)."""
         self.site.closing = True
         for conn in tuple(self.open):
-            if self.parked.pop(conn.fd, None) is conn:
-                self._close(conn)
+            if self._unpark(conn.fd, conn) is not None:
+                self._dispose(conn, CLOSE)
             else:
                 with contextlib.suppress(OSError):
                     conn.sock.shutdown(socket.SHUT_RDWR)
@@ -157,8 +161,8 @@ class Engine:
             if t.is_alive():
                 stuck.append(t.name)
         for conn in tuple(self.parked.values()):
-            if self.parked.pop(conn.fd, None) is conn:
-                self._close(conn)
+            if self._unpark(conn.fd, conn) is not None:
+                self._dispose(conn, CLOSE)
         if not stuck:
             self.ep.close()
             os.close(self._wake_r)
@@ -169,7 +173,7 @@ class Engine:
 
     def _loop(self) -> None:
         poll = self.ep.poll
-        parked_pop = self.parked.pop
+        unpark = self._unpark
         listeners = self.listeners
         wake = self._wake_r
         while True:
@@ -186,9 +190,9 @@ class Engine:
                 if lst is not None:
                     self._accept(lst)
                     continue
-                conn = parked_pop(fd, None)
+                conn = unpark(fd)
                 if conn is not None:
-                    self._run(conn)
+                    self._serve(conn)
 
     def _accept(self, lst: Listener) -> None:
         try:
@@ -205,14 +209,16 @@ class Engine:
         conn = self._adopt(sock, peer, lst)
         self._rearm_listener(lst)  # after counting the new connection against max_connections
         if conn is not None:
-            self._run(conn)
+            self._serve(conn)
 
     def _adopt(self, sock: socket.socket, peer: object, lst: Listener) -> Connection | None:
+        """Wrap an accepted socket; the caller owns it (counted busy) until `_dispose`."""
         try:
             conn = Connection(sock, self.site, lst.server_addr, peer)
         except OSError:
             sock.close()
             return None
+        self.site.inflight.claim(False)
         with self._lock:
             self.open.add(conn)
         return conn
@@ -227,32 +233,49 @@ class Engine:
             with contextlib.suppress(OSError):
                 self.ep.modify(lst.fd, _ONESHOT_IN)
 
-    def _run(self, conn: Connection) -> None:
-        inflight = self.site.inflight
-        inflight.conn_busy()
+    def _unpark(self, fd: int, expect: Connection | None = None) -> Connection | None:
+        """Take a parked connection for this thread; None if another owner got it first."""
+        conn = self.parked.pop(fd, None)
+        if conn is None:
+            return None
+        if expect is not None and conn is not expect:
+            self.parked[fd] = conn  # not the one we meant (descriptor reused): put it back
+            return None
+        self.site.inflight.claim(conn.mode == PARK_HEAD)
+        return conn
+
+    def _serve(self, conn: Connection) -> None:
         try:
             action = conn.serve()
         except Exception:
             self.logger.exception("unexpected error serving a connection")
             action = CLOSE
+        self._dispose(conn, action)
+
+    def _dispose(self, conn: Connection, action: int, deadline: float | None = None) -> None:
+        """Park or close an owned connection, then release it to the in-flight counters."""
+        parked_head = False
         try:
             if action == PARK_IDLE:
                 self._park(conn, PARK_IDLE, time.monotonic() + self.site.idle_timeout)
             elif action == PARK_HEAD:
-                started = conn.head_started or conn.deadline - self.site.read_header_timeout
-                self._park(conn, PARK_HEAD, started + self.site.read_header_timeout)
+                if deadline is None:
+                    started = conn.head_started or conn.deadline - self.site.read_header_timeout
+                    deadline = started + self.site.read_header_timeout
+                parked_head = self._park(conn, PARK_HEAD, deadline)
             elif action == LINGER:
                 conn.begin_linger()
                 self._park(conn, LINGER, time.monotonic() + LINGER_SECONDS)
             else:
                 self._close(conn)
         finally:
-            inflight.conn_done()
+            self.site.inflight.release(parked_head)
 
-    def _park(self, conn: Connection, mode: int, deadline: float) -> None:
+    def _park(self, conn: Connection, mode: int, deadline: float) -> bool:
+        """Put an owned connection in the parked set and arm it; False if it was closed."""
         if self._stopped:
             self._close(conn)
-            return
+            return False
         conn.mode = mode
         conn.deadline = deadline
         fd = conn.fd
@@ -266,9 +289,11 @@ class Engine:
         except OSError:
             if self.parked.pop(fd, None) is conn:
                 self._close(conn)
-            return
+                return False
+            return True  # an event's thread already owns it
         if mode == PARK_IDLE and self.site.closing:
             self._sweep(conn)  # the drain's sweep may have run just before we parked
+        return True
 
     def _close(self, conn: Connection) -> None:
         if conn.registered:
@@ -297,9 +322,8 @@ class Engine:
             self._tick_event.wait(tick)
             now = time.monotonic()
             for conn in tuple(self.parked.values()):
-                if conn.deadline <= now and self.parked.pop(conn.fd, None) is conn:
-                    conn.expire()
-                    self._close(conn)
+                if conn.deadline <= now and self._unpark(conn.fd, conn) is not None:
+                    self._dispose(conn, conn.expire())
 
     @property
     def open_count(self) -> int:

@@ -1,11 +1,15 @@
-"""Counts busy connections and in-flight requests, and wakes whoever waits for zero.
+"""Counts the work the drain must wait for, and wakes whoever waits for none to be left.
 
 Bottom layer: standard library only.
 
-Two numbers: `requests` are app calls under way (what ``in_flight`` reports);
-`busy` are connections owned by a worker thread, including one whose request is
-parsed but not yet handed to the app. The drain waits for ``busy == 0`` so that
-a request read from the socket just before the listeners closed is not lost.
+Three numbers: `requests` are app calls under way (what ``in_flight`` reports);
+`busy` are connections owned by a request thread, including one whose request
+is read but not yet handed to the app; `heads` are parked connections whose
+request has begun (or that were accepted and have not sent one yet). The drain
+waits for all three to reach zero, so a request that reached the socket before
+the listeners closed is answered, not lost in a hand-over between the counters:
+a connection is counted busy *before* it stops counting as a head, and the
+other way round when it is parked.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ class InFlight:
         self._cond = threading.Condition(threading.Lock())
         self.requests = 0
         self.busy = 0
+        self.heads = 0
         self.total = 0
         self.aborted = False
 
@@ -33,14 +38,20 @@ class InFlight:
             if self.requests == 0:
                 self._cond.notify_all()
 
-    def conn_busy(self) -> None:
+    def claim(self, was_head: bool) -> None:
+        """A thread took a connection (from the parked set when `was_head`/idle, or accept)."""
         with self._cond:
             self.busy += 1
+            if was_head:
+                self.heads -= 1
 
-    def conn_done(self) -> None:
+    def release(self, to_head: bool) -> None:
+        """A thread let go of a connection, parking it as a begun request when `to_head`."""
         with self._cond:
+            if to_head:
+                self.heads += 1
             self.busy -= 1
-            if self.busy == 0:
+            if self.busy == 0 and self.heads == 0:
                 self._cond.notify_all()
 
     def abort(self) -> None:
@@ -49,11 +60,15 @@ class InFlight:
             self.aborted = True
             self._cond.notify_all()
 
+    @property
+    def pending(self) -> int:
+        return max(self.requests, self.busy + self.heads)
+
     def wait_idle(self, deadline: float) -> bool:
-        """Wait until no connection is busy; False if `deadline` (monotonic) passes first
+        """Wait until nothing is pending; False if `deadline` (monotonic) passes first
         or `abort` was called. A condition wait, woken by the last finisher."""
         with self._cond:
-            while self.busy > 0 or self.requests > 0:
+            while self.busy > 0 or self.requests > 0 or self.heads > 0:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.aborted:
                     return False

@@ -55,7 +55,7 @@ def run_sequence(*, plan: ShutdownPlan, started: float, lifecycle: Lifecycle, en
             engine.stop_accepting()
         engine.close_idle()
         while True:
-            pending = max(inflight.requests, inflight.busy)
+            pending = inflight.pending
             if pending:
                 logger.info("waiting for %d in-flight requests", pending)
             if inflight.wait_idle(min(drain_deadline, time.monotonic() + 1.0)):

@@ -173,3 +173,53 @@ def test_drain_and_undrain_flip_readiness(method: str) -> None:
             assert get(server.port, "/readyz").status == 200
         else:
             assert get(server.port, "/readyz").status == 503
+
+
+def test_connections_in_the_accept_queue_are_served_not_reset() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/slow":
+            entered.set()
+            release.wait(10)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    # One request thread, busy in the app: new connections wait in the kernel's accept queue.
+    with running(app, threads=1, drain_timeout=10) as server:
+        slow: list[int] = []
+        t = threading.Thread(target=lambda: slow.append(get(server.port, "/slow").status))
+        t.start()
+        assert entered.wait(5)
+        queued = []
+        for i in range(5):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            s.sendall(b"GET /q%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+            queued.append(s)
+        stopper = threading.Thread(target=server.shutdown)
+        stopper.start()
+        assert wait_until(lambda: server.is_shutting_down)
+        assert wait_until(lambda: not server.fds or _refused(server.port), 5)
+        release.set()
+        for s in queued:
+            data = read_all(s)
+            assert statuses(data) == [200], data
+            assert b"Connection: close" in data
+            s.close()
+        stopper.join(10)
+        t.join(5)
+        assert slow == [200]
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def read_all(sock: socket.socket) -> bytes:
+    from tests.helpers import read_until_close
+    return read_until_close(sock, timeout=10)
