@@ -239,7 +239,11 @@ class Engine:
         if conn is None:
             return None
         if expect is not None and conn is not expect:
-            self.parked[fd] = conn  # not the one we meant (descriptor reused): put it back
+            # Not the one we meant (its descriptor was reused): put it back and re-arm,
+            # in case an event for it arrived while it was out of the set.
+            self.parked[fd] = conn
+            with contextlib.suppress(OSError):
+                self.ep.modify(fd, _ONESHOT_IN)
             return None
         self.site.inflight.claim(conn.mode == PARK_HEAD)
         return conn
@@ -284,8 +288,10 @@ class Engine:
             if conn.registered:
                 self.ep.modify(fd, _ONESHOT_IN)
             else:
-                self.ep.register(fd, _ONESHOT_IN)
+                # Flag first: once registered, another thread may take and re-park the
+                # connection before this line would run, and must then modify, not add.
                 conn.registered = True
+                self.ep.register(fd, _ONESHOT_IN)
         except OSError:
             if self.parked.pop(fd, None) is conn:
                 self._close(conn)
