@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gracehttp import Config, GracefulServer, State
-from tests.helpers import connect, get, read_response, running, wait_until
+from tests.helpers import GatedApp, connect, get, read_response, running, wait_until
 
 READY = {
     "/livez": (200, "text/plain", b"ok"),
@@ -62,47 +62,33 @@ def test_ready_and_drained_columns() -> None:
 
 
 def test_ready_reports_in_flight_and_probes_are_not_counted() -> None:
-    release = threading.Event()
-    entered = threading.Event()
-
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        entered.set()
-        release.wait(10)
-        start_response("200 OK", [("Content-Length", "0")])
-        return [b""]
+    app = GatedApp()
 
     with running(app) as server:
         t = threading.Thread(target=get, args=(server.port, "/slow"))
         t.start()
-        assert entered.wait(5)
+        assert app.entered.wait(5)
         resp = get(server.port, "/ready")
         assert json.loads(resp.body) == {"ready": True, "in_flight_requests": 1}
         assert server.in_flight == 1
-        release.set()
+        app.release.set()
         t.join(5)
 
 
 def test_shutting_down_column() -> None:
-    release = threading.Event()
-    entered = threading.Event()
-
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        entered.set()
-        release.wait(10)
-        start_response("200 OK", [("Content-Length", "2")])
-        return [b"ok"]
+    app = GatedApp()
 
     # drain_reject keeps the listener open during the drain, so the probes can be asked.
     with running(app, drain_reject=True, drain_timeout=10) as server:
         t = threading.Thread(target=get, args=(server.port, "/slow"))
         t.start()
-        assert entered.wait(5)
+        assert app.entered.wait(5)
         stopper = threading.Thread(target=server.shutdown)
         stopper.start()
         assert wait_until(lambda: server.state is State.DRAINING)
         check(server.port, SHUTTING_DOWN)
         assert get(server.port, "/other").status == 503  # drain_reject, not the probes
-        release.set()
+        app.release.set()
         t.join(5)
         stopper.join(10)
 

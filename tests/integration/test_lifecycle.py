@@ -14,7 +14,7 @@ import pytest
 import gracehttp
 from gracehttp import Config, GracefulServer, State
 from gracehttp.callbacks import CallbackOverrun
-from tests.helpers import exchange, get, hello_app, running, statuses, wait_until
+from tests.helpers import GatedApp, exchange, get, hello_app, read_until_close, refused, running, statuses, wait_until
 
 
 def test_serve_forever_in_main_thread_drains_on_sigterm_and_restores_handlers() -> None:
@@ -72,21 +72,13 @@ def test_callback_errors_and_overruns_are_recorded_and_the_next_still_runs() -> 
 
 
 def test_drain_reject_answers_503_with_retry_after() -> None:
-    release = threading.Event()
-    entered = threading.Event()
-
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        if environ["PATH_INFO"] == "/slow":
-            entered.set()
-            release.wait(10)
-        start_response("200 OK", [("Content-Length", "2")])
-        return [b"ok"]
+    app = GatedApp()
 
     with running(app, drain_reject=True) as server:
         results: list[int] = []
         t = threading.Thread(target=lambda: results.append(get(server.port, "/slow").status))
         t.start()
-        assert entered.wait(5)
+        assert app.entered.wait(5)
         stopper = threading.Thread(target=server.shutdown)
         stopper.start()
         assert wait_until(lambda: server.is_shutting_down)
@@ -95,7 +87,7 @@ def test_drain_reject_answers_503_with_retry_after() -> None:
         assert b"Retry-After: " in data
         assert b"Connection: close" in data
         assert statuses(exchange(server.port, b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n")) == [200]
-        release.set()
+        app.release.set()
         t.join(5)
         stopper.join(10)
         assert results == [200]
@@ -176,22 +168,14 @@ def test_drain_and_undrain_flip_readiness(method: str) -> None:
 
 
 def test_connections_in_the_accept_queue_are_served_not_reset() -> None:
-    release = threading.Event()
-    entered = threading.Event()
-
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        if environ["PATH_INFO"] == "/slow":
-            entered.set()
-            release.wait(10)
-        start_response("200 OK", [("Content-Length", "2")])
-        return [b"ok"]
+    app = GatedApp()
 
     # One request thread, busy in the app: new connections wait in the kernel's accept queue.
     with running(app, threads=1, drain_timeout=10) as server:
         slow: list[int] = []
         t = threading.Thread(target=lambda: slow.append(get(server.port, "/slow").status))
         t.start()
-        assert entered.wait(5)
+        assert app.entered.wait(5)
         queued = []
         for i in range(5):
             s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -200,26 +184,13 @@ def test_connections_in_the_accept_queue_are_served_not_reset() -> None:
         stopper = threading.Thread(target=server.shutdown)
         stopper.start()
         assert wait_until(lambda: server.is_shutting_down)
-        assert wait_until(lambda: not server.fds or _refused(server.port), 5)
-        release.set()
+        assert wait_until(lambda: not server.fds or refused(server.port), 5)
+        app.release.set()
         for s in queued:
-            data = read_all(s)
+            data = read_until_close(s, timeout=10)
             assert statuses(data) == [200], data
             assert b"Connection: close" in data
             s.close()
         stopper.join(10)
         t.join(5)
         assert slow == [200]
-
-
-def _refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
-def read_all(sock: socket.socket) -> bytes:
-    from tests.helpers import read_until_close
-    return read_until_close(sock, timeout=10)

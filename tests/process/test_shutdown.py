@@ -5,12 +5,11 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import socket
 import threading
 import time
 from typing import Any
 
-from tests.helpers import connect, get, read_response, wait_until
+from tests.helpers import connect, get, read_response, refused, wait_until
 
 
 def fire(port: int, path: str, results: list[Any], timeout: float = 30.0) -> None:
@@ -26,14 +25,6 @@ def in_flight(port: int) -> int:
         return int(json.loads(get(port, "/ready").body).get("in_flight_requests", -1))
     except (OSError, http.client.HTTPException, ValueError):
         return -1
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 def test_sigterm_drains_twenty_in_flight_requests(start_server: Any) -> None:
