@@ -94,7 +94,7 @@ class Body:
         self._before_read = before_read
         self._decoder: ChunkedDecoder | None = None
         self._leftover = b""
-        self._buf = b""
+        self._buf = bytearray()  # amortised appends: large bodies read in pieces stay linear
         self._remaining = 0
         if head is not None and head.chunked:
             self._decoder = ChunkedDecoder(max_trailer_bytes)
@@ -102,7 +102,7 @@ class Body:
             self._leftover = initial  # raw bytes, decoded on the first read (errors surface there)
         else:
             length = (head.content_length or 0) if head is not None else 0
-            self._buf = initial[:length]
+            self._buf += initial[:length]
             self._leftover = initial[length:]
             self._remaining = length - len(self._buf)
             self.finished = self._remaining == 0
@@ -163,11 +163,13 @@ class Body:
         if size is None or size < 0:
             while self._fill():
                 pass
-            data, self._buf = self._buf, b""
+            data = bytes(self._buf)
+            self._buf.clear()
             return data
         while len(self._buf) < size and self._fill():
             pass
-        data, self._buf = self._buf[:size], self._buf[size:]
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
         return data
 
     def readline(self, size: int | None = -1) -> bytes:
@@ -205,13 +207,13 @@ class Body:
         if self._before_read is not None:
             return False  # 100-continue never sent: the client is waiting, not sending
         dropped = len(self._buf)
-        self._buf = b""
+        self._buf.clear()
         while not self.finished:
             if dropped > limit:
                 return False
             self._fill()
             dropped += len(self._buf)
-            self._buf = b""
+            self._buf.clear()
         return True
 
 

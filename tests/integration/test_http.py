@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -189,12 +190,14 @@ def test_iterable_close_is_called_when_the_client_goes_away() -> None:
             closed.set()
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["PATH_INFO"] != "/stream":
+            return hello_app(environ, start_response)
         start_response("200 OK", [])
         return Slow()
 
     with running(app, write_timeout=5) as server:
         sock = connect(server.port)
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
         assert started.wait(5)
         sock.recv(1000)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -302,3 +305,64 @@ def test_max_connections_pauses_accepting_without_losing_clients() -> None:
         t.join(10)
         assert result == [200]
         held[1].close()
+
+
+def test_server_header_and_keep_alive_settings() -> None:
+    with running(server_header="edge/1") as server:
+        assert get(server.port).headers["server"] == "edge/1"
+    with running(server_header=None, keep_alive=False) as server:
+        data = exchange(server.port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert statuses(data) == [200]  # one answer, then the connection closes
+        assert b"Connection: close" in data
+        assert b"Server:" not in data
+
+
+def test_reuse_port_lets_two_servers_share_a_port() -> None:
+    with running(reuse_port=True) as first:
+        with running(addr=f"127.0.0.1:{first.port}", reuse_port=True) as second:
+            assert second.port == first.port
+            assert get(first.port).status == 200
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_large_upload_read_in_pieces(chunked: bool) -> None:
+    payload = os.urandom(8 * 1024 * 1024)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        stream = environ["wsgi.input"]
+        size = 0
+        digest = hashlib.sha256()
+        while True:
+            block = stream.read(100_000)
+            if not block:
+                break
+            size += len(block)
+            digest.update(block)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"%d %s" % (size, digest.hexdigest().encode())]
+
+    expected = b"%d %s" % (len(payload), hashlib.sha256(payload).hexdigest().encode())
+    with running(app) as server, connect(server.port, timeout=30) as sock:
+        if chunked:
+            head = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            body = b"".join(b"%x\r\n%s\r\n" % (len(payload[i:i + 65536]), payload[i:i + 65536])
+                            for i in range(0, len(payload), 65536)) + b"0\r\n\r\n"
+        else:
+            head = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(payload)
+            body = payload
+        sock.sendall(head + body)
+        assert read_response(sock).body == expected
+
+
+def test_readline_with_limits_and_iteration() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        stream = environ["wsgi.input"]
+        first = stream.readline(3)
+        rest_of_line = stream.readline()
+        lines = list(stream)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"|".join([first, rest_of_line, *lines])]
+
+    with running(app) as server:
+        resp = get(server.port, "/", method="POST", body=b"abcdef\nline2\nlast")
+        assert resp.body == b"abc|def\n|line2\n|last"
