@@ -318,10 +318,9 @@ def test_server_header_and_keep_alive_settings() -> None:
 
 
 def test_reuse_port_lets_two_servers_share_a_port() -> None:
-    with running(reuse_port=True) as first:
-        with running(addr=f"127.0.0.1:{first.port}", reuse_port=True) as second:
-            assert second.port == first.port
-            assert get(first.port).status == 200
+    with running(reuse_port=True) as first, running(addr=f"127.0.0.1:{first.port}", reuse_port=True) as second:
+        assert second.port == first.port
+        assert get(first.port).status == 200
 
 
 @pytest.mark.parametrize("chunked", [False, True])
