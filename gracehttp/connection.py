@@ -79,12 +79,14 @@ class Site:
 class Connection:
     __slots__ = (
         "buf",
+        "closing",
         "deadline",
         "env",
         "fd",
         "handshaken",
         "head_started",
         "mode",
+        "rcv_timeout",
         "registered",
         "requests",
         "site",
@@ -115,6 +117,8 @@ class Connection:
         self.mode = PARK_HEAD
         self.registered = False
         self.requests = 0
+        self.rcv_timeout = site.read_timeout  # the SO_RCVTIMEO now set on the socket
+        self.closing = lambda: site.closing
 
     # -- socket primitives -------------------------------------------------
 
@@ -137,7 +141,10 @@ class Connection:
         remaining = self.head_started + self.site.read_timeout - time.monotonic()
         if remaining <= 0:
             raise ProtocolError(408, "read_timeout", "request not received in time")
-        if remaining < self.site.read_timeout:
+        if remaining < self.rcv_timeout - 1.0:
+            # Tighten the per-read timeout only when it matters (a syscall), so the whole
+            # request stays within read_timeout; `_exchange` restores it for the next one.
+            self.rcv_timeout = remaining
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(remaining))
         try:
             return self.sock.recv(RECV_SIZE)
@@ -238,8 +245,11 @@ class Connection:
         body = Body(rest, self.recv_body, head, site.limits.max_body_bytes, before_read,
                     site.limits.max_header_bytes)
         environ = build_environ(self.env, head, body)
+        if self.rcv_timeout != site.read_timeout:
+            self.rcv_timeout = site.read_timeout
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, site.rcvtimeo)
         responder = Responder(self.send, None if self.tls else self.sendfile, head, keep_alive,
-                              site.server_header)
+                              site.server_header, self.closing)
         inflight = site.inflight
         inflight.request_started()
         try:
@@ -250,7 +260,7 @@ class Connection:
             return self._reject(exc)
         except OSError:
             return CLOSE  # the client went away or stopped reading (write_timeout)
-        except Exception:
+        except BaseException:  # SystemExit or KeyboardInterrupt from an app too: never kill the thread
             site.logger.exception("error in WSGI app %s %s",
                                   head.method, head.target.decode("latin-1")[:200])
             if responder.headers_sent:

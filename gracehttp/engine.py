@@ -249,12 +249,13 @@ class Engine:
         return conn
 
     def _serve(self, conn: Connection) -> None:
+        action = CLOSE
         try:
             action = conn.serve()
-        except Exception:
+        except BaseException:
             self.logger.exception("unexpected error serving a connection")
-            action = CLOSE
-        self._dispose(conn, action)
+        finally:
+            self._dispose(conn, action)
 
     def _dispose(self, conn: Connection, action: int, deadline: float | None = None) -> None:
         """Park or close an owned connection, then release it to the in-flight counters."""

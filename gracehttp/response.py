@@ -39,6 +39,7 @@ class Responder:
     """The response side of one request; `keep_alive` says whether the connection may be reused."""
 
     __slots__ = (
+        "_closing",
         "_extra",
         "_send",
         "_sendfile",
@@ -55,8 +56,10 @@ class Responder:
     )
 
     def __init__(self, send: Send, sendfile: SendFile | None, head: RequestHead,
-                 keep_alive: bool, server_header: str | None) -> None:
+                 keep_alive: bool, server_header: str | None,
+                 closing: Callable[[], bool] = lambda: False) -> None:
         self._send = send
+        self._closing = closing
         self._sendfile = sendfile
         self.head_only = head.method == "HEAD"
         self.version = head.version
@@ -106,6 +109,8 @@ class Responder:
             elif low in _HOP_BY_HOP:
                 raise HeaderError(f"hop-by-hop header {name!r} is the server's to set (PEP 3333)")
         headers = [(k, v) for k, v in self.headers if k.lower() != "connection"]
+        if self.keep_alive and self._closing():
+            self.keep_alive = False  # the drain began while the app ran: tell the client now
         no_body = self.code in NO_BODY_STATUSES or self.code < 200
         if length is None and body_length is not None and not no_body:
             length = body_length

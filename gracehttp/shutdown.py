@@ -51,9 +51,9 @@ def run_sequence(*, plan: ShutdownPlan, started: float, lifecycle: Lifecycle, en
         if plan.drain_delay > 0 and not abort.is_set():
             abort.wait(max(0.0, min(started + plan.drain_delay, drain_deadline) - time.monotonic()))
     if engine is not None:
+        engine.close_idle()  # from here on responses carry Connection: close
         if not plan.drain_reject:
             engine.stop_accepting()
-        engine.close_idle()
         while True:
             pending = inflight.pending
             if pending:

@@ -194,3 +194,32 @@ def test_connections_in_the_accept_queue_are_served_not_reset() -> None:
         stopper.join(10)
         t.join(5)
         assert slow == [200]
+
+
+def test_response_of_a_request_running_when_the_drain_began_says_connection_close() -> None:
+    app = GatedApp()
+    with running(app) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert app.entered.wait(5)
+        stopper = threading.Thread(target=server.shutdown)
+        stopper.start()
+        assert wait_until(lambda: refused(server.port))  # step 3 of the sequence has run
+        app.release.set()
+        data = read_until_close(sock, timeout=10)
+        assert statuses(data) == [200]
+        assert b"Connection: close" in data
+        stopper.join(10)
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()])
+def test_app_raising_system_exit_gets_500_and_threads_survive(exc: BaseException) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/exit":
+            raise exc
+        return hello_app(environ, start_response)
+
+    with running(app, threads=1) as server:
+        for _ in range(3):
+            assert get(server.port, "/exit").status == 500
+        assert get(server.port, "/").status == 200
+        assert server.shutdown().drained
