@@ -12,7 +12,7 @@ import os
 import socket
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gracehttp.addresses import parse_address
@@ -168,10 +168,6 @@ class Config:
 def env_fields() -> list[str]:
     """Names of the fields that can be set from text (environment, flags, files)."""
     return [f.name for f in fields(Config) if f.metadata.get("parse") is not None]
-
-
-def defaults() -> dict[str, Any]:
-    return {f.name: f.default for f in fields(Config) if f.default is not MISSING}
 
 
 def _check_int(name: str, value: Any, *, minimum: int) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from gracehttp.errors import ProtocolError
 from gracehttp.health import HEALTH_PATHS, answer
 from gracehttp.http.parser import Limits, find_head_end, parse_head
-from gracehttp.http.writer import CONTINUE, REASONS, error_response, simple_response
+from gracehttp.http.writer import CONTINUE, error_response, simple_response
 from gracehttp.inflight import InFlight
 from gracehttp.response import Responder, run_app
 from gracehttp.state import Lifecycle, State
@@ -330,6 +330,3 @@ class Connection:
         with contextlib.suppress(OSError):
             self.sock.close()
 
-
-def status_line(code: int) -> str:
-    return f"{code} {REASONS.get(code, 'Unknown')}"

@@ -36,7 +36,6 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
 
 from gracehttp.connection import CLOSE, LINGER, PARK_HEAD, PARK_IDLE, Connection, Site
 
@@ -335,7 +334,3 @@ class Engine:
     @property
     def open_count(self) -> int:
         return len(self.open)
-
-    def on_each_listener(self, func: Callable[[Listener], None]) -> None:
-        for lst in tuple(self.listeners.values()):
-            func(lst)

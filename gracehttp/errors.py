@@ -28,9 +28,5 @@ class ProtocolError(Exception):
         self.detail = detail or reason
 
 
-class ClientDisconnected(OSError):
-    """The client closed the connection before the request body was complete."""
-
-
 class IllegalTransition(RuntimeError):
     """A lifecycle transition that the state table does not allow."""

@@ -238,6 +238,14 @@ class GracefulServer:
         return self._tls is not None
 
     @property
+    def server_address(self) -> tuple[str, int] | str | None:
+        """The first listener's address, as `socketserver` names it (None before binding)."""
+        if not self._listeners:
+            return None
+        name = self._listeners[0].sock.getsockname()
+        return name if isinstance(name, str) else (str(name[0]), int(name[1]))
+
+    @property
     def sockets(self) -> list[socket.socket]:
         return [lst.sock for lst in self._listeners]
 

@@ -91,11 +91,6 @@ class Lifecycle:
             self._drained = drained
             self._cond.notify_all()
 
-    def wait_for(self, states: frozenset[State], timeout: float | None = None) -> bool:
-        """Block until the state is one of `states`; True if it is."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._state in states, timeout)
-
 
 def transitions_rst() -> str:
     """The README's list of lifecycle moves, derived from `TRANSITIONS`."""

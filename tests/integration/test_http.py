@@ -266,6 +266,7 @@ def test_port_zero_resolves_and_bind_errors_raise_in_caller() -> None:
         assert server.port
         assert server.port > 0
         assert server.addresses == [f"127.0.0.1:{server.port}"]
+        assert server.server_address == ("127.0.0.1", server.port)
         clash = GracefulServer(Config(app=hello_app, addr=f"127.0.0.1:{server.port}"))
         with pytest.raises(OSError, match="in use"):
             clash.run_in_background()

@@ -27,6 +27,15 @@ def in_flight(port: int) -> int:
         return -1
 
 
+def slow_in_flight(port: int, seconds: float) -> tuple[threading.Thread, list[Any]]:
+    """Start one /slow request and return once the server counts it in flight."""
+    results: list[Any] = []
+    t = threading.Thread(target=fire, args=(port, f"/slow?t={seconds}", results))
+    t.start()
+    assert wait_until(lambda: in_flight(port) == 1, 10)
+    return t, results
+
+
 def test_sigterm_drains_twenty_in_flight_requests(start_server: Any) -> None:
     srv = start_server()
     results: list[Any] = []
@@ -74,10 +83,7 @@ def test_readiness_flips_within_half_a_second_and_drain_delay_keeps_serving(star
 
 def test_drain_timeout_ends_the_wait_and_callbacks_still_run(start_server: Any) -> None:
     srv = start_server(drain_timeout=1.0, shutdown_timeout=3.0)
-    results: list[Any] = []
-    t = threading.Thread(target=fire, args=(srv.port, "/slow?t=8", results))
-    t.start()
-    assert wait_until(lambda: in_flight(srv.port) == 1, 10)
+    t, results = slow_in_flight(srv.port, 8)
     sent = time.time()
     srv.proc.send_signal(signal.SIGTERM)
     code, exited = srv.wait_exit(10)
@@ -98,10 +104,7 @@ def test_idle_keep_alive_connections_close_cleanly_during_the_drain(start_server
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_response(s).status == 200
         idle.append(s)
-    holder: list[Any] = []
-    t = threading.Thread(target=fire, args=(srv.port, "/slow?t=2", holder))
-    t.start()
-    assert wait_until(lambda: in_flight(srv.port) == 1, 10)
+    t, holder = slow_in_flight(srv.port, 2)
     srv.proc.send_signal(signal.SIGTERM)
     assert wait_until(lambda: refused(srv.port), 2)  # the drain has begun
     answered = closed = 0
@@ -126,10 +129,7 @@ def test_idle_keep_alive_connections_close_cleanly_during_the_drain(start_server
 
 def test_second_sigint_forces_close(start_server: Any) -> None:
     srv = start_server(drain_timeout=20.0, shutdown_timeout=25.0)
-    results: list[Any] = []
-    t = threading.Thread(target=fire, args=(srv.port, "/slow?t=10", results))
-    t.start()
-    assert wait_until(lambda: in_flight(srv.port) == 1, 10)
+    t, _ = slow_in_flight(srv.port, 10)
     srv.proc.send_signal(signal.SIGINT)
     assert wait_until(lambda: refused(srv.port), 2)
     assert srv.proc.poll() is None  # still draining
