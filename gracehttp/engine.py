@@ -4,10 +4,11 @@ Upper layer: imports `connection` and `inflight`.
 
 Theory of operation
 -------------------
-Threads: `threads` request threads, each looping on ``epoll.poll(maxevents=1)``
-over one shared epoll set (leader/followers: the thread that receives an event
-serves it, so there is no hand-off queue on the hot path); one housekeeping
-thread that expires deadlines.
+Threads: `threads` request threads sharing one epoll set. One of them at a
+time, the leader (see `gracehttp.leadership`), polls with ``maxevents=1`` and
+serves what it gets itself, so the hot path has no hand-off between threads;
+the others wait to lead, and take over when a watchdog sees the leader stuck
+on one connection. One housekeeping thread expires deadlines.
 
 Every descriptor is armed with EPOLLONESHOT, so exactly one thread gets each
 event and nothing fires again until that thread re-arms it. A listener event
@@ -38,6 +39,7 @@ import threading
 import time
 
 from gracehttp.connection import CLOSE, LINGER, PARK_HEAD, PARK_IDLE, Connection, Site
+from gracehttp.leadership import Leadership
 
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
 #: A lingering close waits at most this long for the client to close its side.
@@ -72,6 +74,7 @@ class Engine:
         self._stopped = False
         self._wake_r, self._wake_w = os.pipe()
         self._tick_event = threading.Event()
+        self.leadership = Leadership()
         self._threads: list[threading.Thread] = []
         self._n_threads = threads
         self._name = name
@@ -90,6 +93,9 @@ class Engine:
             t = threading.Thread(target=self._loop, name=f"{self._name}-request-{i}", daemon=True)
             t.start()
             self._threads.append(t)
+        t = threading.Thread(target=self.leadership.watch, name=f"{self._name}-watchdog", daemon=True)
+        t.start()
+        self._threads.append(t)
         t = threading.Thread(target=self._housekeep, name=f"{self._name}-housekeeper", daemon=True)
         t.start()
         self._threads.append(t)
@@ -154,6 +160,7 @@ class Engine:
             lst.sock.close()
         os.write(self._wake_w, b"x")
         self._tick_event.set()
+        self.leadership.stop()
         stuck = []
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -175,23 +182,33 @@ class Engine:
         unpark = self._unpark
         listeners = self.listeners
         wake = self._wake_r
+        lead = self.leadership
         while True:
-            try:
-                events = poll(-1, 1)
-            except InterruptedError:
-                continue
-            except (OSError, ValueError):
-                return  # epoll closed
-            for fd, _ev in events:
+            gen = lead.acquire()
+            while True:  # the leader: poll, then serve what came in on this thread
+                try:
+                    events = poll(-1, 1)
+                except InterruptedError:
+                    continue
+                except (OSError, ValueError):
+                    lead.leave(gen)
+                    return  # epoll closed
+                if not events:
+                    continue
+                fd = events[0][0]
                 if fd == wake:
+                    lead.leave(gen)  # the next thread wakes, sees the pipe too, and leaves
                     return
+                lead.begin()
                 lst = listeners.get(fd)
                 if lst is not None:
                     self._accept(lst)
-                    continue
-                conn = unpark(fd)
-                if conn is not None:
-                    self._serve(conn)
+                else:
+                    conn = unpark(fd)
+                    if conn is not None:
+                        self._serve(conn)
+                if not lead.end(gen):
+                    break  # the watchdog passed the role on while we served: follow
 
     def _accept(self, lst: Listener) -> None:
         try:

@@ -121,6 +121,6 @@ def refused(port: int) -> bool:
     """True once nothing listens on `port` (the listener closed)."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except ConnectionRefusedError:
-        return True
+    except (ConnectionRefusedError, ConnectionResetError):
+        return True  # a reset: the handshake raced the listener's close
     return False

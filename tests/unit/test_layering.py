@@ -8,7 +8,8 @@ import pytest
 PKG = pathlib.Path(__file__).resolve().parents[2] / "gracehttp"
 
 LAYERS = {
-    0: {"errors", "addresses", "state", "inflight", "http.parser", "http.writer", "callbacks", "http"},
+    0: {"errors", "addresses", "state", "inflight", "http.parser", "http.writer", "callbacks", "http",
+        "leadership"},
     1: {"config", "wsgi", "response", "health", "routing"},
     2: {"listeners", "connection", "engine", "shutdown", "signals", "server"},
     3: {"__init__", "__main__", "cli"},

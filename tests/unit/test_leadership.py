@@ -1,0 +1,76 @@
+"""The leader role: one poller, handed on only when the leader is stuck."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from gracehttp.leadership import Leadership
+
+
+def run_watchdog(lead: Leadership) -> threading.Thread:
+    t = threading.Thread(target=lead.watch, daemon=True)
+    t.start()
+    return t
+
+
+def test_stuck_leader_is_replaced_and_learns_it_when_done() -> None:
+    lead = Leadership(handoff_after=0.005)
+    watchdog = run_watchdog(lead)
+    gen_a = lead.acquire()
+    took_over = threading.Event()
+
+    def follower() -> None:
+        lead.acquire()
+        took_over.set()
+
+    threading.Thread(target=follower, daemon=True).start()
+    lead.begin()
+    assert took_over.wait(2)  # while A is still "serving"
+    assert lead.end(gen_a) is False  # A is a follower now
+    assert lead.handoffs == 1
+    lead.stop()
+    watchdog.join(2)
+
+
+def test_fast_leader_keeps_the_role() -> None:
+    lead = Leadership(handoff_after=0.05)
+    watchdog = run_watchdog(lead)
+    gen = lead.acquire()
+    for _ in range(200):
+        lead.begin()
+        assert lead.end(gen)
+    assert lead.handoffs == 0
+    lead.stop()
+    watchdog.join(2)
+
+
+def test_leave_releases_once_and_only_for_the_holder() -> None:
+    lead = Leadership(handoff_after=0.005)
+    gen = lead.acquire()
+    lead.leave(gen)
+    lead.leave(gen)  # a second leave is a no-op, not "release unlocked lock"
+    gen2 = lead.acquire()
+    lead.leave(gen)  # a stale generation cannot release the new holder's role
+    got = threading.Event()
+    threading.Thread(target=lambda: (lead.acquire(), got.set()), daemon=True).start()
+    assert not got.wait(0.1)
+    lead.leave(gen2)
+    assert got.wait(2)
+
+
+def test_idle_watchdog_sleeps_and_wakes_for_work() -> None:
+    lead = Leadership(handoff_after=0.001)
+    watchdog = run_watchdog(lead)
+    gen = lead.acquire()
+    deadline = time.monotonic() + 5
+    while not lead.sleeping and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lead.sleeping
+    follower_led = threading.Event()
+    threading.Thread(target=lambda: (lead.acquire(), follower_led.set()), daemon=True).start()
+    lead.begin()  # wakes the watchdog, which then sees a stuck leader
+    assert follower_led.wait(2)
+    assert not lead.end(gen)
+    lead.stop()
+    watchdog.join(2)
