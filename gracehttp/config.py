@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gracehttp.addresses import parse_address
+
+if TYPE_CHECKING:
+    import ssl  # imported at run time only when TLS is configured: it costs memory and start-up
 from gracehttp.errors import ConfigError
 
 WSGIApp = Callable[..., Any]
@@ -123,8 +125,11 @@ class Config:
         if (self.certfile is None) != (self.keyfile is None):
             raise ConfigError("keyfile" if self.keyfile is None else "certfile",
                               "certfile and keyfile go together")
-        if self.ssl_context is not None and not isinstance(self.ssl_context, ssl.SSLContext):
-            raise ConfigError("ssl_context", "expected an ssl.SSLContext")
+        if self.ssl_context is not None:
+            import ssl
+
+            if not isinstance(self.ssl_context, ssl.SSLContext):
+                raise ConfigError("ssl_context", "expected an ssl.SSLContext")
         for name in ("certfile", "keyfile"):
             path = getattr(self, name)
             if path is not None and not os.path.isfile(path):
@@ -159,6 +164,8 @@ class Config:
             return self.ssl_context
         if self.certfile is None or self.keyfile is None:
             return None
+        import ssl
+
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(self.certfile, self.keyfile)

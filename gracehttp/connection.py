@@ -17,11 +17,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import ssl
 import struct
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gracehttp.errors import ProtocolError
 from gracehttp.health import HEALTH_PATHS, answer
@@ -31,6 +30,9 @@ from gracehttp.inflight import InFlight
 from gracehttp.response import Responder, run_app
 from gracehttp.state import Lifecycle, State
 from gracehttp.wsgi import Body, base_environ, build_environ
+
+if TYPE_CHECKING:
+    import ssl
 
 # What `serve` asks the engine to do next.
 PARK_IDLE, PARK_HEAD, LINGER, CLOSE = range(4)
@@ -72,6 +74,15 @@ class Site:
         self.tls = tls
         #: Set when the drain begins: responses carry Connection: close from then on.
         self.closing = False
+        #: "Nothing to read yet": a TLS socket says it with SSLWantReadError. ssl is
+        #: imported only when TLS is on, to keep it out of plain servers' memory.
+        self.want_read: tuple[type[BaseException], ...] = (BlockingIOError, InterruptedError)
+        if tls is not None:
+            import ssl
+
+            self.want_read += (ssl.SSLWantReadError,)
+        #: What a blocking read raises when SO_RCVTIMEO expires.
+        self.read_timed_out: tuple[type[BaseException], ...] = (*self.want_read, TimeoutError)
         self.rcvtimeo = _timeval(read_timeout)
         self.sndtimeo = _timeval(write_timeout)
 
@@ -129,7 +140,7 @@ class Connection:
             # track partial records here.
             try:
                 return self.sock.recv(RECV_SIZE)
-            except (ssl.SSLWantReadError, BlockingIOError):
+            except self.site.want_read:
                 return None
         try:
             return self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
@@ -148,7 +159,7 @@ class Connection:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(remaining))
         try:
             return self.sock.recv(RECV_SIZE)
-        except (BlockingIOError, TimeoutError, ssl.SSLWantReadError):
+        except self.site.read_timed_out:
             raise ProtocolError(408, "read_timeout", "request body not received in time") from None
 
     def send(self, data: bytes) -> None:
@@ -300,7 +311,7 @@ class Connection:
                 data = self.sock.recv(RECV_SIZE, 0 if self.tls else socket.MSG_DONTWAIT)
                 if not data:
                     return CLOSE
-        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+        except self.site.want_read:
             return LINGER
         except OSError:
             return CLOSE
