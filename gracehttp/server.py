@@ -26,6 +26,7 @@ from gracehttp.callbacks import Callbacks, process_callbacks
 from gracehttp.config import Config
 from gracehttp.connection import Site
 from gracehttp.engine import Engine
+from gracehttp.errors import ConfigError
 from gracehttp.health import health_wsgi_app
 from gracehttp.http.parser import Limits
 from gracehttp.inflight import InFlight
@@ -34,6 +35,7 @@ from gracehttp.routing import RouteRegistrar, build_app
 from gracehttp.shutdown import ShutdownPlan, ShutdownReport, run_sequence
 from gracehttp.signals import SignalDispatcher
 from gracehttp.state import Lifecycle, State
+from gracehttp.supervisor import Supervisor
 
 F = Callable[..., Any]
 
@@ -44,6 +46,7 @@ class GracefulServer:
     def __init__(self, config: Config | None = None, *route_registrars: RouteRegistrar) -> None:
         self.config = config if config is not None else Config()
         self.logger = self.config.get_logger()
+        self._registrars = route_registrars
         self._app = build_app(self.config.app, route_registrars)
         self._lifecycle = Lifecycle()
         self._inflight = InFlight()
@@ -56,6 +59,8 @@ class GracefulServer:
         self._sequence: threading.Thread | None = None
         self._report: ShutdownReport | None = None
         self._tls = self.config.tls_context()
+        #: With ``workers > 1``, the supervisor's result: 0 when every worker drained cleanly.
+        self.exit_code = 0
 
     # -- starting ------------------------------------------------------------------
 
@@ -85,7 +90,7 @@ class GracefulServer:
         self._lifecycle.to(State.READY)
         inactive = [name for name, on in (
             ("admin_addr", cfg.admin_addr is not None), ("debug", cfg.debug), ("access_log", cfg.access_log),
-            ("workers", cfg.workers > 1), ("max_requests", cfg.max_requests is not None),
+            ("max_requests", cfg.max_requests is not None),
             ("pid_file", cfg.pid_file is not None)) if on]
         if inactive:
             self.logger.warning("not implemented in this version, ignored: %s", ", ".join(inactive))
@@ -95,6 +100,9 @@ class GracefulServer:
 
     def run_in_background(self) -> GracefulServer:
         """Bind and serve from background threads; binding errors raise here."""
+        if self.config.workers > 1:
+            raise ConfigError("workers", "workers > 1 runs a supervisor in the calling process: "
+                              "use serve_forever()")
         self._start()
         return self
 
@@ -104,6 +112,9 @@ class GracefulServer:
         `poll_interval` is accepted for `socketserver` compatibility and ignored:
         nothing here polls.
         """
+        if self.config.workers > 1 and self._lifecycle.state is State.NEW:
+            self._supervise()
+            return
         dispatcher = SignalDispatcher(self._on_signal)
         installed = dispatcher.install()
         try:
@@ -119,6 +130,21 @@ class GracefulServer:
         process_callbacks.run(time.monotonic() + self.config.shutdown_timeout, self.logger)
 
     listen_and_serve = serve_forever
+
+    def _supervise(self) -> None:
+        """``workers > 1``: this process supervises; each worker runs its own server."""
+        self.exit_code = Supervisor(self.config, self._serve_worker, self.logger).run()
+        self._lifecycle.to(State.STOPPED)
+        self._stopped.set()
+        process_callbacks.run(time.monotonic() + self.config.shutdown_timeout, self.logger)
+
+    def _serve_worker(self, config: Config) -> int:
+        """In a forked worker: serve the inherited listeners; 0 if it drained cleanly."""
+        worker = GracefulServer(config, *self._registrars)
+        worker._callbacks = self._callbacks  # the instance callbacks run in each worker
+        worker.serve_forever()
+        report = worker.shutdown()
+        return 0 if report.drained and not report.callback_errors else 1
 
     def _on_signal(self, signum: int, count: int) -> None:
         name = signal.Signals(signum).name

@@ -6,6 +6,7 @@ Exit code: 0 when the shutdown drained every request and every callback succeede
 
 import json
 import logging
+import os
 import sys
 import time
 from urllib.parse import parse_qs
@@ -21,19 +22,22 @@ def app(environ, start_response):
     query = parse_qs(environ["QUERY_STRING"])
     if environ["PATH_INFO"] == "/slow":
         time.sleep(float(query.get("t", ["0.7"])[0]))
-    body = b"done"
+    body = b"done %d" % os.getpid() if environ["PATH_INFO"] == "/pid" else b"done"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(process)d %(message)s")
     fields = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     server = GracefulServer(Config(app=app, addr="127.0.0.1:0", **fields))
     server.register_shutdown_callback(event, "callback 1")
     server.register_shutdown_callback(event, "callback 2")
     register_shutdown_callback(event, "process callback")
     server.serve_forever()
+    if server.config.workers > 1:
+        event(f"supervisor exit {server.exit_code}")
+        return server.exit_code
     report = server.shutdown()
     event(f"report drained={report.drained} left={report.in_flight_left} errors={len(report.callback_errors)}")
     return 0 if report.drained and not report.callback_errors else 1

@@ -38,7 +38,7 @@ class ServerProcess:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.stderr.append(line)
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            m = re.search(r"listening on (?:http://)?127\.0\.0\.1:(\d+)", line)
             if m and not self._port.is_set():
                 self.port = int(m.group(1))
                 self._port.set()

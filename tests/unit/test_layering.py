@@ -11,12 +11,12 @@ LAYERS = {
     0: {"errors", "addresses", "state", "inflight", "http.parser", "http.writer", "callbacks", "http",
         "leadership"},
     1: {"config", "wsgi", "response", "health", "routing"},
-    2: {"listeners", "connection", "engine", "shutdown", "signals", "server"},
+    2: {"listeners", "connection", "engine", "shutdown", "signals", "supervisor", "server"},
     3: {"__init__", "__main__", "cli"},
 }
 LAYER_OF = {mod: layer for layer, mods in LAYERS.items() for mod in mods}
 # Within the upper layer, this order holds: a module imports only those before it.
-UPPER_ORDER = ["listeners", "signals", "connection", "engine", "shutdown", "server"]
+UPPER_ORDER = ["listeners", "signals", "connection", "engine", "shutdown", "supervisor", "server"]
 
 
 def _modules() -> list[tuple[str, pathlib.Path]]:

@@ -1,0 +1,88 @@
+"""workers=2: a supervisor forks two workers that share the listener (real processes, signals)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+from typing import Any
+
+from tests.helpers import get, wait_until
+from tests.process.test_shutdown import fire, in_flight
+
+
+def pids_seen(port: int, tries: int = 200) -> set[int]:
+    seen = set()
+    for _ in range(tries):
+        seen.add(int(get(port, "/pid").body.split()[1]))
+        if len(seen) >= 2:
+            break
+    return seen
+
+
+def worker_pids(srv: Any) -> list[int]:
+    return [int(m.group(1)) for line in srv.stderr if (m := re.search(r"worker \d started \(pid (\d+)\)", line))]
+
+
+def test_two_workers_serve_and_drain_slow_requests_on_sigterm(start_server: Any) -> None:
+    srv = start_server(workers=2, threads=8)
+    assert wait_until(lambda: len(worker_pids(srv)) == 2, 10)
+    assert pids_seen(srv.port) == set(worker_pids(srv))
+    results: list[Any] = []
+    threads = [threading.Thread(target=fire, args=(srv.port, "/slow?t=1.0", results)) for _ in range(12)]
+    for t in threads:
+        t.start()
+    assert wait_until(lambda: in_flight(srv.port) > 0, 10)
+    srv.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(15)
+    code, _ = srv.wait_exit(15)
+    assert [r[0] for r in results] == [200] * 12
+    assert code == 0
+    drained = [line for line in srv.stderr if "drained=True" in line]
+    assert len(drained) == 2
+    # Both workers had slow requests to drain (the 12 connections were spread over them).
+    draining = {line.split()[2] for line in srv.stderr if "waiting for" in line}
+    assert len(draining) == 2
+    assert srv.events()[-1][1] == "supervisor exit 0"
+
+
+def test_a_killed_worker_is_replaced(start_server: Any) -> None:
+    srv = start_server(workers=2, threads=4)
+    assert wait_until(lambda: len(worker_pids(srv)) == 2, 10)
+    victim = worker_pids(srv)[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_until(lambda: len(worker_pids(srv)) == 3, 10)
+    assert any(f"(pid {victim}) died" in line for line in srv.stderr)
+    survivors = set(worker_pids(srv)) - {victim}
+    assert wait_until(lambda: pids_seen(srv.port) == survivors, 10)
+    srv.proc.send_signal(signal.SIGTERM)
+    code, _ = srv.wait_exit(15)
+    assert code == 0
+
+
+def test_workers_drain_when_the_supervisor_is_killed(start_server: Any) -> None:
+    srv = start_server(workers=2, threads=4)
+    assert wait_until(lambda: len(worker_pids(srv)) == 2, 10)
+    workers = worker_pids(srv)
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.wait_exit(5)
+
+    def gone(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # exited, not yet reaped
+        except FileNotFoundError:
+            return True
+
+    assert wait_until(lambda: all(gone(p) for p in workers), 10)
+
+
+def test_run_in_background_refuses_workers() -> None:
+    import pytest
+
+    from gracehttp import Config, ConfigError, GracefulServer
+
+    with pytest.raises(ConfigError, match="workers"):
+        GracefulServer(Config(addr="127.0.0.1:0", workers=2)).run_in_background()
