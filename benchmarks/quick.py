@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from measure import wrk  # noqa: E402
-from servers import BY_NAME, start, stop  # noqa: E402
+from measure import wrk
+from servers import BY_NAME, start, stop
 
 
 def main() -> None:

@@ -24,8 +24,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from measure import WrkResult, hold_idle, rss_mib, syscalls_per_request, wrk  # noqa: E402
-from servers import BY_NAME, SERVERS, Server, start, stop  # noqa: E402
+from measure import WrkResult, hold_idle, rss_mib, syscalls_per_request, wrk
+from servers import BY_NAME, SERVERS, Server, start, stop
 
 QUICK = ["gracehttp", "waitress-8", "gunicorn-sync-1"]
 MODES = [("hello", False), ("hello", True), ("json", False), ("json", True)]
@@ -111,7 +111,7 @@ def table(results: dict[str, dict[str, Any]], connections: int) -> str:
             f"{'close':>7} {'json k-a':>8} {'json cl':>7} {'err':>4} {'cpu/1k':>7} {'RSS':>6} "
             f"{'+1k idle':>8} {'k-a@1k':>7} {'start':>6} {'sys/req':>7}")
     lines = [head, "-" * len(head)]
-    for name, entry in results.items():
+    for entry in results.values():
         ka = summarize(entry, "hello keep-alive") or {}
         cl = summarize(entry, "hello close") or {}
         jka = summarize(entry, "json keep-alive") or {}
@@ -121,9 +121,10 @@ def table(results: dict[str, dict[str, Any]], connections: int) -> str:
         held = f"{100 * idle['rps_while_held'] / ka['rps']:.0f}%" if idle and ka.get("rps") else "-"
         served = f"{ka.get('served_min')}/{connections}" if ka.get("served_min") is not None else "n/a"
         errors = sum(s.get("errors", 0) for s in (ka, cl, jka, jcl))
+        rng = f"{ka.get('rps_min', 0):.0f}-{ka.get('rps_max', 0):.0f}"
         lines.append(
             f"{entry['label']:26} {ka.get('rps', 0):9.0f} "
-            f"{'%.0f-%.0f' % (ka.get('rps_min', 0), ka.get('rps_max', 0)):>13} "
+            f"{rng:>13} "
             f"{ka.get('p50_ms', float('nan')):6.2f} {ka.get('p99_ms', float('nan')):7.2f} {served:>7} "
             f"{cl.get('rps', 0):7.0f} {jka.get('rps', 0):8.0f} {jcl.get('rps', 0):7.0f} {errors:4d} "
             f"{ka.get('cpu_ms_per_1k') or 0:7.1f} {entry.get('idle_rss_mib', 0):6.1f} {extra:>8} {held:>7} "
