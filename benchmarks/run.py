@@ -36,13 +36,6 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def supported(server: Server) -> bool:
-    if server.name == "gracehttp-w2":
-        from gracehttp import server as gserver
-        return hasattr(gserver, "Supervisor")  # workers arrive with the process-management issue
-    return True
-
-
 def measure_app(app: str, servers: list[Server], args: argparse.Namespace,
                 results: dict[str, dict[str, Any]]) -> None:
     procs = {}
@@ -184,10 +177,7 @@ def main() -> None:
     for name in names:
         if name not in BY_NAME:
             sys.exit(f"unknown server {name!r}; choose from {', '.join(BY_NAME)}")
-        if supported(BY_NAME[name]):
-            servers.append(BY_NAME[name])
-        else:
-            log(f"skipping {name}: not supported by this gracehttp yet")
+        servers.append(BY_NAME[name])
     results: dict[str, dict[str, Any]] = {}
     started = time.time()
     for app in args.apps.split(","):

@@ -1,0 +1,34 @@
+"""The benchmark suite runs from a clean clone: a one-second version against two servers."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (.ci/run installs it)")
+def test_benchmark_run_produces_table_json_and_chart(tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("waitress")
+    pytest.importorskip("matplotlib")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--servers", "gracehttp,waitress-8",
+         "--duration", "1", "--rounds", "1", "--apps", "hello", "--idle", "50", "--idle-deadline", "5",
+         "--no-strace", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "gracehttp (1 process)" in proc.stdout
+    data = json.loads((tmp_path / "latest.json").read_text())
+    for name in ("gracehttp", "waitress-8"):
+        summary = data["summary"][name]["hello keep-alive"]
+        assert summary["rps"] > 0
+        assert summary["errors"] == 0
+        assert data["results"][name]["idle"]["held"] == 50
+    assert data["summary"]["gracehttp"]["hello keep-alive"]["served_min"] == 50
+    assert (tmp_path / "latest.png").stat().st_size > 10_000
