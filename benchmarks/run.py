@@ -102,7 +102,7 @@ def summarize(entry: dict[str, Any], key: str) -> dict[str, Any] | None:
 def table(results: dict[str, dict[str, Any]], connections: int) -> str:
     head = (f"{'server':26} {'hello k-a':>9} {'(min-max)':>13} {'p50':>6} {'p99':>7} {'served':>7} "
             f"{'close':>7} {'json k-a':>8} {'json cl':>7} {'err':>4} {'cpu/1k':>7} {'RSS':>6} "
-            f"{'+1k idle':>8} {'k-a@1k':>7} {'start':>6} {'sys/req':>7}")
+            f"{'+idle':>8} {'k-a@idle':>8} {'start':>6} {'sys/req':>7}")
     lines = [head, "-" * len(head)]
     for entry in results.values():
         ka = summarize(entry, "hello keep-alive") or {}
@@ -120,7 +120,7 @@ def table(results: dict[str, dict[str, Any]], connections: int) -> str:
             f"{rng:>13} "
             f"{ka.get('p50_ms', float('nan')):6.2f} {ka.get('p99_ms', float('nan')):7.2f} {served:>7} "
             f"{cl.get('rps', 0):7.0f} {jka.get('rps', 0):8.0f} {jcl.get('rps', 0):7.0f} {errors:4d} "
-            f"{ka.get('cpu_ms_per_1k') or 0:7.1f} {entry.get('idle_rss_mib', 0):6.1f} {extra:>8} {held:>7} "
+            f"{ka.get('cpu_ms_per_1k') or 0:7.1f} {entry.get('idle_rss_mib', 0):6.1f} {extra:>8} {held:>8} "
             f"{entry.get('startup_ms', 0):6.0f} {entry.get('syscalls_per_request') or '-':>7}")
     return "\n".join(lines)
 
