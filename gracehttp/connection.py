@@ -18,15 +18,18 @@ import contextlib
 import logging
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from gracehttp.accesslog import AccessLog
 from gracehttp.errors import ProtocolError
 from gracehttp.health import HEALTH_PATHS, answer
 from gracehttp.http.parser import Limits, find_head_end, parse_head
 from gracehttp.http.writer import CONTINUE, error_response, simple_response
 from gracehttp.inflight import InFlight
+from gracehttp.metrics import Metrics
 from gracehttp.response import Responder, run_app
 from gracehttp.state import Lifecycle, State
 from gracehttp.wsgi import Body, base_environ, build_environ
@@ -57,8 +60,13 @@ class Site:
                  inflight: InFlight, logger: logging.Logger, server_header: str | None,
                  keep_alive: bool, health: bool, drain_reject: bool, read_header_timeout: float,
                  read_timeout: float, write_timeout: float, idle_timeout: float,
-                 tls: ssl.SSLContext | None) -> None:
+                 tls: ssl.SSLContext | None, metrics: Metrics | None = None,
+                 access_log: AccessLog | None = None, track_requests: bool = False) -> None:
         self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+        #: With debug on: thread ident -> (method, target, start) of the requests being served.
+        self.active: dict[int, tuple[str, str, float]] | None = {} if track_requests else None
         self.limits = limits
         self.lifecycle = lifecycle
         self.inflight = inflight
@@ -263,23 +271,34 @@ class Connection:
                               site.server_header, self.closing)
         inflight = site.inflight
         inflight.request_started()
+        started = time.perf_counter()
+        active = site.active
+        if active is not None:
+            active[threading.get_ident()] = (head.method, head.target.decode("latin-1")[:200], time.monotonic())
         try:
             run_app(site.app, environ, responder)
         except ProtocolError as exc:
+            self._account(environ, responder.code if responder.headers_sent else exc.status, 0, started)
             if responder.headers_sent:
                 return CLOSE
             return self._reject(exc)
         except OSError:
+            self._account(environ, responder.code or 499, responder.sent, started)
             return CLOSE  # the client went away or stopped reading (write_timeout)
         except BaseException:  # SystemExit or KeyboardInterrupt from an app too: never kill the thread
             site.logger.exception("error in WSGI app %s %s",
                                   head.method, head.target.decode("latin-1")[:200])
+            self._account(environ, responder.code if responder.headers_sent else 500, responder.sent, started)
             if responder.headers_sent:
                 return CLOSE
             self.send_quietly(error_response(500, "internal server error", server=site.server_header))
             return LINGER
+        else:
+            self._account(environ, responder.code, responder.sent, started)
         finally:
             inflight.request_finished()
+            if active is not None:
+                active.pop(threading.get_ident(), None)
         if not body.finished:
             try:
                 if not body.discard(DISCARD_LIMIT):
@@ -291,7 +310,20 @@ class Connection:
         self.buf = body.leftover()
         return None
 
+    def _account(self, environ: dict[str, Any], status: int, length: int, started: float) -> None:
+        """Metrics and the access log for one answered request (nothing when both are off)."""
+        site = self.site
+        if site.metrics is None and site.access_log is None:
+            return
+        duration = time.perf_counter() - started
+        if site.metrics is not None:
+            site.metrics.observe(environ["REQUEST_METHOD"], status, duration)
+        if site.access_log is not None:
+            site.access_log(environ, status, length, duration)
+
     def _reject(self, exc: ProtocolError) -> int:
+        if self.site.metrics is not None:
+            self.site.metrics.bad_request(exc.reason)
         self.send_quietly(error_response(exc.status, exc.detail, server=self.site.server_header))
         return LINGER
 
@@ -320,6 +352,8 @@ class Connection:
         """A parked connection's deadline passed: a begun head gets 408 and a lingering
         close (so the 408 is not lost to a reset); anything else just closes."""
         if self.mode == PARK_HEAD and self.handshaken and (self.buf.strip() or self.has_input()):
+            if self.site.metrics is not None:
+                self.site.metrics.bad_request("header_timeout")
             self.send_quietly(error_response(408, "request header timeout", server=self.site.server_header))
             return LINGER
         return CLOSE

@@ -21,16 +21,20 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
+from gracehttp.accesslog import AccessLog
 from gracehttp.addresses import describe_socket
+from gracehttp.admin import AdminApp
 from gracehttp.callbacks import Callbacks, process_callbacks
 from gracehttp.config import Config
 from gracehttp.connection import Site
+from gracehttp.debug import MAX_PROFILE_SECONDS
 from gracehttp.engine import Engine
 from gracehttp.errors import ConfigError
 from gracehttp.health import health_wsgi_app
 from gracehttp.http.parser import Limits
 from gracehttp.inflight import InFlight
 from gracehttp.listeners import BoundListener, open_all
+from gracehttp.metrics import Metrics
 from gracehttp.routing import RouteRegistrar, build_app
 from gracehttp.shutdown import ShutdownPlan, ShutdownReport, run_sequence
 from gracehttp.signals import SignalDispatcher
@@ -38,6 +42,8 @@ from gracehttp.state import Lifecycle, State
 from gracehttp.supervisor import Supervisor
 
 F = Callable[..., Any]
+#: Request threads of the admin listener: its own budget, apart from the main pool.
+ADMIN_THREADS = 4
 
 
 class GracefulServer:
@@ -53,6 +59,9 @@ class GracefulServer:
         self._callbacks = Callbacks()
         self._listeners: list[BoundListener] = []
         self._engine: Engine | None = None
+        self._admin: Engine | None = None
+        self._admin_listeners: list[BoundListener] = []
+        self._metrics: Metrics | None = None
         self._stopped = threading.Event()
         self._abort = threading.Event()
         self._lock = threading.Lock()
@@ -75,6 +84,11 @@ class GracefulServer:
             self._lifecycle.to(State.STOPPED)
             self._stopped.set()
             raise
+        self._metrics = None
+        if cfg.metrics:
+            from gracehttp.metrics import Metrics
+
+            self._metrics = Metrics(self._lifecycle, self._inflight, self._open_connections)
         site = Site(
             app=self._app,
             limits=Limits(cfg.max_request_line, cfg.max_header_bytes, cfg.max_header_count, cfg.max_body_bytes),
@@ -82,14 +96,28 @@ class GracefulServer:
             server_header=cfg.server_header, keep_alive=cfg.keep_alive, health=cfg.health,
             drain_reject=cfg.drain_reject, read_header_timeout=cfg.read_header_timeout,
             read_timeout=cfg.read_timeout, write_timeout=cfg.write_timeout,
-            idle_timeout=cfg.idle_timeout, tls=self._tls,
+            idle_timeout=cfg.idle_timeout, tls=self._tls, metrics=self._metrics,
+            access_log=AccessLog(cfg.access_log) if cfg.access_log else None, track_requests=cfg.debug,
         )
         self._engine = Engine(site, [lst.sock for lst in self._listeners], cfg.threads,
                               cfg.max_connections, self.logger)
+        try:
+            self._admin = self._start_admin(site) if cfg.admin_addr else None
+        except BaseException:
+            for lst in self._listeners:
+                lst.close()
+            self._lifecycle.to(State.STOPPING)
+            self._lifecycle.to(State.STOPPED)
+            self._stopped.set()
+            raise
         self._engine.start()
+        if self._admin is not None:
+            self._admin.start()
         self._lifecycle.to(State.READY)
+        if self._admin is not None:
+            self.logger.info("gracehttp admin listening on http://%s (metrics=%s, debug=%s)",
+                             ", ".join(self.admin_addresses), cfg.metrics, cfg.debug)
         inactive = [name for name, on in (
-            ("admin_addr", cfg.admin_addr is not None), ("debug", cfg.debug), ("access_log", cfg.access_log),
             ("max_requests", cfg.max_requests is not None),
             ("pid_file", cfg.pid_file is not None)) if on]
         if inactive:
@@ -97,6 +125,33 @@ class GracefulServer:
         self.logger.info("gracehttp listening on %s (%d threads)",
                          ", ".join(("https://" if self._tls else "http://") + a if not a.startswith("unix:") else a
                                    for a in self.addresses), cfg.threads)
+
+    def _open_connections(self) -> int:
+        return self._engine.open_count if self._engine is not None else 0
+
+    def _start_admin(self, main: Site) -> Engine:
+        """The admin listener: its own engine and threads, so a saturated main pool never
+        keeps /metrics, /readyz or /debug/threads from answering."""
+        cfg = self.config
+        assert cfg.admin_addr is not None
+        self._admin_listeners = open_all([cfg.admin_addr], (), cfg.backlog, False)
+        app = AdminApp(config=cfg, lifecycle=self._lifecycle, inflight=self._inflight,
+                       open_connections=self._open_connections, metrics=self._metrics,
+                       active=main.active or {}, addresses=lambda: self.addresses)
+        site = Site(
+            app=app, limits=Limits(), lifecycle=self._lifecycle, inflight=InFlight(), logger=self.logger,
+            server_header=cfg.server_header, keep_alive=True, health=True, drain_reject=False,
+            read_header_timeout=cfg.read_header_timeout, read_timeout=cfg.read_timeout,
+            write_timeout=max(cfg.write_timeout, MAX_PROFILE_SECONDS + 5), idle_timeout=cfg.idle_timeout,
+            tls=None, track_requests=False,
+        )
+        return Engine(site, [lst.sock for lst in self._admin_listeners], ADMIN_THREADS, 64, self.logger,
+                      name="gracehttp-admin")
+
+    @property
+    def admin_addresses(self) -> list[str]:
+        """The admin listener's bound address (``:0`` resolved), or an empty list."""
+        return [describe_socket(lst.sock) for lst in self._admin_listeners if lst.sock.fileno() >= 0]
 
     def run_in_background(self) -> GracefulServer:
         """Bind and serve from background threads; binding errors raise here."""
@@ -182,11 +237,16 @@ class GracefulServer:
         try:
             self._report = run_sequence(plan=plan, started=started, lifecycle=self._lifecycle,
                                         engine=self._engine, inflight=self._inflight,
-                                        callbacks=self._callbacks, abort=self._abort, logger=self.logger)
+                                        callbacks=self._callbacks, abort=self._abort, logger=self.logger,
+                                        admin=self._admin, on_drained=self._drained)
         finally:
-            for lst in self._listeners:
+            for lst in self._listeners + self._admin_listeners:
                 lst.close()
             self._stopped.set()
+
+    def _drained(self, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.drain_duration.set(seconds)
 
     def shutdown(self, timeout: float | None = None) -> ShutdownReport:
         """Run the graceful sequence (once) and wait for it; thread-safe and idempotent."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gracehttp.callbacks import Callbacks
@@ -41,8 +42,13 @@ class ShutdownPlan:
 
 def run_sequence(*, plan: ShutdownPlan, started: float, lifecycle: Lifecycle, engine: Engine | None,
                  inflight: InFlight, callbacks: Callbacks, abort: threading.Event,
-                 logger: logging.Logger) -> ShutdownReport:
-    """Drain, stop and run callbacks; `started` is the monotonic time of the signal."""
+                 logger: logging.Logger, admin: Engine | None = None,
+                 on_drained: Callable[[float], None] | None = None) -> ShutdownReport:
+    """Drain, stop and run callbacks; `started` is the monotonic time of the signal.
+
+    The `admin` engine keeps answering (metrics, readiness, debug) through the
+    drain and stops with the main one at STOPPING.
+    """
     drain_deadline = started + plan.drain_timeout
     final_deadline = started + plan.shutdown_timeout
     drained = True
@@ -64,6 +70,8 @@ def run_sequence(*, plan: ShutdownPlan, started: float, lifecycle: Lifecycle, en
                 drained = False
                 break
     left = inflight.requests
+    if on_drained is not None:
+        on_drained(time.monotonic() - started)
     if not drained:
         logger.warning("drain ended with %d requests still in flight", left)
     lifecycle.advance(State.STOPPING)
@@ -71,6 +79,10 @@ def run_sequence(*, plan: ShutdownPlan, started: float, lifecycle: Lifecycle, en
         engine.stop_accepting()
         engine.close_all()
         stuck = engine.stop(min(final_deadline, time.monotonic() + THREAD_STOP_GRACE))
+        if admin is not None:
+            admin.stop_accepting()
+            admin.close_all()
+            stuck += admin.stop(min(final_deadline, time.monotonic() + THREAD_STOP_GRACE))
         if stuck:
             logger.warning("%d request threads still busy were abandoned: %s", len(stuck), ", ".join(stuck))
     errors = callbacks.run(final_deadline, logger)
