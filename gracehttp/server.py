@@ -137,7 +137,8 @@ class GracefulServer:
         self._admin_listeners = open_all([cfg.admin_addr], (), cfg.backlog, False)
         app = AdminApp(config=cfg, lifecycle=self._lifecycle, inflight=self._inflight,
                        open_connections=self._open_connections, metrics=self._metrics,
-                       active=main.active or {}, addresses=lambda: self.addresses)
+                       active=main.active if main.active is not None else {},
+                       addresses=lambda: self.addresses)
         site = Site(
             app=app, limits=Limits(), lifecycle=self._lifecycle, inflight=InFlight(), logger=self.logger,
             server_header=cfg.server_header, keep_alive=True, health=True, drain_reject=False,
