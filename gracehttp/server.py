@@ -49,12 +49,13 @@ ADMIN_THREADS = 4
 class GracefulServer:
     """A WSGI server with a lifecycle: NEW -> STARTING -> READY -> DRAINING -> STOPPING -> STOPPED."""
 
-    def __init__(self, config: Config | None = None, *route_registrars: RouteRegistrar) -> None:
+    def __init__(self, config: Config | None = None, *route_registrars: RouteRegistrar,
+                 _shared_drain: memoryview | None = None) -> None:
         self.config = config if config is not None else Config()
         self.logger = self.config.get_logger()
         self._registrars = route_registrars
         self._app = build_app(self.config.app, route_registrars)
-        self._lifecycle = Lifecycle()
+        self._lifecycle = Lifecycle(_shared_drain)
         self._inflight = InFlight()
         self._callbacks = Callbacks()
         self._listeners: list[BoundListener] = []
@@ -194,9 +195,9 @@ class GracefulServer:
         self._stopped.set()
         process_callbacks.run(time.monotonic() + self.config.shutdown_timeout, self.logger)
 
-    def _serve_worker(self, config: Config) -> int:
+    def _serve_worker(self, config: Config, shared_drain: memoryview) -> int:
         """In a forked worker: serve the inherited listeners; 0 if it drained cleanly."""
-        worker = GracefulServer(config, *self._registrars)
+        worker = GracefulServer(config, *self._registrars, _shared_drain=shared_drain)
         worker._callbacks = self._callbacks  # the instance callbacks run in each worker
         worker.serve_forever()
         report = worker.shutdown()

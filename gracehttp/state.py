@@ -40,9 +40,11 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 class Lifecycle:
     """Holds the current state; transitions are atomic and checked against the table."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared_drain: bytearray | memoryview | None = None) -> None:
         self._state = State.NEW
-        self._drained = False
+        #: One byte, 1 when drained. With workers it is a shared memory page made by the
+        #: supervisor before forking, so a POST /drain answered by one worker drains all.
+        self._drain_flag: bytearray | memoryview = shared_drain if shared_drain is not None else bytearray(1)
         self._cond = threading.Condition()
         self._listeners: list[Callable[[State, State], None]] = []
 
@@ -52,11 +54,11 @@ class Lifecycle:
 
     @property
     def drained(self) -> bool:
-        return self._drained
+        return self._drain_flag[0] == 1
 
     @property
     def is_ready(self) -> bool:
-        return self._state is State.READY and not self._drained
+        return self._state is State.READY and self._drain_flag[0] == 0
 
     @property
     def is_shutting_down(self) -> bool:
@@ -88,7 +90,7 @@ class Lifecycle:
 
     def set_drained(self, drained: bool) -> None:
         with self._cond:
-            self._drained = drained
+            self._drain_flag[0] = 1 if drained else 0
             self._cond.notify_all()
 
 

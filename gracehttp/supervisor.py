@@ -29,9 +29,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import mmap
 import os
 import queue
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +49,7 @@ MAX_BACKOFF = 30.0
 #: A worker that dies sooner than this after its start counts toward a crash loop.
 CRASH_WINDOW = 1.0
 
-ServeWorker = Callable[[Config], int]
+ServeWorker = Callable[[Config, memoryview], int]
 
 
 @dataclasses.dataclass
@@ -69,6 +72,10 @@ class Supervisor:
         self.exit_codes: list[int] = []
         self._alive_r = -1
         self._alive_w = -1
+        self.admin: list[BoundListener] = []
+        # The drained flag every worker's readiness reads: shared memory made before forking.
+        self._shared = mmap.mmap(-1, mmap.PAGESIZE)
+        self.metrics_dir: str | None = None
         self._pending_restarts: list[tuple[float, int]] = []
 
     # -- the supervisor's side ----------------------------------------------
@@ -80,6 +87,10 @@ class Supervisor:
         previous = {sig: signal.signal(sig, self._record) for sig in handled}
         try:
             self.listeners = open_all([cfg.addr, *cfg.addrs], cfg.listeners, cfg.backlog, cfg.reuse_port)
+            if cfg.admin_addr is not None:
+                self.admin = open_all([cfg.admin_addr], (), cfg.backlog, False)
+            if cfg.metrics:
+                self._start_multiprocess_metrics()
             self._alive_r, self._alive_w = os.pipe()
             names = ", ".join(self._describe())
             self.logger.info("gracehttp supervisor %d listening on %s (%d workers)", os.getpid(), names,
@@ -90,11 +101,27 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            for lst in self.listeners:
+            for lst in self.listeners + self.admin:
                 lst.close()
+            if self.metrics_dir is not None:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
+                os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
             for fd in (self._alive_r, self._alive_w):
                 if fd >= 0:
                     os.close(fd)
+
+    def _start_multiprocess_metrics(self) -> None:
+        """prometheus-client's multiprocess mode: every worker writes its samples to files
+        in a directory made (and removed) here, and a scrape of any worker sums them."""
+        self.metrics_dir = tempfile.mkdtemp(prefix="gracehttp-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+        self.logger.info("workers' metrics are aggregated in %s", self.metrics_dir)
+
+    def _mark_dead(self, pid: int) -> None:
+        if self.metrics_dir is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, self.metrics_dir)  # type: ignore[no-untyped-call]
 
     def _describe(self) -> list[str]:
         return [describe_socket(lst.sock) for lst in self.listeners]
@@ -157,6 +184,7 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
+            self._mark_dead(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 self.exit_codes.append(code)
@@ -196,13 +224,14 @@ class Supervisor:
         os.setpgid(0, 0)  # Ctrl-C reaches the supervisor only, which forwards it once
         os.close(self._alive_w)
         fds = [lst.sock.fileno() for lst in self.listeners]
+        admin = f"fd://{self.admin[0].sock.fileno()}" if self.admin else None
         config = dataclasses.replace(
             self.config, workers=1, listeners=(), addr=f"fd://{fds[0]}",
-            addrs=tuple(f"fd://{fd}" for fd in fds[1:]))
+            addrs=tuple(f"fd://{fd}" for fd in fds[1:]), admin_addr=admin)
         alive_r = self._alive_r
         threading.Thread(target=_watch_supervisor, args=(alive_r,), name="gracehttp-supervisor-watch",
                          daemon=True).start()
-        return self.serve_worker(config)
+        return self.serve_worker(config, memoryview(self._shared)[:1])
 
 
 def _watch_supervisor(alive_r: int) -> None:

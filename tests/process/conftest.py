@@ -51,8 +51,9 @@ class ServerProcess:
     def events(self) -> list[tuple[float, str]]:
         out = []
         for line in self.stdout:
-            stamp, _, text = line.strip().partition(" ")
-            out.append((float(stamp), text))
+            m = re.fullmatch(r"(\d+\.\d+) (.*)", line.strip())
+            if m:  # workers share stdout: skip anything that is not one whole event line
+                out.append((float(m.group(1)), m.group(2)))
         return out
 
     def wait_exit(self, timeout: float) -> tuple[int, float]:

@@ -86,3 +86,47 @@ def test_run_in_background_refuses_workers() -> None:
 
     with pytest.raises(ConfigError, match="workers"):
         GracefulServer(Config(addr="127.0.0.1:0", workers=2)).run_in_background()
+
+
+def test_metrics_are_aggregated_and_drain_reaches_every_worker(start_server: Any) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    srv = start_server(workers=2, threads=4, admin_addr="127.0.0.1:0")
+    assert wait_until(lambda: len(worker_pids(srv)) == 2, 10)
+
+    def admin_port() -> int:
+        for line in srv.stderr:
+            if m := re.search(r"admin listening on http://127\.0\.0\.1:(\d+)", line):
+                return int(m.group(1))
+        return 0
+
+    assert wait_until(lambda: admin_port() > 0, 10)
+    seen = set()
+    for _ in range(40):
+        seen.add(int(get(srv.port, "/pid").body.split()[1]))
+    assert seen == set(worker_pids(srv))
+
+    def total() -> float:
+        text = get(admin_port(), "/metrics").body.decode()
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "gracehttp_requests_total" and s.labels.get("status") == "200")
+
+    # Whichever worker answers the scrape, it reports both workers' requests.
+    assert [total() for _ in range(6)] == [40.0] * 6
+    assert get(admin_port(), "/drain", method="POST").status == 200
+    assert {get(srv.port, "/readyz").status for _ in range(20)} == {503}  # both workers drained
+    assert get(admin_port(), "/undrain", method="POST").status == 200
+    assert {get(srv.port, "/readyz").status for _ in range(20)} == {200}
+    metrics_dir = next(m.group(1) for line in srv.stderr if (m := re.search(r"aggregated in (\S+)", line)))
+    assert any(name.endswith(".db") for name in os.listdir(metrics_dir))
+    victim = worker_pids(srv)[0]
+    assert wait_until(lambda: f"gauge_livesum_{victim}.db" in os.listdir(metrics_dir), 5)
+    os.kill(victim, signal.SIGKILL)
+    assert wait_until(lambda: len(worker_pids(srv)) == 3, 10)
+    # The dead worker's live gauges are marked dead (removed); its counters still count.
+    assert f"gauge_livesum_{victim}.db" not in os.listdir(metrics_dir)
+    assert total() == 40.0
+    srv.proc.send_signal(signal.SIGTERM)
+    code, _ = srv.wait_exit(15)
+    assert code == 0
+    assert not os.path.exists(metrics_dir)  # the supervisor cleaned up after itself
