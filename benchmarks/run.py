@@ -28,6 +28,8 @@ from measure import WrkResult, hold_idle, rss_mib, syscalls_per_request, wrk
 from servers import BY_NAME, SERVERS, Server, start, stop
 
 QUICK = ["gracehttp", "waitress-8", "gunicorn-sync-1"]
+#: Setups run only when named: the metrics overhead comparison.
+OPTIONAL = {"gracehttp-nometrics"}
 MODES = [("hello", False), ("hello", True), ("json", False), ("json", True)]
 STRACED = ["gracehttp", "waitress-8", "gunicorn-sync-1", "gunicorn-gthread"]
 
@@ -172,7 +174,7 @@ def main() -> None:
         args.servers = args.servers or ",".join(QUICK)
         args.duration, args.rounds, args.apps, args.no_strace = 3.0, 1, "hello", True
         args.idle, args.idle_deadline = min(args.idle, 300), 4.0
-    names = args.servers.split(",") if args.servers else [s.name for s in SERVERS]
+    names = args.servers.split(",") if args.servers else [s.name for s in SERVERS if s.name not in OPTIONAL]
     servers = []
     for name in names:
         if name not in BY_NAME:

@@ -29,6 +29,7 @@ class Server:
 SERVERS = [
     Server("gracehttp", "gracehttp (1 process)", "inproc"),
     Server("gracehttp-w2", "gracehttp workers=2", "inproc"),
+    Server("gracehttp-nometrics", "gracehttp metrics=False", "inproc"),
     Server("waitress", "waitress (4 threads)", "inproc"),
     Server("waitress-8", "waitress 8 threads", "inproc"),
     Server("cheroot", "cheroot (10 threads)", "inproc"),
@@ -101,7 +102,9 @@ def serve_inproc(name: str, app_name: str, port: int) -> None:
         from gracehttp import Config, GracefulServer
 
         workers = 2 if name == "gracehttp-w2" else 1
-        GracefulServer(Config(app=app, addr=f"127.0.0.1:{port}", workers=workers)).serve_forever()
+        metrics = name != "gracehttp-nometrics"
+        GracefulServer(Config(app=app, addr=f"127.0.0.1:{port}", workers=workers,
+                              metrics=metrics)).serve_forever()
     elif name.startswith("waitress"):
         import waitress
 
