@@ -248,7 +248,7 @@ class GracefulServer:
 
     def _drained(self, seconds: float) -> None:
         if self._metrics is not None:
-            self._metrics.drain_duration.set(seconds)
+            self._metrics.drained(seconds)
 
     def shutdown(self, timeout: float | None = None) -> ShutdownReport:
         """Run the graceful sequence (once) and wait for it; thread-safe and idempotent."""

@@ -8,6 +8,7 @@ import signal
 import threading
 from typing import Any
 
+from gracehttp.metrics import FLUSH_INTERVAL
 from tests.helpers import get, wait_until
 from tests.process.test_shutdown import fire, in_flight
 
@@ -107,11 +108,15 @@ def test_metrics_are_aggregated_and_drain_reaches_every_worker(start_server: Any
     assert seen == set(worker_pids(srv))
 
     def total() -> float:
-        text = get(admin_port(), "/metrics").body.decode()
+        resp = get(admin_port(), "/metrics")
+        assert resp.status == 200, "".join(srv.stderr)[-3000:]
+        text = resp.body.decode()
         return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
                    if s.name == "gracehttp_requests_total" and s.labels.get("status") == "200")
 
-    # Whichever worker answers the scrape, it reports both workers' requests.
+    # Whichever worker answers the scrape, it reports both workers' requests (each worker
+    # writes its numbers at most FLUSH_INTERVAL after serving them).
+    assert wait_until(lambda: total() == 40.0, 2 + FLUSH_INTERVAL)
     assert [total() for _ in range(6)] == [40.0] * 6
     assert get(admin_port(), "/drain", method="POST").status == 200
     assert {get(srv.port, "/readyz").status for _ in range(20)} == {503}  # both workers drained
