@@ -122,7 +122,8 @@ def table(results: dict[str, dict[str, Any]], connections: int) -> str:
             f"{rng:>13} "
             f"{ka.get('p50_ms', float('nan')):6.2f} {ka.get('p99_ms', float('nan')):7.2f} {served:>7} "
             f"{cl.get('rps', 0):7.0f} {jka.get('rps', 0):8.0f} {jcl.get('rps', 0):7.0f} {errors:4d} "
-            f"{ka.get('cpu_ms_per_1k') or 0:7.1f} {entry.get('idle_rss_mib', 0):6.1f} {extra:>8} {held:>8} "
+            f"{ka.get('cpu_ms_per_1k') or 0:7.1f} {idle.get('rss_before_mib', entry.get('idle_rss_mib', 0)):6.1f} "
+            f"{extra:>8} {held:>8} "
             f"{entry.get('startup_ms', 0):6.0f} {entry.get('syscalls_per_request') or '-':>7}")
     return "\n".join(lines)
 
