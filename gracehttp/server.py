@@ -77,14 +77,39 @@ class GracefulServer:
     def _start(self) -> None:
         with self._lock:
             self._lifecycle.to(State.STARTING)
-        cfg = self.config
         try:
-            self._listeners = open_all([cfg.addr, *cfg.addrs], cfg.listeners, cfg.backlog, cfg.reuse_port)
+            self._bind_and_build()
         except BaseException:
+            for lst in self._listeners + self._admin_listeners:
+                lst.close()
+            if self._metrics is not None:
+                self._metrics.close()
             self._lifecycle.to(State.STOPPING)
             self._lifecycle.to(State.STOPPED)
             self._stopped.set()
             raise
+        assert self._engine is not None
+        self._engine.start()
+        if self._admin is not None:
+            self._admin.start()
+        self._lifecycle.to(State.READY)
+        cfg = self.config
+        # The first log line names every bound address, with the real port for :0.
+        self.logger.info("gracehttp listening on %s (%d threads)",
+                         ", ".join(("https://" if self._tls else "http://") + a if not a.startswith("unix:") else a
+                                   for a in self.addresses), cfg.threads)
+        if self._admin is not None:
+            self.logger.info("gracehttp admin listening on http://%s (metrics=%s, debug=%s)",
+                             ", ".join(self.admin_addresses), cfg.metrics, cfg.debug)
+        inactive = [name for name, on in (
+            ("max_requests", cfg.max_requests is not None),
+            ("pid_file", cfg.pid_file is not None)) if on]
+        if inactive:
+            self.logger.warning("not implemented in this version, ignored: %s", ", ".join(inactive))
+
+    def _bind_and_build(self) -> None:
+        cfg = self.config
+        self._listeners = open_all([cfg.addr, *cfg.addrs], cfg.listeners, cfg.backlog, cfg.reuse_port)
         self._metrics = None
         if cfg.metrics:
             from gracehttp.metrics import Metrics
@@ -102,30 +127,7 @@ class GracefulServer:
         )
         self._engine = Engine(site, [lst.sock for lst in self._listeners], cfg.threads,
                               cfg.max_connections, self.logger)
-        try:
-            self._admin = self._start_admin(site) if cfg.admin_addr else None
-        except BaseException:
-            for lst in self._listeners:
-                lst.close()
-            self._lifecycle.to(State.STOPPING)
-            self._lifecycle.to(State.STOPPED)
-            self._stopped.set()
-            raise
-        self._engine.start()
-        if self._admin is not None:
-            self._admin.start()
-        self._lifecycle.to(State.READY)
-        if self._admin is not None:
-            self.logger.info("gracehttp admin listening on http://%s (metrics=%s, debug=%s)",
-                             ", ".join(self.admin_addresses), cfg.metrics, cfg.debug)
-        inactive = [name for name, on in (
-            ("max_requests", cfg.max_requests is not None),
-            ("pid_file", cfg.pid_file is not None)) if on]
-        if inactive:
-            self.logger.warning("not implemented in this version, ignored: %s", ", ".join(inactive))
-        self.logger.info("gracehttp listening on %s (%d threads)",
-                         ", ".join(("https://" if self._tls else "http://") + a if not a.startswith("unix:") else a
-                                   for a in self.addresses), cfg.threads)
+        self._admin = self._start_admin(site) if cfg.admin_addr else None
 
     def _open_connections(self) -> int:
         return self._engine.open_count if self._engine is not None else 0
@@ -244,6 +246,8 @@ class GracefulServer:
         finally:
             for lst in self._listeners + self._admin_listeners:
                 lst.close()
+            if self._metrics is not None:
+                self._metrics.close()
             self._stopped.set()
 
     def _drained(self, seconds: float) -> None:

@@ -248,3 +248,25 @@ def test_access_log_off_by_default(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="gracehttp.access"), running(hello_app) as server:
         assert get(server.port, "/").status == 200
     assert not [r for r in caplog.records if r.name == "gracehttp.access"]
+
+
+def test_admin_bind_failure_raises_and_frees_the_main_listener() -> None:
+    import socket
+
+    from gracehttp import Config, GracefulServer
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = taken.getsockname()[1]
+        server = GracefulServer(Config(app=hello_app, addr="127.0.0.1:0", admin_addr=f"127.0.0.1:{busy}"))
+        with pytest.raises(OSError, match="in use"):
+            server.run_in_background()
+        assert server.status() == "stopped"
+        assert server.fds == []  # the main listener it had bound is closed again
+
+
+def test_first_log_line_names_the_bound_addresses(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="gracehttp"), \
+            running(hello_app, admin_addr="127.0.0.1:0", addrs=("127.0.0.1:0",)) as server:
+        first = next(r.getMessage() for r in caplog.records if r.name == "gracehttp")
+        for address in server.addresses:
+            assert f"http://{address}" in first
