@@ -153,19 +153,36 @@ class Metrics:
         if not self.multiprocess:
             return encoder(self.registry), content_type
         from prometheus_client import CollectorRegistry
-        from prometheus_client.multiprocess import MultiProcessCollector
 
         for attempt in range(3):
             registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=multiprocess_dir())  # type: ignore[no-untyped-call]
+            registry.register(_WorkerFiles(multiprocess_dir() or ""))
             try:
                 return encoder(registry), content_type
             except (OSError, ValueError, struct.error):
-                # A worker's file appeared or was marked dead while it was being read
-                # (prometheus-client reads the directory without a lock): read it again.
+                # A worker's file was marked dead while it was being read (prometheus-client
+                # reads the directory without a lock): read it again.
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+
+class _WorkerFiles:
+    """prometheus-client's multiprocess collector, minus files a starting worker has
+    created but not yet sized (reading one of those raises)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def collect(self) -> Any:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = []
+        for name in os.listdir(self.path):
+            full = os.path.join(self.path, name)
+            if name.endswith(".db") and os.path.getsize(full) >= 8:
+                files.append(full)
+        return MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
 
 
 class _LiveGauges:

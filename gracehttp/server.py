@@ -13,6 +13,7 @@ the thread running ``serve_forever`` never runs the sequence itself.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -40,6 +41,7 @@ from gracehttp.shutdown import ShutdownPlan, ShutdownReport, run_sequence
 from gracehttp.signals import SignalDispatcher
 from gracehttp.state import Lifecycle, State
 from gracehttp.supervisor import Supervisor
+from gracehttp.systemd import notify, remove_pid_file, write_pid_file
 
 F = Callable[..., Any]
 #: Request threads of the admin listener: its own budget, apart from the main pool.
@@ -71,6 +73,8 @@ class GracefulServer:
         self._tls = self.config.tls_context()
         #: With ``workers > 1``, the supervisor's result: 0 when every worker drained cleanly.
         self.exit_code = 0
+        #: Workers leave the pid file to their supervisor.
+        self._is_pid_owner = _shared_drain is None
 
     # -- starting ------------------------------------------------------------------
 
@@ -94,6 +98,10 @@ class GracefulServer:
             self._admin.start()
         self._lifecycle.to(State.READY)
         cfg = self.config
+        if self._is_pid_owner:
+            if cfg.pid_file is not None:
+                write_pid_file(cfg.pid_file)
+            notify(f"READY=1\nMAINPID={os.getpid()}")
         # The first log line names every bound address, with the real port for :0.
         self.logger.info("gracehttp listening on %s (%d threads)",
                          ", ".join(("https://" if self._tls else "http://") + a if not a.startswith("unix:") else a
@@ -101,11 +109,8 @@ class GracefulServer:
         if self._admin is not None:
             self.logger.info("gracehttp admin listening on http://%s (metrics=%s, debug=%s)",
                              ", ".join(self.admin_addresses), cfg.metrics, cfg.debug)
-        inactive = [name for name, on in (
-            ("max_requests", cfg.max_requests is not None),
-            ("pid_file", cfg.pid_file is not None)) if on]
-        if inactive:
-            self.logger.warning("not implemented in this version, ignored: %s", ", ".join(inactive))
+        if cfg.max_requests is not None:
+            self.logger.warning("not implemented in this version, ignored: max_requests")
 
     def _bind_and_build(self) -> None:
         cfg = self.config
@@ -180,7 +185,7 @@ class GracefulServer:
             if self._lifecycle.state is State.NEW:
                 self._start()
             dispatcher.start()
-            self._stopped.wait()
+            dispatcher.wait(self._stopped)
         finally:
             if installed:
                 dispatcher.restore()
@@ -237,6 +242,8 @@ class GracefulServer:
 
     def _run_sequence(self, started: float) -> None:
         cfg = self.config
+        if self._is_pid_owner:
+            notify("STOPPING=1")
         plan = ShutdownPlan(cfg.drain_delay, cfg.drain_timeout, cfg.shutdown_timeout, cfg.drain_reject)
         try:
             self._report = run_sequence(plan=plan, started=started, lifecycle=self._lifecycle,
@@ -248,6 +255,8 @@ class GracefulServer:
                 lst.close()
             if self._metrics is not None:
                 self._metrics.close()
+            if cfg.pid_file is not None and self._is_pid_owner:
+                remove_pid_file(cfg.pid_file)
             self._stopped.set()
 
     def _drained(self, seconds: float) -> None:

@@ -11,7 +11,10 @@ this; the stdlib's ``socketserver.shutdown`` deadlocks when called there).
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
 import queue
+import select
 import signal
 import threading
 from collections.abc import Callable
@@ -43,6 +46,9 @@ class SignalDispatcher:
             return False
         for sig in self._signals:
             self._previous[sig] = signal.signal(sig, self._record)
+        # A forked worker starts with these blocked (see `supervisor`): now that they are
+        # recorded, let the pending ones in.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(self._signals))
         return True
 
     def start(self) -> None:
@@ -61,6 +67,39 @@ class SignalDispatcher:
                 return
             self._counts[signum] += 1
             self._on_signal(signum, self._counts[signum])
+
+    def wait(self, done: threading.Event) -> None:
+        """Block the main thread until `done` is set, letting recorded signals through.
+
+        Python runs signal handlers only in the main thread, and the kernel may deliver
+        a process's signal to any thread: one blocked in a plain ``Event.wait`` would
+        then never run the handler. So the main thread waits in ``select`` on the
+        interpreter's wakeup descriptor, which the C-level handler writes to whichever
+        thread received the signal, and on a pipe written when `done` is set.
+        """
+        if not self._previous:
+            done.wait()
+            return
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        previous_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+
+        def wake_when_done() -> None:
+            done.wait()
+            with contextlib.suppress(OSError):
+                os.write(w, b"\0")
+            os.close(w)  # only this thread closes w, so it never writes to a reused descriptor
+
+        threading.Thread(target=wake_when_done, name="gracehttp-main-wake", daemon=True).start()
+        try:
+            while not done.is_set():
+                select.select([r], [], [])
+                with contextlib.suppress(BlockingIOError):
+                    os.read(r, 512)  # the handlers run as soon as this thread runs bytecode
+        finally:
+            signal.set_wakeup_fd(previous_fd)
+            os.close(r)
 
     def restore(self) -> None:
         """Put the previous handlers back and stop the dispatcher thread."""

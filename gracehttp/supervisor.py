@@ -42,6 +42,7 @@ from collections.abc import Callable
 from gracehttp.addresses import describe_socket
 from gracehttp.config import Config
 from gracehttp.listeners import BoundListener, open_all
+from gracehttp.systemd import notify, remove_pid_file, write_pid_file
 
 #: Extra seconds after `shutdown_timeout` before workers still alive are killed.
 KILL_GRACE = 5.0
@@ -50,6 +51,7 @@ MAX_BACKOFF = 30.0
 CRASH_WINDOW = 1.0
 
 ServeWorker = Callable[[Config, memoryview], int]
+_WORKER_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 @dataclasses.dataclass
@@ -97,8 +99,13 @@ class Supervisor:
                              cfg.workers)
             for index in range(cfg.workers):
                 self._spawn(index)
+            if cfg.pid_file is not None:
+                write_pid_file(cfg.pid_file)
+            notify(f"READY=1\nMAINPID={os.getpid()}")
             return self._loop()
         finally:
+            if cfg.pid_file is not None:
+                remove_pid_file(cfg.pid_file)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             for lst in self.listeners + self.admin:
@@ -150,6 +157,7 @@ class Supervisor:
                 sigints += event == signal.SIGINT
                 if not self.stopping:
                     self.stopping = True
+                    notify("STOPPING=1")
                     self._pending_restarts.clear()
                     deadline = time.monotonic() + self.config.shutdown_timeout + KILL_GRACE
                     self.logger.info("%s received: stopping %d workers", signal.Signals(event).name,
@@ -204,7 +212,16 @@ class Supervisor:
             self._spawn(index)
 
     def _spawn(self, index: int) -> None:
-        pid = os.fork()
+        # A SIGTERM that reaches a new worker before its server has installed handlers
+        # would kill it undrained: keep the signals blocked (pending) across the fork;
+        # the worker's signal dispatcher unblocks them once it records them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_SIGNALS)
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)
         if pid == 0:  # the worker
             code = 1
             try:

@@ -149,8 +149,14 @@ def test_module_serve_blocks_until_signal() -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=client).start()
-    gracehttp.serve(hello_app, addr=f"fd://{sock.fileno()}", threads=2)  # returns on the SIGINT
-    sock.detach()  # the server owned and closed the descriptor
+    # A fallback so a lost signal fails this test instead of hanging the suite.
+    fallback = threading.Timer(20, os.kill, args=(os.getpid(), signal.SIGTERM))
+    fallback.start()
+    try:
+        gracehttp.serve(hello_app, addr=f"fd://{sock.fileno()}", threads=2)  # returns on the SIGINT
+    finally:
+        fallback.cancel()
+        sock.detach()  # the server owned and closed the descriptor
     assert served == [200]
 
 

@@ -20,8 +20,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 class ServerProcess:
-    def __init__(self, fields: dict[str, Any]) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    def __init__(self, fields: dict[str, Any], env_extra: dict[str, str] | None = None) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
         self.proc = subprocess.Popen([sys.executable, str(SCRIPT), json.dumps(fields)], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.stderr: list[str] = []
@@ -65,8 +65,8 @@ class ServerProcess:
 def start_server() -> Iterator[Any]:
     procs: list[ServerProcess] = []
 
-    def start(**fields: Any) -> ServerProcess:
-        proc = ServerProcess(fields)
+    def start(env: dict[str, str] | None = None, **fields: Any) -> ServerProcess:
+        proc = ServerProcess(fields, env)
         procs.append(proc)
         return proc
 

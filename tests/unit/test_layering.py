@@ -9,7 +9,7 @@ PKG = pathlib.Path(__file__).resolve().parents[2] / "gracehttp"
 
 LAYERS = {
     0: {"errors", "addresses", "state", "inflight", "http.parser", "http.writer", "callbacks", "http",
-        "leadership"},
+        "leadership", "systemd"},
     1: {"config", "wsgi", "response", "health", "routing", "metrics", "accesslog", "debug", "admin"},
     2: {"listeners", "connection", "engine", "shutdown", "signals", "supervisor", "server"},
     3: {"__init__", "__main__", "cli"},
