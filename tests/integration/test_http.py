@@ -366,3 +366,27 @@ def test_readline_with_limits_and_iteration() -> None:
     with running(app) as server:
         resp = get(server.port, "/", method="POST", body=b"abcdef\nline2\nlast")
         assert resp.body == b"abc|def\n|line2\n|last"
+
+
+def test_router_methods_and_mount() -> None:
+    class Api:
+        def register_routes(self, router: Any) -> None:
+            router.put("/item/<name>", lambda request, name: f"put {name}")
+            router.patch("/item/<name>", lambda request, name: f"patch {name}")
+            router.delete("/item/<name>", lambda request, name: b"deleted")
+            router.route("/both", lambda request: "both", methods=["GET", "POST"])
+            router.mount("/legacy", lambda environ, start_response: (
+                start_response("200 OK", [("Content-Type", "text/plain")]),
+                [f"{environ['SCRIPT_NAME']}|{environ['PATH_INFO']}".encode()])[1])
+
+    server = GracefulServer(Config(addr="127.0.0.1:0"), Api()).run_in_background()
+    try:
+        assert get(server.port, "/item/x", method="PUT").body == b"put x"
+        assert get(server.port, "/item/x", method="PATCH").body == b"patch x"
+        assert get(server.port, "/item/x", method="DELETE").body == b"deleted"
+        assert get(server.port, "/item/x").status == 405
+        assert get(server.port, "/both", method="POST").body == b"both"
+        assert get(server.port, "/legacy/a/b").body == b"/legacy|/a/b"
+        assert get(server.port, "/nowhere").status == 404  # no app: werkzeug's 404
+    finally:
+        server.close()
