@@ -44,6 +44,9 @@ from gracehttp.leadership import Leadership
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
 #: A lingering close waits at most this long for the client to close its side.
 LINGER_SECONDS = 2.0
+#: In the drain, an idle keep-alive connection used less than this long ago gets this
+#: long (from its last response) to send one more request before it is closed.
+DRAIN_IDLE_GRACE = 0.5
 
 
 class Listener:
@@ -133,10 +136,18 @@ class Engine:
     def _sweep(self, conn: Connection) -> None:
         if self._unpark(conn.fd, conn) is None:
             return
+        now = time.monotonic()
+        idle_since = conn.deadline - self.site.idle_timeout
         if conn.has_input():
             # A request is arriving: it becomes a begun request the drain waits for,
             # and is answered with Connection: close.
-            self._dispose(conn, PARK_HEAD, time.monotonic() + self.site.read_header_timeout)
+            self._dispose(conn, PARK_HEAD, now + self.site.read_header_timeout)
+        elif now - idle_since < DRAIN_IDLE_GRACE:
+            # Its client was busy a moment ago and its next request may be on the wire:
+            # closing now would lose it (the keep-alive race of RFC 9112 section 9.6).
+            # Wait a little, as a begun request; one that comes is answered with
+            # Connection: close, and a quiet connection then closes.
+            self._dispose(conn, PARK_HEAD, idle_since + DRAIN_IDLE_GRACE)
         else:
             self._dispose(conn, LINGER)
 
@@ -336,7 +347,7 @@ class Engine:
 
     def _tick(self) -> float:
         site = self.site
-        shortest = min(site.read_header_timeout, site.idle_timeout, LINGER_SECONDS)
+        shortest = min(site.read_header_timeout, site.idle_timeout, LINGER_SECONDS, DRAIN_IDLE_GRACE)
         return max(0.01, min(0.5, shortest / 4))
 
     def _housekeep(self) -> None:

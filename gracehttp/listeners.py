@@ -1,6 +1,7 @@
-"""Opening the listening sockets of a `Config`: TCP (v4, v6, dual-stack), Unix, fd://N, pre-bound.
+"""Opening the listening sockets of a `Config`: TCP (v4, v6, dual-stack), Unix, fd://N,
+pre-bound, and the ones inherited from systemd or an upgrade (see `gracehttp.inherit`).
 
-Upper layer: imports `addresses` and `errors`. Binding errors surface here, in
+Upper layer: imports `addresses` and `inherit`. Binding errors surface here, in
 the caller's thread, so ``run_in_background()`` raises them instead of a
 background thread swallowing them.
 """
@@ -12,15 +13,22 @@ import os
 import socket
 import stat
 
+from gracehttp import inherit
 from gracehttp.addresses import Address, parse_address
 
 
 class BoundListener:
-    """A listening socket, and the Unix socket path to remove when it closes (if ours)."""
+    """A listening socket, its name for an upgrade to pass it on by (see `gracehttp.inherit`),
+    and the Unix socket path to remove when it closes (if ours)."""
 
-    def __init__(self, sock: socket.socket, unlink_path: str | None = None) -> None:
+    def __init__(self, sock: socket.socket, unlink_path: str | None = None, name: str = "") -> None:
         self.sock = sock
         self.unlink_path = unlink_path
+        self.name = name
+
+    def hand_over(self) -> None:
+        """The next generation serves this socket now: closing ours must not unlink its path."""
+        self.unlink_path = None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -104,17 +112,35 @@ def open_address(text: str, backlog: int, reuse_port: bool) -> BoundListener:
     return BoundListener(_tcp(addr, backlog, reuse_port))
 
 
-def open_all(addrs: list[str], prebound: tuple[socket.socket, ...], backlog: int,
+def open_all(role: str, addrs: list[str], prebound: tuple[socket.socket, ...], backlog: int,
              reuse_port: bool) -> list[BoundListener]:
-    """Bind every address; on any failure close what was opened and re-raise."""
+    """The listeners of `role` (``main`` or ``admin``); on any failure close what was opened.
+
+    Sockets systemd activated for `role` replace `addrs`; otherwise each address
+    is taken from the previous generation when it passed one on by that name, and
+    bound here when not.
+    """
+    activated = inherit.take_activated(role)
+    if activated:
+        return [BoundListener(sock, name=name) for name, sock in activated]
     opened: list[BoundListener] = []
+    names: set[str] = set()
     try:
         for text in addrs:
-            opened.append(open_address(text, backlog, reuse_port))
+            name = inherit.unique(names, f"{role} {text}")
+            names.add(name)
+            sock = inherit.take(name)
+            if sock is None:
+                lst = open_address(text, backlog, reuse_port)
+            else:  # the last generation to serve a Unix socket removes its path
+                addr = parse_address(text)
+                lst = BoundListener(sock, unlink_path=addr.path if addr.kind == "unix" else None)
+            lst.name = name
+            opened.append(lst)
         for sock in prebound:
             if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
                 sock.listen(backlog)
-            opened.append(BoundListener(sock))
+            opened.append(BoundListener(sock))  # the program's own: not passed on by an upgrade
     except BaseException:
         for lst in opened:
             lst.close()

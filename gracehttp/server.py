@@ -38,14 +38,17 @@ from gracehttp.listeners import BoundListener, open_all
 from gracehttp.metrics import Metrics
 from gracehttp.routing import RouteRegistrar, build_app
 from gracehttp.shutdown import ShutdownPlan, ShutdownReport, run_sequence
-from gracehttp.signals import SignalDispatcher
+from gracehttp.signals import SHUTDOWN_SIGNALS, SignalDispatcher
 from gracehttp.state import Lifecycle, State
 from gracehttp.supervisor import Supervisor
 from gracehttp.systemd import notify, remove_pid_file, write_pid_file
+from gracehttp.upgrade import Upgrader, report_ready
 
 F = Callable[..., Any]
 #: Request threads of the admin listener: its own budget, apart from the main pool.
 ADMIN_THREADS = 4
+#: SIGUSR2 upgrades the process (SPEC section 8); so does SIGHUP without workers.
+UPGRADE_SIGNALS = (signal.SIGUSR2, signal.SIGHUP)
 
 
 class GracefulServer:
@@ -71,6 +74,7 @@ class GracefulServer:
         self._sequence: threading.Thread | None = None
         self._report: ShutdownReport | None = None
         self._tls = self.config.tls_context()
+        self._upgrader = Upgrader(self.config.upgrade_timeout, self.logger)
         #: With ``workers > 1``, the supervisor's result: 0 when every worker drained cleanly.
         self.exit_code = 0
         #: Workers leave the pid file to their supervisor.
@@ -101,7 +105,9 @@ class GracefulServer:
         if self._is_pid_owner:
             if cfg.pid_file is not None:
                 write_pid_file(cfg.pid_file)
-            notify(f"READY=1\nMAINPID={os.getpid()}")
+            # After an upgrade, the old generation tells systemd (it is still the main pid).
+            if not report_ready(self.logger):
+                notify(f"READY=1\nMAINPID={os.getpid()}")
         # The first log line names every bound address, with the real port for :0.
         self.logger.info("gracehttp listening on %s (%d threads)",
                          ", ".join(("https://" if self._tls else "http://") + a if not a.startswith("unix:") else a
@@ -114,7 +120,13 @@ class GracefulServer:
 
     def _bind_and_build(self) -> None:
         cfg = self.config
-        self._listeners = open_all([cfg.addr, *cfg.addrs], cfg.listeners, cfg.backlog, cfg.reuse_port)
+        self._listeners = open_all("main", [cfg.addr, *cfg.addrs], cfg.listeners, cfg.backlog, cfg.reuse_port)
+        self._admin_listeners = open_all("admin", [cfg.admin_addr] if cfg.admin_addr else [], (),
+                                         cfg.backlog, False)
+        for lst in self._listeners + self._admin_listeners:
+            if " systemd:" in lst.name:
+                self.logger.info("socket activation: serving %s (%s) from systemd", describe_socket(lst.sock),
+                                 lst.name)
         self._metrics = None
         if cfg.metrics:
             from gracehttp.metrics import Metrics
@@ -132,7 +144,7 @@ class GracefulServer:
         )
         self._engine = Engine(site, [lst.sock for lst in self._listeners], cfg.threads,
                               cfg.max_connections, self.logger)
-        self._admin = self._start_admin(site) if cfg.admin_addr else None
+        self._admin = self._start_admin(site) if self._admin_listeners else None
 
     def _open_connections(self) -> int:
         return self._engine.open_count if self._engine is not None else 0
@@ -141,8 +153,6 @@ class GracefulServer:
         """The admin listener: its own engine and threads, so a saturated main pool never
         keeps /metrics, /readyz or /debug/threads from answering."""
         cfg = self.config
-        assert cfg.admin_addr is not None
-        self._admin_listeners = open_all([cfg.admin_addr], (), cfg.backlog, False)
         app = AdminApp(config=cfg, lifecycle=self._lifecycle, inflight=self._inflight,
                        open_connections=self._open_connections, metrics=self._metrics,
                        active=main.active if main.active is not None else {},
@@ -179,7 +189,7 @@ class GracefulServer:
         if self.config.workers > 1 and self._lifecycle.state is State.NEW:
             self._supervise()
             return
-        dispatcher = SignalDispatcher(self._on_signal)
+        dispatcher = SignalDispatcher(self._on_signal, SHUTDOWN_SIGNALS + UPGRADE_SIGNALS)
         installed = dispatcher.install()
         try:
             if self._lifecycle.state is State.NEW:
@@ -212,7 +222,9 @@ class GracefulServer:
 
     def _on_signal(self, signum: int, count: int) -> None:
         name = signal.Signals(signum).name
-        if signum == signal.SIGINT and count > 1:
+        if signum in UPGRADE_SIGNALS:
+            self._start_upgrade(name)
+        elif signum == signal.SIGINT and count > 1:
             self.logger.warning("second SIGINT: closing now")
             self.close()
         elif count == 1 and not self._lifecycle.is_shutting_down:
@@ -221,11 +233,24 @@ class GracefulServer:
         else:
             self.logger.info("%s received again: already shutting down", name)
 
+    # -- upgrading -----------------------------------------------------------------
+
+    def _start_upgrade(self, signame: str) -> None:
+        if self._lifecycle.state is not State.READY:
+            self.logger.warning("%s received while %s: upgrade ignored", signame, self._lifecycle.state.name)
+            return
+        self._upgrader.request(signame, self._listeners + self._admin_listeners,
+                               lambda pid: self._begin_shutdown(handoff=True))
+
     # -- stopping ------------------------------------------------------------------
 
-    def _begin_shutdown(self) -> threading.Thread | None:
+    def _begin_shutdown(self, handoff: bool = False) -> threading.Thread | None:
+        """Start the sequence once. A `handoff` (after an upgrade) skips `drain_delay` and
+        the STOPPING notice: the new generation already serves the same sockets."""
         started = time.monotonic()
         with self._lock:
+            if not handoff:
+                self._upgrader.cancel()
             if self._sequence is not None:
                 return self._sequence
             state = self._lifecycle.state
@@ -235,16 +260,17 @@ class GracefulServer:
                 return None
             if state is State.STOPPED:
                 return None
-            self._sequence = threading.Thread(target=self._run_sequence, args=(started,),
+            self._sequence = threading.Thread(target=self._run_sequence, args=(started, handoff),
                                               name="gracehttp-shutdown", daemon=True)
             self._sequence.start()
             return self._sequence
 
-    def _run_sequence(self, started: float) -> None:
+    def _run_sequence(self, started: float, handoff: bool) -> None:
         cfg = self.config
-        if self._is_pid_owner:
+        if self._is_pid_owner and not handoff:
             notify("STOPPING=1")
-        plan = ShutdownPlan(cfg.drain_delay, cfg.drain_timeout, cfg.shutdown_timeout, cfg.drain_reject)
+        plan = ShutdownPlan(0.0 if handoff else cfg.drain_delay, cfg.drain_timeout, cfg.shutdown_timeout,
+                            cfg.drain_reject)
         try:
             self._report = run_sequence(plan=plan, started=started, lifecycle=self._lifecycle,
                                         engine=self._engine, inflight=self._inflight,

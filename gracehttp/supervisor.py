@@ -88,9 +88,9 @@ class Supervisor:
         handled = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
         previous = {sig: signal.signal(sig, self._record) for sig in handled}
         try:
-            self.listeners = open_all([cfg.addr, *cfg.addrs], cfg.listeners, cfg.backlog, cfg.reuse_port)
+            self.listeners = open_all("main", [cfg.addr, *cfg.addrs], cfg.listeners, cfg.backlog, cfg.reuse_port)
             if cfg.admin_addr is not None:
-                self.admin = open_all([cfg.admin_addr], (), cfg.backlog, False)
+                self.admin = open_all("admin", [cfg.admin_addr], (), cfg.backlog, False)
             if cfg.metrics:
                 self._start_multiprocess_metrics()
             self._alive_r, self._alive_w = os.pipe()
