@@ -247,9 +247,10 @@ class Connection:
                 if result is not None:
                     return result
                 buf = self.buf
+            # The response promised keep-alive, so even in the drain the client may send
+            # again: a pipelined request is answered (with Connection: close), and an idle
+            # connection gets the drain's grace (`Engine._sweep`), never a close under it.
             self.head_started = 0.0
-            if site.closing:
-                return LINGER
             if buf:
                 self.head_started = time.monotonic()
                 continue

@@ -269,8 +269,7 @@ class GracefulServer:
         cfg = self.config
         if self._is_pid_owner and not handoff:
             notify("STOPPING=1")
-        plan = ShutdownPlan(0.0 if handoff else cfg.drain_delay, cfg.drain_timeout, cfg.shutdown_timeout,
-                            cfg.drain_reject)
+        plan = ShutdownPlan(cfg.drain_delay, cfg.drain_timeout, cfg.shutdown_timeout, cfg.drain_reject, handoff)
         try:
             self._report = run_sequence(plan=plan, started=started, lifecycle=self._lifecycle,
                                         engine=self._engine, inflight=self._inflight,

@@ -38,6 +38,9 @@ class ShutdownPlan:
     drain_timeout: float
     shutdown_timeout: float
     drain_reject: bool
+    #: After an upgrade: the new generation already serves the same sockets, so no
+    #: `drain_delay` for load balancers, and the admin listener is left to it at once.
+    handoff: bool = False
 
 
 def run_sequence(*, plan: ShutdownPlan, started: float, lifecycle: Lifecycle, engine: Engine | None,
@@ -52,7 +55,11 @@ def run_sequence(*, plan: ShutdownPlan, started: float, lifecycle: Lifecycle, en
     drain_deadline = started + plan.drain_timeout
     final_deadline = started + plan.shutdown_timeout
     drained = True
-    if lifecycle.advance(State.DRAINING):
+    if plan.handoff and lifecycle.advance(State.DRAINING):
+        logger.info("handing over to the new generation: draining")
+        if admin is not None:
+            admin.stop_accepting()
+    elif lifecycle.advance(State.DRAINING):
         logger.info("shutting down: readiness is now 503; draining")
         if plan.drain_delay > 0 and not abort.is_set():
             abort.wait(max(0.0, min(started + plan.drain_delay, drain_deadline) - time.monotonic()))

@@ -13,6 +13,13 @@ from urllib.parse import parse_qs
 
 from gracehttp import Config, GracefulServer, register_shutdown_callback
 
+# The upgrade tests make a new generation (and only it) fail at import, or never get ready.
+if "_GRACEHTTP_UPGRADE" in os.environ:
+    if os.environ.get("APP_FAIL_IN_NEW_GENERATION"):
+        raise RuntimeError("this new generation fails at import (APP_FAIL_IN_NEW_GENERATION)")
+    if os.environ.get("APP_HANG_IN_NEW_GENERATION"):
+        time.sleep(3600)
+
 
 def event(text: str) -> None:
     print(f"{time.time():.6f} {text}", flush=True)

@@ -25,6 +25,8 @@ class ServerProcess:
         self.proc = subprocess.Popen([sys.executable, str(SCRIPT), json.dumps(fields)], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.stderr: list[str] = []
+        #: Every process that logged: workers and later generations too, for the cleanup.
+        self.pids: set[int] = {self.proc.pid}
         self.stdout: list[str] = []
         self._port = threading.Event()
         self.port = 0
@@ -38,6 +40,9 @@ class ServerProcess:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.stderr.append(line)
+            pid = re.match(r"\S+ \S+ (\d+) ", line)
+            if pid:
+                self.pids.add(int(pid.group(1)))
             m = re.search(r"listening on (?:http://)?127\.0\.0\.1:(\d+)", line)
             if m and not self._port.is_set():
                 self.port = int(m.group(1))
@@ -75,3 +80,15 @@ def start_server() -> Iterator[Any]:
         if p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait(5)
+        for pid in p.pids - {p.proc.pid}:  # upgraded generations are not our children
+            if alive(pid):
+                os.kill(pid, 9)
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie nobody reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

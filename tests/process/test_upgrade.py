@@ -1,0 +1,131 @@
+"""Zero-downtime upgrades (SPEC section 8) of a real process under real load, by real signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import get, wait_until
+from tests.process.conftest import alive
+from tests.process.load import Load
+
+
+def pid_in(pid_file: Path) -> int:
+    try:
+        text = pid_file.read_text()
+    except FileNotFoundError:
+        return 0
+    return int(text) if text.endswith("\n") else 0
+
+
+def answering_pid(port: int) -> int:
+    return int(get(port, "/pid").body.split()[1])
+
+
+def upgrade(old: int, pid_file: Path, signum: int = signal.SIGUSR2) -> int:
+    """Signal `old`, wait for its successor to own the pid file and for `old` to exit."""
+    os.kill(old, signum)
+    assert wait_until(lambda: pid_in(pid_file) not in (0, old), 20), "no new generation took over"
+    new = pid_in(pid_file)
+    assert wait_until(lambda: not alive(old), 20), f"old generation {old} did not exit"
+    return new
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGHUP])
+def test_three_upgrades_in_a_row_under_load_lose_nothing(start_server: Any, tmp_path: Path,
+                                                         signum: int) -> None:
+    pid_file = tmp_path / "server.pid"
+    srv = start_server(pid_file=str(pid_file), threads=8)
+    generations = [srv.proc.pid]
+    assert pid_in(pid_file) == srv.proc.pid
+    started = time.monotonic()
+    with Load(srv.port, clients=8, max_seconds=30) as load:
+        assert wait_until(lambda: time.monotonic() - started >= 2.0 and load.ok > 0, 10)
+        for _ in range(3):
+            new = upgrade(generations[-1], pid_file, signum)
+            assert wait_until(lambda new=new: load.answered_by(new), 10), f"{new} never answered"
+            generations.append(new)
+        assert wait_until(lambda: time.monotonic() - started >= 8.0, 10)
+    assert load.failures == [], (load.failures[:5], "".join(srv.stderr)[-5000:])
+    assert len(set(generations)) == 4
+    assert answering_pid(srv.port) == generations[-1]
+    assert srv.proc.wait(10) == 0  # the first generation drained cleanly
+    assert not any(alive(pid) for pid in generations[:-1])
+    assert load.ok > 500
+    log = "".join(srv.stderr)
+    assert log.count("draining this one") == 3
+    os.kill(generations[-1], signal.SIGTERM)
+    assert wait_until(lambda: not alive(generations[-1]), 15)
+    assert not pid_file.exists()  # the last generation removed it
+
+
+def new_generation_pid(srv: Any) -> int:
+    for line in srv.stderr:
+        m = re.search(r"started the new generation \(pid (\d+)\)", line)
+        if m:
+            return int(m.group(1))
+    return 0
+
+
+@pytest.mark.parametrize(("env", "why"), [
+    ({"APP_FAIL_IN_NEW_GENERATION": "1"}, r"exited with 1 before it was ready"),
+    ({"APP_HANG_IN_NEW_GENERATION": "1"}, r"did not report ready within 1\.5s \(upgrade_timeout\)"),
+])
+def test_a_failed_new_generation_is_killed_and_the_old_one_serves_on(
+        start_server: Any, tmp_path: Path, env: dict[str, str], why: str) -> None:
+    pid_file = tmp_path / "server.pid"
+    srv = start_server(env=env, pid_file=str(pid_file), threads=8, upgrade_timeout=1.5)
+    with Load(srv.port, clients=8, max_seconds=30) as load:
+        assert wait_until(lambda: load.ok > 100, 10)
+        srv.proc.send_signal(signal.SIGUSR2)
+        assert wait_until(lambda: new_generation_pid(srv) != 0, 10)
+        srv.proc.send_signal(signal.SIGUSR2)  # during the upgrade: ignored
+        assert wait_until(lambda: any("upgrade failed" in line for line in srv.stderr), 15)
+        child = new_generation_pid(srv)
+        ok_at_failure = load.ok
+        assert wait_until(lambda: load.ok > ok_at_failure + 100, 10)
+    assert load.failures == [], load.failures[:5]
+    assert set(load.pids) == {srv.proc.pid}
+    assert not alive(child)
+    log = "".join(srv.stderr)
+    assert re.search(why, log), log[-2000:]
+    assert "keeps serving" in log
+    assert "ignored (one at a time)" in log
+    if "APP_FAIL" in next(iter(env)):
+        assert "RuntimeError: this new generation fails at import" in log  # the child's own traceback
+    assert pid_in(pid_file) == srv.proc.pid
+    assert srv.proc.poll() is None
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.wait_exit(15)[0] == 0
+
+
+def test_upgrade_tells_systemd_and_keeps_a_port_zero_listener(start_server: Any, tmp_path: Path) -> None:
+    notify_path = str(tmp_path / "notify.sock")
+    pid_file = tmp_path / "server.pid"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(notify_path)
+        manager.settimeout(10)
+        srv = start_server(env={"NOTIFY_SOCKET": notify_path}, pid_file=str(pid_file),
+                           admin_addr="127.0.0.1:0")
+        assert manager.recv(200).decode() == f"READY=1\nMAINPID={srv.proc.pid}"
+        admin_port = int(re.search(r"admin listening on http://127\.0\.0\.1:(\d+)", "".join(srv.stderr))[1])
+        new = upgrade(srv.proc.pid, pid_file)
+        reloading = manager.recv(200).decode()
+        assert re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=\d+", reloading), reloading
+        usec = int(reloading.rsplit("=", 1)[1])
+        assert abs(usec - time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000) < 30_000_000
+        assert manager.recv(200).decode() == f"MAINPID={new}\nREADY=1"
+        # The same real ports, main and admin, although the config says :0 for both.
+        assert answering_pid(srv.port) == new
+        assert get(admin_port, "/readyz").status == 200
+        os.kill(new, signal.SIGTERM)
+        assert manager.recv(200) == b"STOPPING=1"
+        assert wait_until(lambda: not alive(new), 15)
+    assert srv.proc.wait(10) == 0
