@@ -20,9 +20,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 class ServerProcess:
-    def __init__(self, fields: dict[str, Any], env_extra: dict[str, str] | None = None) -> None:
+    def __init__(self, fields: dict[str, Any], env_extra: dict[str, str] | None = None,
+                 wrapper: list[str] | None = None, pass_fds: tuple[int, ...] = (),
+                 wait_port: bool = True) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
-        self.proc = subprocess.Popen([sys.executable, str(SCRIPT), json.dumps(fields)], env=env,
+        argv = [*(wrapper or []), sys.executable, str(SCRIPT), json.dumps(fields)]
+        self.proc = subprocess.Popen(argv, env=env, pass_fds=pass_fds,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.stderr: list[str] = []
         #: Every process that logged: workers and later generations too, for the cleanup.
@@ -32,7 +35,7 @@ class ServerProcess:
         self.port = 0
         threading.Thread(target=self._pump_err, daemon=True).start()
         threading.Thread(target=self._pump_out, daemon=True).start()
-        if not self._port.wait(15):
+        if wait_port and not self._port.wait(15):
             self.proc.kill()
             raise RuntimeError("server did not log its address: " + "".join(self.stderr))
 
@@ -70,8 +73,10 @@ class ServerProcess:
 def start_server() -> Iterator[Any]:
     procs: list[ServerProcess] = []
 
-    def start(env: dict[str, str] | None = None, **fields: Any) -> ServerProcess:
-        proc = ServerProcess(fields, env)
+    def start(env: dict[str, str] | None = None, wrapper: list[str] | None = None,
+              pass_fds: tuple[int, ...] = (), wait_port: bool = True, **fields: Any) -> ServerProcess:
+        """Start app_server.py with `fields` as its config; `wrapper` is a command to run it under."""
+        proc = ServerProcess(fields, env, wrapper, pass_fds, wait_port)
         procs.append(proc)
         return proc
 
