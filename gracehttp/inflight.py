@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 
 class InFlight:
@@ -26,11 +27,17 @@ class InFlight:
         self.heads = 0
         self.total = 0
         self.aborted = False
+        #: ``on_limit()`` runs once, when the `limit`-th request starts (a worker's max_requests).
+        self.limit = 0
+        self.on_limit: Callable[[], None] | None = None
 
     def request_started(self) -> None:
         with self._cond:
             self.requests += 1
             self.total += 1
+            hit = self.total == self.limit
+        if hit and self.on_limit is not None:
+            self.on_limit()
 
     def request_finished(self) -> None:
         with self._cond:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 import struct
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,6 +43,26 @@ FLUSH_INTERVAL = 0.1
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def start_multiprocess() -> str:
+    """prometheus-client's multiprocess mode, for a supervisor before it forks: every
+    worker writes its samples to files in this new directory, a scrape sums them."""
+    path = tempfile.mkdtemp(prefix="gracehttp-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def worker_gone(path: str, pid: int) -> None:
+    """A worker exited: its live gauges stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+
+
+def end_multiprocess(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 
 class Metrics:

@@ -22,31 +22,26 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from gracehttp.accesslog import AccessLog
 from gracehttp.addresses import describe_socket
-from gracehttp.admin import AdminApp
 from gracehttp.callbacks import Callbacks, process_callbacks
 from gracehttp.config import Config
-from gracehttp.connection import Site
-from gracehttp.debug import MAX_PROFILE_SECONDS
 from gracehttp.engine import Engine
 from gracehttp.errors import ConfigError
 from gracehttp.health import health_wsgi_app
-from gracehttp.http.parser import Limits
 from gracehttp.inflight import InFlight
 from gracehttp.listeners import BoundListener, open_all
 from gracehttp.metrics import Metrics
 from gracehttp.routing import RouteRegistrar, build_app
 from gracehttp.shutdown import ShutdownPlan, ShutdownReport, run_sequence
 from gracehttp.signals import SHUTDOWN_SIGNALS, SignalDispatcher
+from gracehttp.sites import admin_engine, main_engine
 from gracehttp.state import Lifecycle, State
 from gracehttp.supervisor import Supervisor
 from gracehttp.systemd import notify, remove_pid_file, write_pid_file
 from gracehttp.upgrade import Upgrader, report_ready
+from gracehttp.worker import WorkerLink
 
 F = Callable[..., Any]
-#: Request threads of the admin listener: its own budget, apart from the main pool.
-ADMIN_THREADS = 4
 #: SIGUSR2 upgrades the process (SPEC section 8); so does SIGHUP without workers.
 UPGRADE_SIGNALS = (signal.SIGUSR2, signal.SIGHUP)
 
@@ -55,12 +50,12 @@ class GracefulServer:
     """A WSGI server with a lifecycle: NEW -> STARTING -> READY -> DRAINING -> STOPPING -> STOPPED."""
 
     def __init__(self, config: Config | None = None, *route_registrars: RouteRegistrar,
-                 _shared_drain: memoryview | None = None) -> None:
+                 _worker: WorkerLink | None = None) -> None:
         self.config = config if config is not None else Config()
         self.logger = self.config.get_logger()
         self._registrars = route_registrars
         self._app = build_app(self.config.app, route_registrars)
-        self._lifecycle = Lifecycle(_shared_drain)
+        self._lifecycle = Lifecycle(_worker.drain_flag if _worker is not None else None)
         self._inflight = InFlight()
         self._callbacks = Callbacks()
         self._listeners: list[BoundListener] = []
@@ -77,8 +72,12 @@ class GracefulServer:
         self._upgrader = Upgrader(self.config.upgrade_timeout, self.logger)
         #: With ``workers > 1``, the supervisor's result: 0 when every worker drained cleanly.
         self.exit_code = 0
-        #: Workers leave the pid file to their supervisor.
-        self._is_pid_owner = _shared_drain is None
+        #: A forked worker's lines to its supervisor, which owns the pid file.
+        self._worker = _worker
+        self._is_pid_owner = _worker is None
+        if _worker is not None and _worker.max_requests:
+            self._inflight.limit = _worker.max_requests
+            self._inflight.on_limit = _worker.recycle
 
     # -- starting ------------------------------------------------------------------
 
@@ -101,71 +100,51 @@ class GracefulServer:
         if self._admin is not None:
             self._admin.start()
         self._lifecycle.to(State.READY)
+        self._announce()
+
+    def _announce(self) -> None:
+        """The first log line names every bound address (the real port for :0); then the
+        process manager, an upgrading parent or the supervisor hears that we serve."""
         cfg = self.config
+        scheme = "https://" if self._tls else "http://"
+
+        def via(listeners: list[BoundListener]) -> str:
+            return " from systemd socket activation" if any(" systemd:" in lst.name for lst in listeners) else ""
+
+        self.logger.info("gracehttp listening on %s (%d threads)%s", ", ".join(
+            a if a.startswith("unix:") else scheme + a for a in self.addresses), cfg.threads, via(self._listeners))
+        if self._admin is not None:
+            self.logger.info("gracehttp admin listening on http://%s (metrics=%s, debug=%s)%s",
+                             ", ".join(self.admin_addresses), cfg.metrics, cfg.debug, via(self._admin_listeners))
+        if cfg.max_requests is not None and self._worker is None:
+            self.logger.warning("max_requests applies to workers (workers > 1): ignored")
         if self._is_pid_owner:
             if cfg.pid_file is not None:
                 write_pid_file(cfg.pid_file)
             # After an upgrade, the old generation tells systemd (it is still the main pid).
             if not report_ready(self.logger):
                 notify(f"READY=1\nMAINPID={os.getpid()}")
-        # The first log line names every bound address, with the real port for :0.
-        self.logger.info("gracehttp listening on %s (%d threads)",
-                         ", ".join(("https://" if self._tls else "http://") + a if not a.startswith("unix:") else a
-                                   for a in self.addresses), cfg.threads)
-        if self._admin is not None:
-            self.logger.info("gracehttp admin listening on http://%s (metrics=%s, debug=%s)",
-                             ", ".join(self.admin_addresses), cfg.metrics, cfg.debug)
-        if cfg.max_requests is not None:
-            self.logger.warning("not implemented in this version, ignored: max_requests")
+        elif self._worker is not None:
+            self._worker.ready()
 
     def _bind_and_build(self) -> None:
         cfg = self.config
         self._listeners = open_all("main", [cfg.addr, *cfg.addrs], cfg.listeners, cfg.backlog, cfg.reuse_port)
         self._admin_listeners = open_all("admin", [cfg.admin_addr] if cfg.admin_addr else [], (),
                                          cfg.backlog, False)
-        for lst in self._listeners + self._admin_listeners:
-            if " systemd:" in lst.name:
-                self.logger.info("socket activation: serving %s (%s) from systemd", describe_socket(lst.sock),
-                                 lst.name)
         self._metrics = None
         if cfg.metrics:
             from gracehttp.metrics import Metrics
 
             self._metrics = Metrics(self._lifecycle, self._inflight, self._open_connections)
-        site = Site(
-            app=self._app,
-            limits=Limits(cfg.max_request_line, cfg.max_header_bytes, cfg.max_header_count, cfg.max_body_bytes),
-            lifecycle=self._lifecycle, inflight=self._inflight, logger=self.logger,
-            server_header=cfg.server_header, keep_alive=cfg.keep_alive, health=cfg.health,
-            drain_reject=cfg.drain_reject, read_header_timeout=cfg.read_header_timeout,
-            read_timeout=cfg.read_timeout, write_timeout=cfg.write_timeout,
-            idle_timeout=cfg.idle_timeout, tls=self._tls, metrics=self._metrics,
-            access_log=AccessLog(cfg.access_log) if cfg.access_log else None, track_requests=cfg.debug,
-        )
-        self._engine = Engine(site, [lst.sock for lst in self._listeners], cfg.threads,
-                              cfg.max_connections, self.logger)
-        self._admin = self._start_admin(site) if self._admin_listeners else None
+        self._engine = main_engine(cfg, self._app, self._lifecycle, self._inflight, self.logger, self._tls,
+                                   self._metrics, [lst.sock for lst in self._listeners])
+        if self._admin_listeners:
+            self._admin = admin_engine(cfg, self._engine, self._inflight, self._metrics, lambda: self.addresses,
+                                       [lst.sock for lst in self._admin_listeners])
 
     def _open_connections(self) -> int:
         return self._engine.open_count if self._engine is not None else 0
-
-    def _start_admin(self, main: Site) -> Engine:
-        """The admin listener: its own engine and threads, so a saturated main pool never
-        keeps /metrics, /readyz or /debug/threads from answering."""
-        cfg = self.config
-        app = AdminApp(config=cfg, lifecycle=self._lifecycle, inflight=self._inflight,
-                       open_connections=self._open_connections, metrics=self._metrics,
-                       active=main.active if main.active is not None else {},
-                       addresses=lambda: self.addresses)
-        site = Site(
-            app=app, limits=Limits(), lifecycle=self._lifecycle, inflight=InFlight(), logger=self.logger,
-            server_header=cfg.server_header, keep_alive=True, health=True, drain_reject=False,
-            read_header_timeout=cfg.read_header_timeout, read_timeout=cfg.read_timeout,
-            write_timeout=max(cfg.write_timeout, MAX_PROFILE_SECONDS + 5), idle_timeout=cfg.idle_timeout,
-            tls=None, track_requests=False,
-        )
-        return Engine(site, [lst.sock for lst in self._admin_listeners], ADMIN_THREADS, 64, self.logger,
-                      name="gracehttp-admin")
 
     @property
     def admin_addresses(self) -> list[str]:
@@ -212,9 +191,9 @@ class GracefulServer:
         self._stopped.set()
         process_callbacks.run(time.monotonic() + self.config.shutdown_timeout, self.logger)
 
-    def _serve_worker(self, config: Config, shared_drain: memoryview) -> int:
+    def _serve_worker(self, config: Config, link: WorkerLink) -> int:
         """In a forked worker: serve the inherited listeners; 0 if it drained cleanly."""
-        worker = GracefulServer(config, *self._registrars, _shared_drain=shared_drain)
+        worker = GracefulServer(config, *self._registrars, _worker=link)
         worker._callbacks = self._callbacks  # the instance callbacks run in each worker
         worker.serve_forever()
         report = worker.shutdown()
@@ -222,7 +201,11 @@ class GracefulServer:
 
     def _on_signal(self, signum: int, count: int) -> None:
         name = signal.Signals(signum).name
-        if signum in UPGRADE_SIGNALS:
+        if signum in UPGRADE_SIGNALS and self._worker is not None:
+            # From the supervisor: a successor serves these sockets now; drain at once.
+            self.logger.info("%s received: handing over to a new worker", name)
+            self._begin_shutdown(handoff=True)
+        elif signum in UPGRADE_SIGNALS:
             self._start_upgrade(name)
         elif signum == signal.SIGINT and count > 1:
             self.logger.warning("second SIGINT: closing now")

@@ -1,48 +1,71 @@
-"""Workers: a supervisor process that owns the listeners and keeps `workers` forked
-processes serving them (the first part of SPEC section 8's process management).
+"""Workers (SPEC section 8): a supervisor process that owns the listeners and keeps
+`workers` forked processes serving them, replaces them without dropping a request,
+and upgrades itself.
 
 Upper layer, just below `server` (which hands a worker's serving to it as the
-`serve_worker` callable): imports `config`, `addresses` and `listeners`. STYLE.md
-puts the supervisor on top, but SPEC's ``GracefulServer(Config(workers=2))
-.serve_forever()`` must reach it from the server, so it sits below it instead.
+`serve_worker` callable). STYLE.md puts the supervisor on top, but SPEC's
+``GracefulServer(Config(workers=2)).serve_forever()`` must reach it from the
+server, so it sits below it instead.
 
 Theory of operation
 -------------------
-The supervisor binds the listeners, then forks each worker before it starts any
-thread of its own (forking a threaded process copies locks in unknown states).
-A worker serves the inherited descriptors with an ordinary one-process server
+The supervisor binds the listeners, then forks each worker. A worker serves the
+inherited descriptors with an ordinary one-process server, says "ready" on a
+status pipe once it serves (and "recycle me" at ``max_requests`` plus jitter),
 and exits with 0 when it drained and its callbacks succeeded. Workers run in
 their own process group, so a terminal's Ctrl-C reaches only the supervisor,
-which forwards it once; and each worker holds the read end of a pipe whose
-write end only the supervisor has, so a supervisor killed with SIGKILL still
-makes its workers drain and exit instead of serving on as orphans.
+which forwards it once; each holds the read end of a pipe whose write end only
+the supervisor has, so a supervisor killed with SIGKILL still makes its workers
+drain and exit instead of serving on as orphans.
 
-The supervisor's main thread waits on a queue that its signal handlers only
-append to: SIGTERM/SIGINT start the shutdown (a second SIGINT forces it),
-SIGCHLD means a worker exited. A worker that exits while the supervisor is not
-stopping is restarted after a back-off that doubles, up to 30 s, while workers
-keep dying within a second of starting, so a crash loop does not spin.
+The supervisor's main thread waits in ``select`` on the signal wakeup pipe and
+the status pipe; its signal handlers only append to a queue. Signals:
+
+- SIGTERM/SIGINT: every worker drains (SIGTERM) under one deadline; a second
+  SIGINT forces them. SIGUSR2: upgrade the supervisor (`gracehttp.upgrade`); when
+  the new generation is ready, the workers hand off and drain.
+- SIGHUP: replace the workers one at a time (so do ``max_requests`` recycles):
+  the new worker starts, and only once it reports ready does the old one get
+  SIGUSR2, which in a worker means "drain now, without `drain_delay`: a
+  successor already serves these sockets". A replacement that dies or is not
+  ready within `upgrade_timeout` is killed and the old worker serves on.
+- SIGTTIN/SIGTTOU: one worker more or less (never fewer than one).
+- SIGCHLD: reap. A worker that exits unasked is restarted after a back-off that
+  doubles, up to 30 s, while workers keep dying within a second of starting.
+
+The supervisor reports ready (pid file, ``READY=1``, or the upgrade pipe) once
+all its first workers do.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
 import mmap
 import os
-import queue
-import shutil
+import select
 import signal
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 
 from gracehttp.addresses import describe_socket
 from gracehttp.config import Config
 from gracehttp.listeners import BoundListener, open_all
+from gracehttp.metrics import end_multiprocess, start_multiprocess, worker_gone
 from gracehttp.systemd import notify, remove_pid_file, write_pid_file
+from gracehttp.upgrade import Upgrader, report_ready
+from gracehttp.worker import (
+    READY,
+    RECYCLE,
+    WorkerLink,
+    decode,
+    enter_worker,
+    request_limit,
+    watch_supervisor,
+    worker_config,
+)
 
 #: Extra seconds after `shutdown_timeout` before workers still alive are killed.
 KILL_GRACE = 5.0
@@ -50,8 +73,13 @@ MAX_BACKOFF = 30.0
 #: A worker that dies sooner than this after its start counts toward a crash loop.
 CRASH_WINDOW = 1.0
 
-ServeWorker = Callable[[Config, memoryview], int]
-_WORKER_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+ServeWorker = Callable[[Config, WorkerLink], int]
+_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP, signal.SIGUSR2,
+            signal.SIGTTIN, signal.SIGTTOU)
+#: Blocked across a fork, so one sent before the worker's handlers exist waits for them.
+_WORKER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGHUP}
+#: Not a signal: the upgrade thread's word that the next generation is ready.
+_HANDOFF = -1
 
 
 @dataclasses.dataclass
@@ -59,6 +87,16 @@ class Worker:
     index: int
     pid: int
     started: float
+    ready: bool = False
+    #: Asked to leave (replaced, or one too many): its exit is expected.
+    retiring: bool = False
+
+
+@dataclasses.dataclass
+class Replacement:
+    old: int
+    new: int
+    deadline: float
 
 
 class Supervisor:
@@ -67,43 +105,49 @@ class Supervisor:
         self.serve_worker = serve_worker
         self.logger = logger
         self.workers: dict[int, Worker] = {}
-        self.events: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.events: collections.deque[int] = collections.deque()
         self.listeners: list[BoundListener] = []
+        self.admin: list[BoundListener] = []
+        self.target = config.workers
         self.stopping = False
+        self.announced = False
         self.backoff = 0.0
         self.exit_codes: list[int] = []
-        self._alive_r = -1
-        self._alive_w = -1
-        self.admin: list[BoundListener] = []
+        self.replace_queue: list[int] = []
+        self.replacement: Replacement | None = None
+        self.upgrader = Upgrader(config.upgrade_timeout, logger)
+        self._pending_restarts: list[tuple[float, int]] = []
+        self.deadline: float | None = None
+        self.sigints = 0
+        self._fds: dict[str, int] = {}
         # The drained flag every worker's readiness reads: shared memory made before forking.
         self._shared = mmap.mmap(-1, mmap.PAGESIZE)
         self.metrics_dir: str | None = None
-        self._pending_restarts: list[tuple[float, int]] = []
 
     # -- the supervisor's side ----------------------------------------------
 
     def run(self) -> int:
         """Serve with workers until a signal; return 0 when every worker drained cleanly."""
         cfg = self.config
-        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
-        previous = {sig: signal.signal(sig, self._record) for sig in handled}
+        previous = {sig: signal.signal(sig, self._record) for sig in _HANDLED}
+        for name, (r, w) in (("wake", os.pipe()), ("alive", os.pipe()), ("status", os.pipe())):
+            self._fds[name + "_r"], self._fds[name + "_w"] = r, w
+        os.set_blocking(self._fds["wake_r"], False)
+        os.set_blocking(self._fds["wake_w"], False)
+        previous_wakeup = signal.set_wakeup_fd(self._fds["wake_w"], warn_on_full_buffer=False)
         try:
             self.listeners = open_all("main", [cfg.addr, *cfg.addrs], cfg.listeners, cfg.backlog, cfg.reuse_port)
-            if cfg.admin_addr is not None:
-                self.admin = open_all("admin", [cfg.admin_addr], (), cfg.backlog, False)
+            self.admin = open_all("admin", [cfg.admin_addr] if cfg.admin_addr else [], (), cfg.backlog, False)
             if cfg.metrics:
-                self._start_multiprocess_metrics()
-            self._alive_r, self._alive_w = os.pipe()
-            names = ", ".join(self._describe())
-            self.logger.info("gracehttp supervisor %d listening on %s (%d workers)", os.getpid(), names,
-                             cfg.workers)
+                self.metrics_dir = start_multiprocess()
+                self.logger.info("workers' metrics are aggregated in %s", self.metrics_dir)
+            self.logger.info("gracehttp supervisor %d listening on %s (%d workers)", os.getpid(),
+                             ", ".join(describe_socket(lst.sock) for lst in self.listeners), cfg.workers)
             for index in range(cfg.workers):
                 self._spawn(index)
-            if cfg.pid_file is not None:
-                write_pid_file(cfg.pid_file)
-            notify(f"READY=1\nMAINPID={os.getpid()}")
             return self._loop()
         finally:
+            signal.set_wakeup_fd(previous_wakeup)
             if cfg.pid_file is not None:
                 remove_pid_file(cfg.pid_file)
             for sig, handler in previous.items():
@@ -111,99 +155,227 @@ class Supervisor:
             for lst in self.listeners + self.admin:
                 lst.close()
             if self.metrics_dir is not None:
-                shutil.rmtree(self.metrics_dir, ignore_errors=True)
-                os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-            for fd in (self._alive_r, self._alive_w):
-                if fd >= 0:
-                    os.close(fd)
-
-    def _start_multiprocess_metrics(self) -> None:
-        """prometheus-client's multiprocess mode: every worker writes its samples to files
-        in a directory made (and removed) here, and a scrape of any worker sums them."""
-        self.metrics_dir = tempfile.mkdtemp(prefix="gracehttp-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
-        self.logger.info("workers' metrics are aggregated in %s", self.metrics_dir)
+                end_multiprocess(self.metrics_dir)
+            for fd in self._fds.values():
+                os.close(fd)
 
     def _mark_dead(self, pid: int) -> None:
         if self.metrics_dir is not None:
-            from prometheus_client import multiprocess
-
-            multiprocess.mark_process_dead(pid, self.metrics_dir)  # type: ignore[no-untyped-call]
-
-    def _describe(self) -> list[str]:
-        return [describe_socket(lst.sock) for lst in self.listeners]
+            worker_gone(self.metrics_dir, pid)
 
     def _record(self, signum: int, frame: object) -> None:
-        self.events.put(signum)
+        self.events.append(signum)
+
+    def _wake(self, event: int) -> None:
+        """From another thread: queue `event` and wake the main loop."""
+        self.events.append(event)
+        with contextlib.suppress(OSError):
+            os.write(self._fds["wake_w"], b"\0")
 
     def _loop(self) -> int:
-        sigints = 0
-        deadline: float | None = None
+        pending = b""
+        wake_r, status_r = self._fds["wake_r"], self._fds["status_r"]
         while self.workers or (not self.stopping and self._pending_restarts):
-            timeout = None
-            now = time.monotonic()
-            if deadline is not None:
-                timeout = max(0.0, deadline - now)
-            if self._pending_restarts:
-                wait = max(0.0, self._pending_restarts[0][0] - now)
-                timeout = wait if timeout is None else min(timeout, wait)
-            try:
-                event = self.events.get(timeout=timeout)
-            except queue.Empty:
-                event = 0
-            if event == signal.SIGCHLD:
-                self._reap()
-            elif event in (signal.SIGTERM, signal.SIGINT):
-                sigints += event == signal.SIGINT
-                if not self.stopping:
-                    self.stopping = True
-                    notify("STOPPING=1")
-                    self._pending_restarts.clear()
-                    deadline = time.monotonic() + self.config.shutdown_timeout + KILL_GRACE
-                    self.logger.info("%s received: stopping %d workers", signal.Signals(event).name,
-                                     len(self.workers))
-                    self._signal_all(signal.SIGTERM)
-                elif sigints > 1:
-                    self.logger.warning("second SIGINT: forcing the workers to close")
-                    self._signal_all(signal.SIGINT)
-                    self._signal_all(signal.SIGINT)
-            if deadline is not None and time.monotonic() >= deadline and self.workers:
-                self.logger.error("workers %s overran the shutdown deadline: killed", sorted(self.workers))
-                self._signal_all(signal.SIGKILL)
-                deadline = None
+            readable, _, _ = select.select([wake_r, status_r], [], [], self._timeout())
+            if wake_r in readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 4096)
+            if status_r in readable:
+                records, pending = decode(pending + os.read(status_r, 4096))
+                for kind, pid in records:
+                    self._on_status(kind, pid)
+            while self.events:
+                self._on_event(self.events.popleft())
+            self._check_deadlines()
             self._restart_due()
             self._reap()
         failed = [code for code in self.exit_codes if code != 0]
         return 0 if not failed else 1
+
+    def _timeout(self) -> float | None:
+        times = [t for t in (self.deadline, self.replacement and self.replacement.deadline) if t]
+        times += [when for when, _ in self._pending_restarts[:1]]
+        return max(0.0, min(times) - time.monotonic()) if times else None
+
+    def _on_event(self, event: int) -> None:
+        name = "upgrade ready" if event == _HANDOFF else signal.Signals(event).name
+        if event == signal.SIGCHLD:
+            self._reap()
+        elif event in (signal.SIGTERM, signal.SIGINT, _HANDOFF):
+            self.sigints += event == signal.SIGINT
+            if not self.stopping:
+                self._stop(event == _HANDOFF, name)
+            elif self.sigints > 1:
+                self.logger.warning("second SIGINT: forcing the workers to close")
+                self._signal_all(signal.SIGINT)
+                self._signal_all(signal.SIGINT)
+        elif self.stopping:
+            self.logger.info("%s received while stopping: ignored", name)
+        elif event == signal.SIGUSR2:
+            self.upgrader.request(name, self.listeners + self.admin, lambda pid: self._wake(_HANDOFF))
+        elif event == signal.SIGHUP:
+            self._roll(name)
+        elif event == signal.SIGTTIN:
+            self.target += 1
+            used = {w.index for w in self.workers.values() if not w.retiring}
+            index = min(i for i in range(len(used) + 1) if i not in used)
+            self.logger.info("SIGTTIN: adding worker %d (%d workers)", index, self.target)
+            self._spawn(index)
+        elif event == signal.SIGTTOU:
+            self._remove_one()
+
+    def _stop(self, handoff: bool, name: str) -> None:
+        self.stopping = True
+        self.upgrader.cancel()
+        self._pending_restarts.clear()
+        self.replace_queue.clear()
+        self.deadline = time.monotonic() + self.config.shutdown_timeout + KILL_GRACE
+        if handoff:  # the new generation serves: the workers drain at once, no drain_delay
+            self.logger.info("handing over to the new generation: %d workers drain", len(self.workers))
+            self._signal_all(signal.SIGUSR2)
+        else:
+            notify("STOPPING=1")
+            self.logger.info("%s received: stopping %d workers", name, len(self.workers))
+            self._signal_all(signal.SIGTERM)
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline and self.workers:
+            self.logger.error("workers %s overran the shutdown deadline: killed", sorted(self.workers))
+            self._signal_all(signal.SIGKILL)
+            self.deadline = None
+        rep = self.replacement
+        if rep is not None and now >= rep.deadline:
+            self.logger.error("replacement worker (pid %d) not ready within %gs (upgrade_timeout): killed; "
+                              "pid %d serves on", rep.new, self.config.upgrade_timeout, rep.old)
+            self._abandon_replacement(signal.SIGKILL)
 
     def _signal_all(self, sig: int) -> None:
         for pid in list(self.workers):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
-    def _reap(self) -> None:
-        while self.workers:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            worker = self.workers.pop(pid, None)
-            if worker is None:
+    # -- replacing workers ----------------------------------------------------
+
+    def _on_status(self, kind: bytes, pid: int) -> None:
+        worker = self.workers.get(pid)
+        if worker is None:
+            return
+        if kind == READY:
+            worker.ready = True
+            rep = self.replacement
+            if rep is not None and rep.new == pid:
+                self.replacement = None
+                old = self.workers.get(rep.old)
+                if old is not None:
+                    self._retire(old)
+                self.logger.info("worker %d replaced: pid %d serves, pid %d drains", worker.index, pid, rep.old)
+                self._next_replacement()
+            self._announce_when_ready()
+        elif kind == RECYCLE and not worker.retiring and not self.stopping:
+            self.logger.info("worker %d (pid %d) reached max_requests: replacing it", worker.index, pid)
+            if pid not in self.replace_queue:
+                self.replace_queue.append(pid)
+            self._next_replacement()
+
+    def _announce_when_ready(self) -> None:
+        ready = sum(w.ready and not w.retiring for w in self.workers.values())
+        if self.announced or ready < self.target:
+            return
+        self.announced = True
+        self.logger.info("all %d workers ready", ready)
+        if self.config.pid_file is not None:
+            write_pid_file(self.config.pid_file)
+        if not report_ready(self.logger):
+            notify(f"READY=1\nMAINPID={os.getpid()}")
+
+    def _roll(self, name: str) -> None:
+        if self.replacement is not None or self.replace_queue:
+            self.logger.warning("%s received while workers are being replaced: ignored", name)
+            return
+        self.replace_queue = [w.pid for w in sorted(self.workers.values(), key=lambda w: w.index)
+                              if not w.retiring]
+        self.logger.info("%s received: replacing %d workers one at a time", name, len(self.replace_queue))
+        self._next_replacement()
+
+    def _next_replacement(self) -> None:
+        while self.replacement is None and self.replace_queue and not self.stopping:
+            old = self.workers.get(self.replace_queue.pop(0))
+            if old is None or old.retiring:
                 continue
-            self._mark_dead(pid)
-            code = os.waitstatus_to_exitcode(status)
+            new = self._spawn(old.index)
+            self.replacement = Replacement(old.pid, new, time.monotonic() + self.config.upgrade_timeout)
+
+    def _abandon_replacement(self, sig: int | None) -> None:
+        rep, self.replacement = self.replacement, None
+        self.replace_queue.clear()
+        if rep is None:
+            return
+        new = self.workers.get(rep.new)
+        if new is not None:
+            new.retiring = True
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(rep.new, sig)
+
+    def _retire(self, worker: Worker) -> None:
+        worker.retiring = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGUSR2)
+
+    def _remove_one(self) -> None:
+        if self.target <= 1:
+            self.logger.warning("SIGTTOU received with one worker: ignored (at least one serves)")
+            return
+        self.target -= 1
+        candidates = [w for w in self.workers.values()
+                      if not w.retiring and not (self.replacement and w.pid == self.replacement.new)]
+        victim = max(candidates, key=lambda w: w.index)
+        self.logger.info("SIGTTOU: worker %d (pid %d) drains (%d workers)", victim.index, victim.pid, self.target)
+        with contextlib.suppress(ValueError):
+            self.replace_queue.remove(victim.pid)
+        self._retire(victim)
+
+    # -- reaping and restarting -------------------------------------------------
+
+    def _reap(self) -> None:
+        # Only our workers: waitpid(-1) would also reap an upgrade's new generation under
+        # the feet of the `subprocess.Popen` that started it.
+        for pid in list(self.workers):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done == 0:
+                continue
+            self._exited(self.workers.pop(pid), os.waitstatus_to_exitcode(status))
+
+    def _exited(self, worker: Worker, code: int) -> None:
+        self._mark_dead(worker.pid)
+        rep = self.replacement
+        if rep is not None and rep.new == worker.pid:
+            self.logger.error("replacement worker %d (pid %d) exited with %d before it was ready; pid %d "
+                              "serves on", worker.index, worker.pid, code, rep.old)
+            self._abandon_replacement(None)
+            return
+        if self.stopping or worker.retiring:
             if self.stopping:
                 self.exit_codes.append(code)
-                self.logger.info("worker %d (pid %d) exited with %d", worker.index, pid, code)
-                continue
-            lived = time.monotonic() - worker.started
-            self.backoff = min(max(self.backoff * 2, 0.5), MAX_BACKOFF) if lived < CRASH_WINDOW else 0.0
-            self.logger.error("worker %d (pid %d) died with %d after %.1fs; restarting in %.1fs",
-                              worker.index, pid, code, lived, self.backoff)
-            self._pending_restarts.append((time.monotonic() + self.backoff, worker.index))
-            self._pending_restarts.sort()
+            log = self.logger.info if code == 0 else self.logger.warning
+            log("worker %d (pid %d) exited with %d", worker.index, worker.pid, code)
+            return
+        with contextlib.suppress(ValueError):
+            self.replace_queue.remove(worker.pid)
+        if rep is not None and rep.old == worker.pid:
+            self.logger.error("worker %d (pid %d) died with %d while its replacement starts", worker.index,
+                              worker.pid, code)
+            return
+        lived = time.monotonic() - worker.started
+        self.backoff = min(max(self.backoff * 2, 0.5), MAX_BACKOFF) if lived < CRASH_WINDOW else 0.0
+        self.logger.error("worker %d (pid %d) died with %d after %.1fs; restarting in %.1fs",
+                          worker.index, worker.pid, code, lived, self.backoff)
+        self._pending_restarts.append((time.monotonic() + self.backoff, worker.index))
+        self._pending_restarts.sort()
 
     def _restart_due(self) -> None:
         now = time.monotonic()
@@ -211,7 +383,7 @@ class Supervisor:
             _, index = self._pending_restarts.pop(0)
             self._spawn(index)
 
-    def _spawn(self, index: int) -> None:
+    def _spawn(self, index: int) -> int:
         # A SIGTERM that reaches a new worker before its server has installed handlers
         # would kill it undrained: keep the signals blocked (pending) across the fork;
         # the worker's signal dispatcher unblocks them once it records them.
@@ -232,32 +404,12 @@ class Supervisor:
                 os._exit(code)
         self.workers[pid] = Worker(index, pid, time.monotonic())
         self.logger.info("worker %d started (pid %d)", index, pid)
+        return pid
 
     # -- the worker's side --------------------------------------------------
 
     def _become_worker(self, index: int) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        os.setpgid(0, 0)  # Ctrl-C reaches the supervisor only, which forwards it once
-        os.close(self._alive_w)
-        fds = [lst.sock.fileno() for lst in self.listeners]
-        admin = f"fd://{self.admin[0].sock.fileno()}" if self.admin else None
-        config = dataclasses.replace(
-            self.config, workers=1, listeners=(), addr=f"fd://{fds[0]}",
-            addrs=tuple(f"fd://{fd}" for fd in fds[1:]), admin_addr=admin)
-        alive_r = self._alive_r
-        threading.Thread(target=_watch_supervisor, args=(alive_r,), name="gracehttp-supervisor-watch",
-                         daemon=True).start()
-        return self.serve_worker(config, memoryview(self._shared)[:1])
-
-
-def _watch_supervisor(alive_r: int) -> None:
-    """Block until the supervisor's end of the pipe closes, then drain as on SIGTERM.
-
-    The supervisor closes its end only after every worker has exited, so an end of
-    file here means it died (SIGKILL, OOM killer): the worker must not serve on alone.
-    """
-    with contextlib.suppress(OSError):
-        while os.read(alive_r, 1):
-            pass
-    os.kill(os.getpid(), signal.SIGTERM)
+        enter_worker(_HANDLED, [self._fds[name] for name in ("wake_r", "wake_w", "alive_w", "status_r")])
+        watch_supervisor(self._fds["alive_r"])
+        link = WorkerLink(index, memoryview(self._shared)[:1], self._fds["status_w"], request_limit(self.config))
+        return self.serve_worker(worker_config(self.config, self.listeners, self.admin), link)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -59,8 +60,8 @@ def test_listen_fds_replace_the_configured_addresses(start_server: Any,
     assert get(admin.getsockname()[1], "/readyz").body == b"ok"
     assert get(admin.getsockname()[1], "/metrics").status == 200
     log = "".join(srv.stderr)
-    assert "(main systemd:web) from systemd" in log
-    assert "(admin systemd:admin) from systemd" in log
+    assert re.search(r"gracehttp listening on http://127.0.0.1:\d+ \(4 threads\) from systemd socket activation", log)
+    assert re.search(r"admin listening on .* from systemd socket activation", log)
     srv.proc.send_signal(signal.SIGTERM)
     assert srv.wait_exit(15)[0] == 0
 
@@ -74,7 +75,7 @@ def test_listen_fds_for_another_process_are_ignored(start_server: Any,
     finally:
         os.close(fd)
     assert srv.port != main.getsockname()[1]
-    assert "socket activation" not in "".join(srv.stderr)
+    assert "systemd socket activation" not in "".join(srv.stderr)
     srv.proc.send_signal(signal.SIGTERM)
     assert srv.wait_exit(15)[0] == 0
 
@@ -105,7 +106,8 @@ def test_systemd_socket_activate_then_upgrade(start_server: Any, tmp_path: Path)
     # The new generation took the activated sockets by their names, not the config's :0.
     assert answering_pid(web) == new
     assert get(admin, "/readyz").status == 200
-    assert "(main systemd:web) from systemd" in "".join(line for line in srv.stderr if str(new) in line)
+    assert f"{new} gracehttp listening on http://127.0.0.1:{web} (4 threads) from systemd socket activation" in \
+        "".join(srv.stderr)
     os.kill(new, signal.SIGTERM)
     assert wait_until(lambda: not alive(new), 15)
     assert pid_in(pid_file) == 0

@@ -44,7 +44,7 @@ def test_three_upgrades_in_a_row_under_load_lose_nothing(start_server: Any, tmp_
     pid_file = tmp_path / "server.pid"
     srv = start_server(pid_file=str(pid_file), threads=8)
     generations = [srv.proc.pid]
-    assert pid_in(pid_file) == srv.proc.pid
+    assert wait_until(lambda: pid_in(pid_file) == srv.proc.pid, 5)
     started = time.monotonic()
     with Load(srv.port, clients=8, max_seconds=30) as load:
         assert wait_until(lambda: time.monotonic() - started >= 2.0 and load.ok > 0, 10)
@@ -82,6 +82,7 @@ def test_a_failed_new_generation_is_killed_and_the_old_one_serves_on(
         start_server: Any, tmp_path: Path, env: dict[str, str], why: str) -> None:
     pid_file = tmp_path / "server.pid"
     srv = start_server(env=env, pid_file=str(pid_file), threads=8, upgrade_timeout=1.5)
+    assert wait_until(lambda: pid_in(pid_file) == srv.proc.pid, 5)
     with Load(srv.port, clients=8, max_seconds=30) as load:
         assert wait_until(lambda: load.ok > 100, 10)
         srv.proc.send_signal(signal.SIGUSR2)
@@ -115,6 +116,7 @@ def test_upgrade_tells_systemd_and_keeps_a_port_zero_listener(start_server: Any,
         srv = start_server(env={"NOTIFY_SOCKET": notify_path}, pid_file=str(pid_file),
                            admin_addr="127.0.0.1:0")
         assert manager.recv(200).decode() == f"READY=1\nMAINPID={srv.proc.pid}"
+        assert wait_until(lambda: pid_in(pid_file) == srv.proc.pid, 5)
         admin_port = int(re.search(r"admin listening on http://127\.0\.0\.1:(\d+)", "".join(srv.stderr))[1])
         new = upgrade(srv.proc.pid, pid_file)
         reloading = manager.recv(200).decode()
