@@ -37,7 +37,7 @@ from gracehttp.signals import SHUTDOWN_SIGNALS, SignalDispatcher
 from gracehttp.sites import admin_engine, main_engine
 from gracehttp.state import Lifecycle, State
 from gracehttp.supervisor import Supervisor
-from gracehttp.systemd import notify, remove_pid_file, write_pid_file
+from gracehttp.systemd import notify, remove_pid_file, start_watchdog, write_pid_file
 from gracehttp.upgrade import Upgrader, report_ready
 from gracehttp.worker import WorkerLink
 
@@ -124,6 +124,7 @@ class GracefulServer:
             # After an upgrade, the old generation tells systemd (it is still the main pid).
             if not report_ready(self.logger):
                 notify(f"READY=1\nMAINPID={os.getpid()}")
+            start_watchdog(self._stopped)
         elif self._worker is not None:
             self._worker.ready()
 

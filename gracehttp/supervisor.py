@@ -54,11 +54,12 @@ from gracehttp.addresses import describe_socket
 from gracehttp.config import Config
 from gracehttp.listeners import BoundListener, open_all
 from gracehttp.metrics import end_multiprocess, start_multiprocess, worker_gone
-from gracehttp.systemd import notify, remove_pid_file, write_pid_file
+from gracehttp.systemd import notify, remove_pid_file, watchdog_interval, write_pid_file
 from gracehttp.upgrade import Upgrader, report_ready
 from gracehttp.worker import (
     READY,
     RECYCLE,
+    Worker,
     WorkerLink,
     decode,
     enter_worker,
@@ -80,16 +81,6 @@ _HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP, signal
 _WORKER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGHUP}
 #: Not a signal: the upgrade thread's word that the next generation is ready.
 _HANDOFF = -1
-
-
-@dataclasses.dataclass
-class Worker:
-    index: int
-    pid: int
-    started: float
-    ready: bool = False
-    #: Asked to leave (replaced, or one too many): its exit is expected.
-    retiring: bool = False
 
 
 @dataclasses.dataclass
@@ -118,6 +109,8 @@ class Supervisor:
         self.upgrader = Upgrader(config.upgrade_timeout, logger)
         self._pending_restarts: list[tuple[float, int]] = []
         self.deadline: float | None = None
+        self.watchdog = watchdog_interval()
+        self.next_ping = 0.0
         self.sigints = 0
         self._fds: dict[str, int] = {}
         # The drained flag every worker's readiness reads: shared memory made before forking.
@@ -186,6 +179,9 @@ class Supervisor:
                     self._on_status(kind, pid)
             while self.events:
                 self._on_event(self.events.popleft())
+            if self.watchdog is not None and time.monotonic() >= self.next_ping:
+                notify("WATCHDOG=1")
+                self.next_ping = time.monotonic() + self.watchdog
             self._check_deadlines()
             self._restart_due()
             self._reap()
@@ -195,6 +191,7 @@ class Supervisor:
     def _timeout(self) -> float | None:
         times = [t for t in (self.deadline, self.replacement and self.replacement.deadline) if t]
         times += [when for when, _ in self._pending_restarts[:1]]
+        times += [self.next_ping] if self.watchdog is not None else []
         return max(0.0, min(times) - time.monotonic()) if times else None
 
     def _on_event(self, event: int) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import os
 import socket
 import tempfile
+import threading
 
 
 def notify(message: str) -> bool:
@@ -23,6 +24,33 @@ def notify(message: str) -> bool:
             sock.sendto(message.encode(), address)
     except OSError:
         return False
+    return True
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between ``WATCHDOG=1`` pings (half of systemd's ``WatchdogSec=``), or None
+    when the manager asked for none, or asked another process (``WATCHDOG_PID``)."""
+    usec, pid = os.environ.get("WATCHDOG_USEC", ""), os.environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0 or (pid.isdigit() and int(pid) != os.getpid()):
+        return None
+    return int(usec) / 2_000_000
+
+
+def start_watchdog(stop: threading.Event) -> bool:
+    """Ping the watchdog from a thread until `stop` is set; False when none was asked for.
+
+    The pings come from the server's process as long as it runs Python code; a
+    process wedged in a C call that holds the GIL stops pinging and systemd restarts it.
+    """
+    interval = watchdog_interval()
+    if interval is None:
+        return False
+
+    def ping() -> None:
+        while not stop.wait(interval):
+            notify("WATCHDOG=1")
+
+    threading.Thread(target=ping, name="gracehttp-watchdog", daemon=True).start()
     return True
 
 

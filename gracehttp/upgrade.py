@@ -77,6 +77,7 @@ class Upgrade:
         parent_r, parent_w = os.pipe()
         fds = {lst.name: lst.sock.fileno() for lst in self.listeners}
         env = dict(os.environ)
+        env.pop("WATCHDOG_PID", None)  # the new generation pings once it is the main pid
         env[inherit.UPGRADE_ENV] = json.dumps({"listeners": fds, "ready_fd": ready_w, "parent_fd": parent_r})
         try:
             try:

@@ -35,6 +35,18 @@ RECYCLE = b"M"
 
 
 @dataclass
+class Worker:
+    """The supervisor's record of one worker process."""
+
+    index: int
+    pid: int
+    started: float
+    ready: bool = False
+    #: Asked to leave (replaced, or one too many): its exit is expected.
+    retiring: bool = False
+
+
+@dataclass
 class WorkerLink:
     index: int
     #: One byte of shared memory: 1 when drained (POST /drain reaches every worker).
