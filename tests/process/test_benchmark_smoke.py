@@ -32,3 +32,16 @@ def test_benchmark_run_produces_table_json_and_chart(tmp_path: pathlib.Path) -> 
         assert data["results"][name]["idle"]["held"] == 50
     assert data["summary"]["gracehttp"]["hello keep-alive"]["served_min"] == 50
     assert (tmp_path / "latest.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (.ci/run installs it)")
+@pytest.mark.parametrize("extra", [[], ["--workers", "2", "--signal", "HUP"]])
+def test_upgrade_drill_loses_nothing(extra: list[str]) -> None:
+    """A 6-second version of the upgrade drill (two upgrades under wrk); it exits 1 on any error."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "drills" / "upgrade_under_load.py"), "--duration", "6",
+         "--every", "2", *extra], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "errors: 0" in proc.stdout
+    upgrades = [line for line in proc.stdout.splitlines() if line.strip().startswith(("2.00s", "4.00s"))]
+    assert len(upgrades) == 2, proc.stdout
