@@ -194,9 +194,12 @@ class GracefulServer:
 
     def _serve_worker(self, config: Config, link: WorkerLink) -> int:
         """In a forked worker: serve the inherited listeners; 0 if it drained cleanly."""
+        self.logger.debug("worker %d (pid %d) starting", link.index, os.getpid())
         worker = GracefulServer(config, *self._registrars, _worker=link)
         worker._callbacks = self._callbacks  # the instance callbacks run in each worker
         worker.serve_forever()
+        for sig in SHUTDOWN_SIGNALS + UPGRADE_SIGNALS:  # a late one must not kill a worker that is exiting
+            signal.signal(sig, signal.SIG_IGN)
         report = worker.shutdown()
         return 0 if report.drained and not report.callback_errors else 1
 

@@ -226,6 +226,7 @@ class Supervisor:
         self.upgrader.cancel()
         self._pending_restarts.clear()
         self.replace_queue.clear()
+        self.replacement = None  # its new worker drains with the rest; the old one must not be retired twice
         self.deadline = time.monotonic() + self.config.shutdown_timeout + KILL_GRACE
         if handoff:  # the new generation serves: the workers drain at once, no drain_delay
             self.logger.info("handing over to the new generation: %d workers drain", len(self.workers))
@@ -233,7 +234,7 @@ class Supervisor:
         else:
             notify("STOPPING=1")
             self.logger.info("%s received: stopping %d workers", name, len(self.workers))
-            self._signal_all(signal.SIGTERM)
+            self._signal_all(signal.SIGTERM, retiring=False)  # those retiring drain already
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
@@ -247,10 +248,11 @@ class Supervisor:
                               "pid %d serves on", rep.new, self.config.upgrade_timeout, rep.old)
             self._abandon_replacement(signal.SIGKILL)
 
-    def _signal_all(self, sig: int) -> None:
-        for pid in list(self.workers):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
+    def _signal_all(self, sig: int, retiring: bool = True) -> None:
+        for worker in list(self.workers.values()):
+            if retiring or not worker.retiring:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, sig)
 
     # -- replacing workers ----------------------------------------------------
 
@@ -356,7 +358,7 @@ class Supervisor:
             self._abandon_replacement(None)
             return
         if self.stopping or worker.retiring:
-            if self.stopping:
+            if self.stopping and not worker.retiring:
                 self.exit_codes.append(code)
             log = self.logger.info if code == 0 else self.logger.warning
             log("worker %d (pid %d) exited with %d", worker.index, worker.pid, code)

@@ -34,8 +34,29 @@ def app(environ, start_response):
     return [body]
 
 
+class WorkerFault(logging.Filter):
+    """APP_WORKER_FAULT=exit:FLAG or hang:FLAG: while the file FLAG exists, a new worker
+    exits or hangs as it starts, before it serves (on its "starting" debug line)."""
+
+    def __init__(self, spec: str) -> None:
+        super().__init__()
+        self.mode, _, self.flag = spec.partition(":")
+        self.supervisor = os.getpid()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if os.getpid() != self.supervisor and record.getMessage().endswith(") starting") and \
+                os.path.exists(self.flag):
+            if self.mode == "exit":
+                os._exit(3)
+            time.sleep(3600)
+        return True
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(process)d %(message)s")
+    if os.environ.get("APP_WORKER_FAULT"):
+        logging.getLogger("gracehttp").setLevel(logging.DEBUG)
+        logging.getLogger().handlers[0].addFilter(WorkerFault(os.environ["APP_WORKER_FAULT"]))
     fields = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     server = GracefulServer(Config(app=app, addr="127.0.0.1:0", **fields))
     server.register_shutdown_callback(event, "callback 1")

@@ -9,6 +9,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import wait_until
 from tests.process.conftest import alive
 from tests.process.load import Load
@@ -109,3 +111,31 @@ def test_sigusr2_upgrades_the_supervisor_under_load(start_server: Any, tmp_path:
     os.kill(new, signal.SIGTERM)
     assert wait_until(lambda: not alive(new) and not any(alive(p) for p in new_workers), 20)
     assert not pid_file.exists()
+
+
+@pytest.mark.parametrize(("fault", "why"), [
+    ("exit", "exited with 3 before it was ready"),
+    ("hang", "not ready within 1.5s (upgrade_timeout): killed"),
+])
+def test_a_replacement_that_fails_leaves_the_old_worker_serving(start_server: Any, tmp_path: Path,
+                                                                fault: str, why: str) -> None:
+    flag = tmp_path / "fault"
+    srv = start_server(env={"APP_WORKER_FAULT": f"{fault}:{flag}"}, workers=2, threads=8, upgrade_timeout=1.5)
+    ready_supervisor(srv, 2)
+    first = set(started_workers(srv))
+    with Load(srv.port, clients=8, max_seconds=30) as load:
+        assert wait_until(lambda: load.ok > 100, 10)
+        flag.touch()
+        srv.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: count(srv, why) == 1, 10), "".join(srv.stderr)[-3000:]
+        failed = (set(started_workers(srv)) - first).pop()
+        assert wait_until(lambda: not alive(failed), 10)
+        assert all(alive(pid) for pid in first)
+        assert count(srv, "replaced: pid") == 0  # the roll stopped at the failure
+        ok = load.ok
+        assert wait_until(lambda: load.ok > ok + 100, 10)
+        flag.unlink()
+        srv.proc.send_signal(signal.SIGHUP)  # and a later roll works
+        assert wait_until(lambda: count(srv, "replaced: pid") == 2, 15), "".join(srv.stderr)[-3000:]
+    assert failed not in load.pids
+    finish(srv, load)
