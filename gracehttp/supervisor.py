@@ -131,11 +131,13 @@ class Supervisor:
         try:
             self.listeners = open_all("main", [cfg.addr, *cfg.addrs], cfg.listeners, cfg.backlog, cfg.reuse_port)
             self.admin = open_all("admin", [cfg.admin_addr] if cfg.admin_addr else [], (), cfg.backlog, False)
+            activated = any(" systemd:" in lst.name for lst in self.listeners)
+            self.logger.info("gracehttp supervisor %d listening on %s (%d workers)%s", os.getpid(),
+                             ", ".join(describe_socket(lst.sock) for lst in self.listeners), cfg.workers,
+                             " from systemd socket activation" if activated else "")
             if cfg.metrics:
                 self.metrics_dir = start_multiprocess()
                 self.logger.info("workers' metrics are aggregated in %s", self.metrics_dir)
-            self.logger.info("gracehttp supervisor %d listening on %s (%d workers)", os.getpid(),
-                             ", ".join(describe_socket(lst.sock) for lst in self.listeners), cfg.workers)
             for index in range(cfg.workers):
                 self._spawn(index)
             return self._loop()
