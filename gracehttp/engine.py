@@ -357,7 +357,12 @@ class Engine:
             now = time.monotonic()
             for conn in tuple(self.parked.values()):
                 if conn.deadline <= now and self._unpark(conn.fd, conn) is not None:
-                    self._dispose(conn, conn.expire())
+                    if conn.mode == PARK_HEAD and conn.requests and not conn.buf and conn.has_input():
+                        # The drain's grace ran out just as the client's next request came:
+                        # give it its own header deadline, and a thread serves it.
+                        self._dispose(conn, PARK_HEAD, now + self.site.read_header_timeout)
+                    else:
+                        self._dispose(conn, conn.expire())
 
     @property
     def open_count(self) -> int:

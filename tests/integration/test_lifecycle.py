@@ -14,7 +14,18 @@ import pytest
 import gracehttp
 from gracehttp import Config, GracefulServer, State
 from gracehttp.callbacks import CallbackOverrun
-from tests.helpers import GatedApp, exchange, get, hello_app, read_until_close, refused, running, statuses, wait_until
+from tests.helpers import (
+    GatedApp,
+    exchange,
+    get,
+    hello_app,
+    read_response,
+    read_until_close,
+    refused,
+    running,
+    statuses,
+    wait_until,
+)
 
 
 def test_serve_forever_in_main_thread_drains_on_sigterm_and_restores_handlers() -> None:
@@ -229,3 +240,79 @@ def test_app_raising_system_exit_gets_500_and_threads_survive(exc: BaseException
             assert get(server.port, "/exit").status == 500
         assert get(server.port, "/").status == 200
         assert server.shutdown().drained
+
+
+def _drain_in_background(server: GracefulServer) -> threading.Thread:
+    stopper = threading.Thread(target=server.shutdown)
+    stopper.start()
+    assert wait_until(lambda: refused(server.port), 5)  # step 3 of the sequence has run
+    return stopper
+
+
+def test_a_keep_alive_request_sent_just_after_the_drain_began_is_answered() -> None:
+    """The keep-alive race: a busy client's next request may be on the wire when the drain
+    begins; its connection is kept DRAIN_IDLE_GRACE for it, and the answer closes it."""
+    from gracehttp.engine import DRAIN_IDLE_GRACE
+
+    with running(hello_app) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        first = read_response(sock)
+        answered = time.monotonic()
+        assert first.status == 200
+        assert "connection" not in first.headers
+        stopper = _drain_in_background(server)
+        sock.sendall(b"GET /2 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert time.monotonic() - answered < DRAIN_IDLE_GRACE, "the machine was too slow to test the grace"
+        data = read_until_close(sock, timeout=10)
+        assert statuses(data) == [200]
+        assert b"Connection: close" in data
+        stopper.join(10)
+
+
+def test_a_response_that_promised_keep_alive_is_not_followed_by_a_close() -> None:
+    """Headers sent (keep-alive) before the drain, body finished after it: the client may
+    send again, and is answered, not met by a FIN."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+        if environ["PATH_INFO"] == "/split":
+            yield b"ab"
+            started.set()
+            release.wait(10)
+            yield b"cd"
+        else:
+            yield b"next"
+
+    with running(app) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /split HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert started.wait(5)
+        stopper = _drain_in_background(server)
+        release.set()
+        first = read_response(sock)
+        assert first.body == b"abcd"
+        assert "connection" not in first.headers
+        sock.sendall(b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = read_until_close(sock, timeout=10)
+        assert statuses(data) == [200]
+        assert data.endswith(b"next")
+        assert b"Connection: close" in data
+        stopper.join(10)
+
+
+def test_a_keep_alive_connection_idle_longer_than_the_grace_closes_at_the_drain() -> None:
+    from gracehttp.engine import DRAIN_IDLE_GRACE
+
+    with running(hello_app, drain_timeout=20) as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(sock).status == 200
+        # Idle for longer than the grace before the drain begins (waiting out a duration is the test).
+        time.sleep(DRAIN_IDLE_GRACE + 0.2)
+        began = time.monotonic()
+        stopper = threading.Thread(target=server.shutdown)
+        stopper.start()
+        assert read_until_close(sock, timeout=10) == b""  # a clean FIN, no response
+        assert time.monotonic() - began < DRAIN_IDLE_GRACE
+        stopper.join(10)

@@ -59,6 +59,7 @@ def test_listen_fds_replace_the_configured_addresses(start_server: Any,
     assert answering_pid(srv.port) == srv.proc.pid
     assert get(admin.getsockname()[1], "/readyz").body == b"ok"
     assert get(admin.getsockname()[1], "/metrics").status == 200
+    assert wait_until(lambda: "admin listening" in "".join(srv.stderr), 5)  # the pipe lags
     log = "".join(srv.stderr)
     assert re.search(r"gracehttp listening on http://127.0.0.1:\d+ \(4 threads\) from systemd socket activation", log)
     assert re.search(r"admin listening on .* from systemd socket activation", log)

@@ -117,7 +117,9 @@ def test_upgrade_tells_systemd_and_keeps_a_port_zero_listener(start_server: Any,
                            admin_addr="127.0.0.1:0")
         assert manager.recv(200).decode() == f"READY=1\nMAINPID={srv.proc.pid}"
         assert wait_until(lambda: pid_in(pid_file) == srv.proc.pid, 5)
-        admin_port = int(re.search(r"admin listening on http://127\.0\.0\.1:(\d+)", "".join(srv.stderr))[1])
+        admin_line = re.compile(r"admin listening on http://127\.0\.0\.1:(\d+)")
+        assert wait_until(lambda: admin_line.search("".join(srv.stderr)) is not None, 5)  # the pipe lags
+        admin_port = int(admin_line.search("".join(srv.stderr))[1])  # type: ignore[index]
         new = upgrade(srv.proc.pid, pid_file)
         reloading = manager.recv(200).decode()
         assert re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=\d+", reloading), reloading
