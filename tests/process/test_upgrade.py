@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import get, wait_until
+from tests.helpers import get, read_until_close, wait_until
 from tests.process.conftest import alive
 from tests.process.load import Load
 
@@ -133,3 +133,49 @@ def test_upgrade_tells_systemd_and_keeps_a_port_zero_listener(start_server: Any,
         assert manager.recv(200) == b"STOPPING=1"
         assert wait_until(lambda: not alive(new), 15)
     assert srv.proc.wait(10) == 0
+
+
+def test_at_most_two_generations_and_unix_sockets_survive(start_server: Any, tmp_path: Path) -> None:
+    """While the old generation drains a slow request, the new one refuses to upgrade again;
+    a Unix socket is handed over, not unlinked by the old one, and removed by the last."""
+    import http.client
+    import threading
+
+    pid_file = tmp_path / "server.pid"
+    path = str(tmp_path / "app.sock")
+    srv = start_server(pid_file=str(pid_file), addrs=[f"unix:{path}"], threads=4)
+    assert wait_until(lambda: pid_in(pid_file) == srv.proc.pid, 5)
+    slow: list[bytes] = []
+
+    def slow_request() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
+        conn.request("GET", "/slow?t=3")
+        slow.append(conn.getresponse().read())
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    assert wait_until(lambda: get(srv.port, "/readyz").status == 200 and srv.proc.poll() is None, 5)
+    os.kill(srv.proc.pid, signal.SIGUSR2)
+    assert wait_until(lambda: pid_in(pid_file) not in (0, srv.proc.pid), 15)
+    new = pid_in(pid_file)
+    assert alive(srv.proc.pid)  # still draining the slow request
+    os.kill(new, signal.SIGUSR2)
+    assert wait_until(lambda: any("still draining: upgrade ignored" in line for line in srv.stderr), 5)
+    t.join(15)
+    assert slow == [b"done"]
+    assert srv.proc.wait(15) == 0
+    assert os.path.exists(path)  # the old generation did not unlink the new one's socket
+
+    def unix_pid() -> int:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(path)
+            s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return int(read_until_close(s).rsplit(b" ", 1)[1])
+
+    assert unix_pid() == new
+    newest = upgrade(new, pid_file)  # the old one is gone: now it may
+    assert unix_pid() == newest
+    os.kill(newest, signal.SIGTERM)
+    assert wait_until(lambda: not alive(newest), 15)
+    assert not os.path.exists(path)  # the last generation removed it
