@@ -82,10 +82,12 @@ class Config:
     ssl_context: ssl.SSLContext | None = setting(None, "a ready ssl.SSLContext for the main listeners")
     reuse_port: bool = setting(False, "SO_REUSEPORT on TCP listeners", _parse_bool)
     workers: int = setting(1, "processes; more than one forks workers sharing the listeners", int)
-    max_requests: int | None = setting(None, "recycle a worker after this many requests", _optional(int))
+    max_requests: int | None = setting(None, "replace a worker (new one ready first) after this many requests",
+                                              _optional(int))
     max_requests_jitter: int = setting(0, "random extra requests added to max_requests", int)
-    upgrade_timeout: float = setting(60.0, "seconds a new generation has to report ready", float)
-    pid_file: str | None = setting(None, "pid file, written at start and removed at exit", _optional(str))
+    upgrade_timeout: float = setting(60.0, "seconds a new generation (or worker) has to report ready", float)
+    pid_file: str | None = setting(None, "pid file: written when ready, rewritten by an upgrade, removed at exit",
+                                     _optional(str))
     access_log: str | None = setting(None, "None, common, combined or json", _optional(str))
     logger: logging.Logger | None = setting(None, "a logging.Logger (default: 'gracehttp')")
     server_header: str | None = setting("gracehttp", "the Server response header; None omits it", _optional(str))

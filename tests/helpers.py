@@ -92,6 +92,30 @@ def get(port: int, path: str = "/", method: str = "GET", body: bytes | None = No
         conn.close()
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket (the servers' ``unix:/path`` listeners)."""
+
+    def __init__(self, path: str, timeout: float = 5.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.unix_path)
+        self.sock = sock
+
+
+def unix_get(path: str, target: str = "/", timeout: float = 5.0) -> Response:
+    conn = UnixHTTPConnection(path, timeout)
+    try:
+        conn.request("GET", target)
+        resp = conn.getresponse()
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:
     """Poll `predicate` until true or `timeout`; for states no event announces."""
     deadline = time.monotonic() + timeout

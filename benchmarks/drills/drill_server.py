@@ -1,6 +1,6 @@
 """The server the drills upgrade: the benchmarks' hello app under gracehttp.
 
-Usage: ``python drill_server.py PORT PID_FILE [WORKERS]``. Started again, with the
+Usage: ``python drill_server.py PORT PID_FILE [WORKERS]`` (PORT 0: a free one, logged). Started again, with the
 same command line, by every upgrade (SIGUSR2), which is the point.
 """
 

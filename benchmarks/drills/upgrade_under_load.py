@@ -20,7 +20,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,12 +32,6 @@ sys.path.insert(0, os.path.dirname(HERE))
 from measure import ensure_tool  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(HERE), "results")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def read_pid(path: str) -> int:
@@ -112,19 +105,20 @@ def main() -> int:
     args = parser.parse_args()
     wrk_path = ensure_tool("wrk")
     sig = signal.Signals["SIG" + args.signal]
-    port = free_port()
     tmp = tempfile.mkdtemp(prefix="gracehttp-drill-")
     pid_file = os.path.join(tmp, "server.pid")
     log_path = os.path.join(tmp, "server.log")
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(HERE))}
     with open(log_path, "w") as log:
-        first = subprocess.Popen([sys.executable, os.path.join(HERE, "drill_server.py"), str(port), pid_file,
+        first = subprocess.Popen([sys.executable, os.path.join(HERE, "drill_server.py"), "0", pid_file,
                                   str(args.workers)], stdout=log, stderr=log, env=env)
     upgrades: list[dict[str, float | int]] = []
     stop = threading.Event()
     try:
         if not wait_for(lambda: read_pid(pid_file) != 0, 15):
             sys.exit(f"the server did not start: see {log_path}")
+        with open(log_path) as f:  # port 0: the first log line names the real one
+            port = int(re.search(r"listening on (?:http://)?127\.0\.0\.1:(\d+)", f.read()).group(1))  # type: ignore[union-attr]
         t0 = time.monotonic()
         wrk = subprocess.Popen([wrk_path, "-t2", f"-c{args.connections}", f"-d{args.duration:g}s", "--latency",
                                 f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True)

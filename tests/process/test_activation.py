@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import get, wait_until
+from tests.helpers import get, unix_get, wait_until
 from tests.process.conftest import alive
 from tests.process.test_upgrade import answering_pid, pid_in, upgrade
 
@@ -81,34 +81,29 @@ def test_listen_fds_for_another_process_are_ignored(start_server: Any,
     assert srv.wait_exit(15)[0] == 0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_systemd_socket_activate_then_upgrade(start_server: Any, tmp_path: Path) -> None:
     tool = shutil.which("systemd-socket-activate")
     if tool is None:
         if os.environ.get("CI"):
             pytest.fail("systemd-socket-activate is missing: .ci/run installs Debian's systemd package")
         pytest.skip("systemd-socket-activate is not installed (Debian package systemd)")
-    web, admin = free_port(), free_port()
+    # Unix sockets: the tool needs its addresses up front, and a TCP port reserved here and
+    # bound there could be taken in between.
+    web, admin = str(tmp_path / "web.sock"), str(tmp_path / "admin.sock")
     pid_file = tmp_path / "server.pid"
-    wrapper = [tool, "-l", f"127.0.0.1:{web}", "-l", f"127.0.0.1:{admin}", "--fdname=web:admin",
-               "-E", "PYTHONPATH"]
+    wrapper = [tool, "-l", web, "-l", admin, "--fdname=web:admin", "-E", "PYTHONPATH"]
     srv = start_server(wrapper=wrapper, wait_port=False, pid_file=str(pid_file), threads=4)
     assert wait_until(lambda: sum("Listening on" in line for line in srv.stderr) == 2, 10)
     # The tool starts the server on the first connection, which waits in the backlog meanwhile.
-    first = answering_pid(web)
+    first = int(unix_get(web, "/pid", timeout=15).body.split()[1])
     assert first == srv.proc.pid  # the tool execs the server in its own process
-    assert wait_until(lambda: get(admin, "/readyz").status == 200, 10)
+    assert wait_until(lambda: unix_get(admin, "/readyz").status == 200, 10)
     new = upgrade(first, pid_file)
     # The new generation took the activated sockets by their names, not the config's :0.
-    assert answering_pid(web) == new
-    assert get(admin, "/readyz").status == 200
-    assert f"{new} gracehttp listening on http://127.0.0.1:{web} (4 threads) from systemd socket activation" in \
-        "".join(srv.stderr)
+    assert int(unix_get(web, "/pid").body.split()[1]) == new
+    assert unix_get(admin, "/readyz").status == 200
+    assert wait_until(lambda: f"{new} gracehttp listening on unix:{web} (4 threads) from systemd socket activation"
+                      in "".join(srv.stderr), 5)
     os.kill(new, signal.SIGTERM)
     assert wait_until(lambda: not alive(new), 15)
     assert pid_in(pid_file) == 0
