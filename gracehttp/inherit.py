@@ -20,6 +20,7 @@ mistake them for its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -121,10 +122,18 @@ def take_activated(role: str) -> list[tuple[str, socket.socket]]:
 
 
 def close_unclaimed() -> list[str]:
-    """Close the inherited sockets no listener took (the new config dropped them); their names."""
+    """Close the inherited sockets no listener took (the new config dropped them); their names.
+
+    This process is their last owner, so a Unix socket's path goes too.
+    """
     found = inheritance()
     with _lock:
         names = sorted(found.sockets)
         for name in names:
-            found.sockets.pop(name).close()
+            sock = found.sockets.pop(name)
+            path = sock.getsockname() if sock.family == socket.AF_UNIX else ""
+            sock.close()
+            if isinstance(path, str) and path.startswith("/") and not name.split(" ", 1)[1].startswith("systemd:"):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
         return names

@@ -2,7 +2,9 @@
 generation with the listening sockets, wait until it says it is ready, and only
 then let the caller drain.
 
-Upper layer: imports `inherit`, `listeners` and `systemd`.
+Upper layer: imports `inherit`, `listeners` and `systemd`. STYLE.md puts upgrades on
+top, beside the supervisor; but the server and the supervisor both start them, so
+this module sits below both.
 
 Theory of operation
 -------------------

@@ -58,6 +58,9 @@ def main() -> int:
         logging.getLogger("gracehttp").setLevel(logging.DEBUG)
         logging.getLogger().handlers[0].addFilter(WorkerFault(os.environ["APP_WORKER_FAULT"]))
     fields = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    if os.environ.get("APP_FIELDS_FILE"):  # read at each start: an upgrade can change the config
+        with open(os.environ["APP_FIELDS_FILE"]) as f:
+            fields.update(json.load(f))
     server = GracefulServer(Config(app=app, addr="127.0.0.1:0", **fields))
     server.register_shutdown_callback(event, "callback 1")
     server.register_shutdown_callback(event, "callback 2")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import get, read_until_close, wait_until
+from tests.helpers import get, read_until_close, unix_get, wait_until
 from tests.process.conftest import alive
 from tests.process.load import Load
 
@@ -179,3 +179,27 @@ def test_at_most_two_generations_and_unix_sockets_survive(start_server: Any, tmp
     os.kill(newest, signal.SIGTERM)
     assert wait_until(lambda: not alive(newest), 15)
     assert not os.path.exists(path)  # the last generation removed it
+
+
+def test_an_upgrade_applies_a_changed_config(start_server: Any, tmp_path: Path) -> None:
+    """The new generation reads its own config: a dropped address's inherited socket is
+    closed (and logged), a new one is bound, the kept one is inherited by name."""
+    import json
+
+    fields_file = tmp_path / "fields.json"
+    old_sock, new_sock = str(tmp_path / "old.sock"), str(tmp_path / "new.sock")
+    fields_file.write_text(json.dumps({"addrs": [f"unix:{old_sock}"], "threads": 4}))
+    pid_file = tmp_path / "server.pid"
+    srv = start_server(env={"APP_FIELDS_FILE": str(fields_file)}, pid_file=str(pid_file))
+    assert wait_until(lambda: pid_in(pid_file) == srv.proc.pid, 5)
+    assert unix_get(old_sock, "/pid").status == 200
+    fields_file.write_text(json.dumps({"addrs": [f"unix:{new_sock}"], "threads": 6}))
+    new = upgrade(srv.proc.pid, pid_file)
+    assert answering_pid(srv.port) == new  # 127.0.0.1:0, inherited: the same port
+    assert int(unix_get(new_sock, "/pid").body.split()[1]) == new
+    assert wait_until(lambda: any(f"'main unix:{old_sock}' is not in this config: closed" in line
+                                  for line in srv.stderr), 5)
+    assert not os.path.exists(old_sock)  # its last owner closed it and removed the path
+    assert any(f"{new} gracehttp listening on" in line and "(6 threads)" in line for line in srv.stderr)
+    os.kill(new, signal.SIGTERM)
+    assert wait_until(lambda: not alive(new), 15)
