@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from gracehttp.addresses import parse_address
@@ -43,54 +43,68 @@ def _parse_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def setting(default: Any, help: str, parse: Callable[[str], Any] | None = None, **kw: Any) -> Any:
+def setting(default: Any, help: str, parse: Callable[[str], Any] | None = None, *, topic: str,
+            flags: tuple[str, ...] | None = None) -> Any:
     """Declare a field: `parse` turns a string (env var, flag) into its value; None means
-    the field cannot come from text (an app object, a socket, a logger)."""
-    return field(default=default, metadata={"help": help, "parse": parse}, **kw)
+    the field cannot come from text (an app object, a socket, a logger). `topic` groups
+    it in ``--help``; `flags` overrides the command-line flag derived from its name."""
+    return field(default=default, metadata={"help": help, "parse": parse, "topic": topic, "flags": flags})
 
 
 @dataclass
 class Config:
     """The server's settings (SPEC section 1). Invalid values raise `ConfigError`."""
 
-    addr: str = setting(":8080", "main listener: host:port, :port, :0, [::1]:port, unix:/path or fd://N", str)
-    addrs: tuple[str, ...] = setting((), "more main listeners, same forms (comma-separated in env)", _parse_list)
-    listeners: tuple[socket.socket, ...] = setting((), "already-bound sockets to serve on")
-    app: WSGIApp | None = setting(None, "the WSGI callable; None serves the registered routes")
-    threads: int = setting(32, "request-handling threads (a bounded pool)", int)
-    max_connections: int = setting(1024, "open client connections per process; past it, accepting pauses", int)
-    backlog: int = setting(1024, "listen backlog", int)
-    read_header_timeout: float = setting(10.0, "seconds to receive the request line and headers", float)
-    read_timeout: float = setting(30.0, "seconds to receive a whole request, body included", float)
-    write_timeout: float = setting(30.0, "seconds a response may take to be written", float)
-    idle_timeout: float = setting(120.0, "seconds a keep-alive connection may sit idle", float)
-    keep_alive: bool = setting(True, "HTTP/1.1 persistent connections", _parse_bool)
-    max_request_line: int = setting(8192, "bytes of the request line; past it: 414", int)
-    max_header_bytes: int = setting(65536, "bytes of all header lines; past it: 431", int)
-    max_header_count: int = setting(100, "header fields; past it: 431", int)
-    max_body_bytes: int | None = setting(None, "request body limit in bytes; past it: 413", _optional(int))
-    drain_delay: float = setting(0.0, "seconds between the readiness flip and closing the listeners", float)
-    drain_timeout: float = setting(25.0, "seconds from the signal to wait for in-flight requests", float)
-    shutdown_timeout: float = setting(30.0, "seconds from the signal for drain and callbacks", float)
-    drain_reject: bool = setting(False, "answer 503 to requests arriving after the signal", _parse_bool)
-    health: bool = setting(True, "serve /livez, /readyz, /health, /ready on the main listeners", _parse_bool)
-    admin_addr: str | None = setting(None, "private listener for metrics, drain and debug", _optional(str))
-    debug: bool = setting(False, "serve /debug/* on the admin listener", _parse_bool)
-    metrics: bool = setting(True, "collect Prometheus metrics", _parse_bool)
-    certfile: str | None = setting(None, "TLS certificate chain (PEM)", _optional(str))
-    keyfile: str | None = setting(None, "TLS private key (PEM)", _optional(str))
-    ssl_context: ssl.SSLContext | None = setting(None, "a ready ssl.SSLContext for the main listeners")
-    reuse_port: bool = setting(False, "SO_REUSEPORT on TCP listeners", _parse_bool)
-    workers: int = setting(1, "processes; more than one forks workers sharing the listeners", int)
+    addr: str = setting(":8080", "main listener: host:port, :port, :0, [::1]:port, unix:/path or fd://N", str,
+                        topic="listeners", flags=("--bind", "-b"))
+    addrs: tuple[str, ...] = setting((), "more main listeners, same forms (comma-separated in env)", _parse_list,
+                                     topic="listeners", flags=())
+    listeners: tuple[socket.socket, ...] = setting((), "already-bound sockets to serve on", topic="listeners")
+    app: WSGIApp | None = setting(None, "the WSGI callable; None serves the registered routes", topic="serving")
+    threads: int = setting(32, "request-handling threads (a bounded pool)", int, topic="serving")
+    max_connections: int = setting(1024, "open client connections per process; past it, accepting pauses", int,
+                                   topic="listeners")
+    backlog: int = setting(1024, "listen backlog", int, topic="listeners")
+    read_header_timeout: float = setting(10.0, "seconds to receive the request line and headers", float,
+                                         topic="timeouts")
+    read_timeout: float = setting(30.0, "seconds to receive a whole request, body included", float, topic="timeouts")
+    write_timeout: float = setting(30.0, "seconds a response may take to be written", float, topic="timeouts")
+    idle_timeout: float = setting(120.0, "seconds a keep-alive connection may sit idle", float, topic="timeouts")
+    keep_alive: bool = setting(True, "HTTP/1.1 persistent connections", _parse_bool, topic="serving")
+    max_request_line: int = setting(8192, "bytes of the request line; past it: 414", int, topic="limits")
+    max_header_bytes: int = setting(65536, "bytes of all header lines; past it: 431", int, topic="limits")
+    max_header_count: int = setting(100, "header fields; past it: 431", int, topic="limits")
+    max_body_bytes: int | None = setting(None, "request body limit in bytes; past it: 413", _optional(int),
+                                         topic="limits")
+    drain_delay: float = setting(0.0, "seconds between the readiness flip and closing the listeners", float,
+                                 topic="shutdown")
+    drain_timeout: float = setting(25.0, "seconds from the signal to wait for in-flight requests", float,
+                                   topic="shutdown")
+    shutdown_timeout: float = setting(30.0, "seconds from the signal for drain and callbacks", float, topic="shutdown")
+    drain_reject: bool = setting(False, "answer 503 to requests arriving after the signal", _parse_bool,
+                                 topic="shutdown")
+    health: bool = setting(True, "serve /livez, /readyz, /health, /ready on the main listeners", _parse_bool,
+                           topic="admin")
+    admin_addr: str | None = setting(None, "private listener for metrics, drain and debug", _optional(str),
+                                     topic="admin", flags=("--admin-bind",))
+    debug: bool = setting(False, "serve /debug/* on the admin listener", _parse_bool, topic="admin")
+    metrics: bool = setting(True, "collect Prometheus metrics", _parse_bool, topic="admin")
+    certfile: str | None = setting(None, "TLS certificate chain (PEM)", _optional(str), topic="tls")
+    keyfile: str | None = setting(None, "TLS private key (PEM)", _optional(str), topic="tls")
+    ssl_context: ssl.SSLContext | None = setting(None, "a ready ssl.SSLContext for the main listeners", topic="tls")
+    reuse_port: bool = setting(False, "SO_REUSEPORT on TCP listeners", _parse_bool, topic="listeners")
+    workers: int = setting(1, "processes; more than one forks workers sharing the listeners", int, topic="processes")
     max_requests: int | None = setting(None, "replace a worker (new one ready first) after this many requests",
-                                              _optional(int))
-    max_requests_jitter: int = setting(0, "random extra requests added to max_requests", int)
-    upgrade_timeout: float = setting(60.0, "seconds a new generation (or worker) has to report ready", float)
+                                              _optional(int), topic="processes")
+    max_requests_jitter: int = setting(0, "random extra requests added to max_requests", int, topic="processes")
+    upgrade_timeout: float = setting(60.0, "seconds a new generation (or worker) has to report ready", float,
+                                     topic="processes")
     pid_file: str | None = setting(None, "pid file: written when ready, rewritten by an upgrade, removed at exit",
-                                     _optional(str))
-    access_log: str | None = setting(None, "None, common, combined or json", _optional(str))
-    logger: logging.Logger | None = setting(None, "a logging.Logger (default: 'gracehttp')")
-    server_header: str | None = setting("gracehttp", "the Server response header; None omits it", _optional(str))
+                                     _optional(str), topic="processes")
+    access_log: str | None = setting(None, "None, common, combined or json", _optional(str), topic="logging")
+    logger: logging.Logger | None = setting(None, "a logging.Logger (default: 'gracehttp')", topic="logging")
+    server_header: str | None = setting("gracehttp", "the Server response header; None omits it", _optional(str),
+                                        topic="serving")
 
     def __post_init__(self) -> None:
         self.addrs = tuple(self.addrs)
@@ -143,17 +157,7 @@ class Config:
     def from_env(cls, prefix: str = "GRACEHTTP_", environ: Mapping[str, str] | None = None,
                  **overrides: Any) -> Config:
         """Build a Config from ``{prefix}{FIELD}`` variables; `overrides` win over them."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            parse = f.metadata.get("parse")
-            key = prefix + f.name.upper()
-            if parse is None or key not in env:
-                continue
-            try:
-                values[f.name] = parse(env[key])
-            except ValueError as exc:
-                raise ConfigError(f.name, f"{key}={env[key]!r}: {exc}") from None
+        values = env_values(prefix, os.environ if environ is None else environ)
         values.update(overrides)
         return cls(**values)
 
@@ -172,6 +176,29 @@ class Config:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(self.certfile, self.keyfile)
         return ctx
+
+
+def env_values(prefix: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given as ``{prefix}{FIELD}`` variables, parsed; ConfigError names a bad one."""
+    values: dict[str, Any] = {}
+    for f in fields(Config):
+        parse = f.metadata.get("parse")
+        key = prefix + f.name.upper()
+        if parse is None or key not in environ:
+            continue
+        try:
+            values[f.name] = parse(environ[key])
+        except ValueError as exc:
+            raise ConfigError(f.name, f"{key}={environ[key]!r}: {exc}") from None
+    return values
+
+
+def flags_of(f: Field[Any]) -> tuple[str, ...]:
+    """A field's command-line flags: ``--drain-timeout`` for `drain_timeout`, unless declared."""
+    if f.metadata.get("parse") is None:
+        return ()
+    declared: tuple[str, ...] | None = f.metadata.get("flags")
+    return declared if declared is not None else ("--" + f.name.replace("_", "-"),)
 
 
 def env_fields() -> list[str]:
@@ -195,13 +222,14 @@ def _check_number(name: str, value: Any, *, positive: bool) -> None:
 
 def config_table_rst() -> str:
     """The README's configuration table, derived from the field declarations."""
-    header = ("field", "default", "environment", "meaning")
+    header = ("field", "default", "environment", "flag", "meaning")
     rows = [header]
     for f in fields(Config):
         default = "``None``" if f.default is None else f"``{f.default!r}``"
         env = f"``GRACEHTTP_{f.name.upper()}``" if f.metadata.get("parse") else "(Python only)"
-        rows.append((f"``{f.name}``", default, env, f.metadata["help"]))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        flag = ", ".join(f"``{x}``" for x in flags_of(f)) or ("(``--bind``)" if f.name == "addrs" else "")
+        rows.append((f"``{f.name}``", default, env, flag, f.metadata["help"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     rule = "  ".join("=" * w for w in widths)
     lines = [rule, "  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip(), rule]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows[1:]]

@@ -1,0 +1,279 @@
+"""The command line (SPEC section 11): ``gracehttp [options] MODULE:APP``.
+
+Top layer: the only module that exits the process. Every flag is generated from
+the `Config` field declarations (`gracehttp.config.flags_of`), like the
+environment variables and the TOML keys, so none can go missing from one of them.
+
+Precedence, lowest first: the defaults, ``[tool.gracehttp]`` in ``./pyproject.toml``,
+the ``--config`` file, ``GRACEHTTP_*`` variables, the flags. A mistake (an unknown
+module or attribute, an app that is not callable, a bad value) is one line on
+stderr naming what to fix, and exit status 2; ``--log-level debug`` adds the
+traceback. After serving, the exit status is 0 when every request drained and
+every shutdown callback succeeded, 1 otherwise (SPEC section 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
+from typing import Any
+
+from gracehttp import __version__
+from gracehttp.config import Config, env_values, flags_of
+from gracehttp.errors import ConfigError
+from gracehttp.server import GracefulServer
+
+TOPICS = ("listeners", "serving", "timeouts", "limits", "shutdown", "admin", "tls", "processes", "logging")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class UsageError(Exception):
+    """A mistake on the command line or in its files: one line for the user, exit status 2."""
+
+
+# -- the app -------------------------------------------------------------------------
+
+
+def load_app(spec: str) -> Callable[..., Any]:
+    """``module:attr``, ``module:factory()`` or ``module:factory(arg=...)`` (literal arguments)."""
+    module_name, sep, expr = spec.partition(":")
+    if not module_name or (sep and not expr):
+        raise UsageError(f"expected MODULE:APP (e.g. myproject.wsgi:application), got {spec!r}")
+    try:
+        call = ast.parse(expr or "app", mode="eval").body
+    except SyntaxError:
+        raise UsageError(f"{expr!r} is not an attribute name or a call like factory(debug=True)") from None
+    target, args, kwargs = call, [], {}
+    if isinstance(call, ast.Call):
+        target = call.func
+        try:
+            args = [ast.literal_eval(a) for a in call.args]
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg is not None}
+        except ValueError:
+            raise UsageError(f"{expr!r}: a factory's arguments must be literals (numbers, strings, ...)") from None
+    path = _dotted(target)
+    if path is None:
+        raise UsageError(f"{expr!r} is not an attribute name or a call like factory(debug=True)")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: the current directory's modules
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise UsageError(f"no module named {exc.name!r} (looked in {os.getcwd()} and sys.path)") from exc
+        raise UsageError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise UsageError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
+    for part in path:
+        if not hasattr(obj, part):
+            raise UsageError(f"module {module_name!r} has no attribute {'.'.join(path)!r}")
+        obj = getattr(obj, part)
+    if isinstance(call, ast.Call):
+        try:
+            obj = obj(*args, **kwargs)
+        except Exception as exc:
+            raise UsageError(f"{spec} raised {type(exc).__name__}: {exc}") from exc
+    if not callable(obj):
+        raise UsageError(f"{spec} is not a WSGI app: a {type(obj).__name__} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def _dotted(node: ast.expr) -> list[str] | None:
+    if isinstance(node, ast.Name):
+        return [node.id]
+    if isinstance(node, ast.Attribute):
+        head = _dotted(node.value)
+        return None if head is None else [*head, node.attr]
+    return None
+
+
+# -- settings from files, the environment and flags ------------------------------------
+
+
+def file_values(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A TOML table's settings, keys as the field names (``drain_timeout`` or ``drain-timeout``)."""
+    settable = {f.name: f for f in fields(Config) if f.metadata.get("parse") is not None}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in settable:
+            raise UsageError(f"{source}: unknown setting {key!r}")
+        values[name] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    try:
+        import tomllib  # type: ignore[import-not-found, unused-ignore]
+    except ModuleNotFoundError:  # Python 3.10
+        raise UsageError(f"{path}: reading TOML needs Python 3.11 or newer (tomllib)") from None
+    try:
+        with open(path, "rb") as f:
+            data: dict[str, Any] = tomllib.load(f)
+            return data
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
+def pyproject_values(directory: str) -> dict[str, Any]:
+    path = os.path.join(directory, "pyproject.toml")
+    if not os.path.isfile(path):
+        return {}
+    table = read_toml(path).get("tool", {}).get("gracehttp", {})
+    return file_values(table, f"{path} [tool.gracehttp]")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        """One line, not the whole usage: the flag and what is wrong with its value."""
+        self.exit(2, f"gracehttp: error: {message} (see gracehttp --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="gracehttp", description="Serve a WSGI app; drain on SIGTERM, upgrade on SIGUSR2.",
+        epilog="Every option is also GRACEHTTP_<FIELD> in the environment and <field> in a TOML file; "
+               "precedence: flags > environment > --config file > pyproject.toml [tool.gracehttp] > defaults.")
+    parser.add_argument("app_spec", nargs="?", metavar="MODULE:APP",
+                        help="the WSGI app: module:attr, module:factory() or module:factory(arg=...)")
+    general = parser.add_argument_group("general")
+    general.add_argument("--config", metavar="FILE.toml", help="settings file (top-level keys are field names)")
+    general.add_argument("--check", action="store_true", help="print the effective config and exit")
+    general.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: info")
+    general.add_argument("--log-format", choices=("text", "json"), default="text",
+                         help="text for terminals, json (one object per line) for log shippers")
+    general.add_argument("--version", action="version", version=f"gracehttp {__version__}")
+    groups = {topic: parser.add_argument_group(topic) for topic in TOPICS}
+    for f in fields(Config):
+        flags = flags_of(f)
+        if not flags:
+            continue
+        group = groups[f.metadata["topic"]]
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata["help"]}
+        if f.name == "addr":
+            group.add_argument(*flags, action="append", metavar="ADDR", **kw | {
+                "help": f.metadata["help"] + " (repeat for more listeners)"})
+        elif f.type in ("bool", bool):
+            group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
+        else:
+            metavar = "FORMAT" if f.name == "access_log" else f.name.upper()
+            group.add_argument(*flags, type=_flag_parser(f.name, f.metadata["parse"]), metavar=metavar, **kw)
+    return parser
+
+
+def _flag_parser(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}") from None
+    convert.__name__ = name  # argparse names the type in its message
+    return convert
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    values = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
+    if "addr" in values:
+        binds = values.pop("addr")
+        values["addr"], values["addrs"] = binds[0], tuple(binds[1:])
+    return values
+
+
+def settings(args: argparse.Namespace, environ: Mapping[str, str], directory: str) -> dict[str, Any]:
+    """Every source merged, lowest precedence first."""
+    values = pyproject_values(directory)
+    if args.config:
+        values.update(file_values(read_toml(args.config), args.config))
+    values.update(env_values("GRACEHTTP_", environ))
+    values.update(flag_values(args))
+    return values
+
+
+# -- logging ---------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: what log shippers (Loki, Elasticsearch, CloudWatch) parse."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+                 "level": record.levelname.lower(), "logger": record.name, "pid": record.process,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def describe(config: Config) -> str:
+    """The effective config, one ``field = value`` line each (what --check prints)."""
+    shown = []
+    for f in fields(Config):
+        value = getattr(config, f.name)
+        if f.name == "app":
+            value = f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', type(value).__name__)}"
+        shown.append(f"{f.name} = {value!r}" if f.name != "app" else f"app = {value}")
+    return "\n".join(shown)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        if not args.app_spec:
+            raise UsageError("which app? give MODULE:APP (e.g. myproject.wsgi:application)")
+        values = settings(args, os.environ, os.getcwd())
+        app = load_app(args.app_spec)
+        config = Config(app=app, **values)
+    except (UsageError, ConfigError) as exc:
+        if args.log_level == "debug":
+            traceback.print_exc()
+        where = ""
+        if isinstance(exc, ConfigError) and exc.field in {f.name for f in fields(Config)}:
+            f = next(f for f in fields(Config) if f.name == exc.field)
+            where = f" (set by {', '.join(flags_of(f)) or '--bind'}, GRACEHTTP_{f.name.upper()} or a TOML file)"
+        print(f"gracehttp: error: {exc}{where}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(describe(config))
+        return 0
+    server = GracefulServer(config)
+    try:
+        server.serve_forever()
+    except OSError as exc:  # binding: the port is taken, the path is not writable...
+        if args.log_level == "debug":
+            traceback.print_exc()
+        print(f"gracehttp: error: cannot listen: {exc}", file=sys.stderr)
+        return 2
+    if config.workers > 1:
+        return server.exit_code
+    report = server.shutdown()
+    return 0 if report.drained and not report.callback_errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

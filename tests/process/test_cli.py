@@ -1,0 +1,156 @@
+"""The command line (SPEC section 11) against real module files in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import get
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_MODULE = '''
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"plain app"]
+
+def make(greeting="factory app", times=1):
+    def inner(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [greeting.encode() * times]
+    return inner
+
+not_callable = 42
+'''
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "webapp.py").write_text(APP_MODULE)
+    (tmp_path / "broken.py").write_text("raise RuntimeError('the app module is broken')\n")
+    return tmp_path
+
+
+def run_cli(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gracehttp", *args], cwd=project, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=30)
+
+
+class Served:
+    """``python -m gracehttp ...`` serving in the background; its port from the first log line."""
+
+    def __init__(self, project: Path, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "gracehttp", *args], cwd=project,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.first = threading.Event()
+        threading.Thread(target=self._pump, daemon=True).start()
+        assert self.first.wait(15), "no log line"
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            self.first.set()
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(15)
+
+
+@pytest.mark.parametrize(("spec", "body"), [
+    ("webapp:app", b"plain app"),
+    ("webapp:make()", b"factory app"),
+    ("webapp:make(greeting='hi ', times=2)", b"hi hi "),
+])
+def test_serves_an_app_or_a_factory(project: Path, spec: str, body: bytes) -> None:
+    served = Served(project, spec, "--bind", "127.0.0.1:0", "--bind", f"unix:{project / 'app.sock'}",
+                    "--threads", "4")
+    first = served.lines[0]
+    # The first log line names every bound address, with the real port for :0.
+    port = int(re.search(r"listening on http://127\.0\.0\.1:(\d+), unix:\S+app\.sock \(4 threads\)", first)[1])
+    assert get(port, "/").body == body
+    assert served.stop() == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["nosuchmodule:app"], "no module named 'nosuchmodule'"),
+    (["webapp:nope"], "module 'webapp' has no attribute 'nope'"),
+    (["webapp:not_callable"], "webapp:not_callable is not a WSGI app: a int is not callable"),
+    (["broken:app"], "importing 'broken' failed: RuntimeError: the app module is broken"),
+    (["webapp:make(1 +)"], "is not an attribute name or a call"),
+    (["webapp:app", "--threads", "many"], "argument --threads: invalid literal for int()"),
+    (["webapp:app", "--drain-timeout", "99"], "drain_timeout: 99.0 is longer than shutdown_timeout"),
+    (["webapp:app", "--bind", "nowhere"], "addr: 'nowhere': expected host:port"),
+    (["nope:"], "expected MODULE:APP"),
+    ([], "which app?"),
+])
+def test_mistakes_are_one_line_and_exit_2(project: Path, args: list[str], message: str) -> None:
+    result = run_cli(project, *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("gracehttp: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_log_level_adds_the_traceback(project: Path) -> None:
+    result = run_cli(project, "broken:app", "--log-level", "debug")
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("gracehttp: error: importing 'broken' failed")
+
+
+def threads_in(result: subprocess.CompletedProcess[str]) -> int:
+    assert result.returncode == 0, result.stderr
+    return int(re.search(r"^threads = (\d+)$", result.stdout, re.M)[1])
+
+
+def test_precedence_flags_env_file_pyproject_defaults(project: Path) -> None:
+    assert threads_in(run_cli(project, "webapp:app", "--check")) == 32
+    (project / "pyproject.toml").write_text("[tool.gracehttp]\nthreads = 3\ndrain-timeout = 5.0\n")
+    assert threads_in(run_cli(project, "webapp:app", "--check")) == 3
+    (project / "serve.toml").write_text("threads = 4\naddrs = ['unix:/tmp/x.sock']\n")
+    assert threads_in(run_cli(project, "webapp:app", "--check", "--config", "serve.toml")) == 4
+    env = {"GRACEHTTP_THREADS": "5"}
+    assert threads_in(run_cli(project, "webapp:app", "--check", "--config", "serve.toml", env=env)) == 5
+    checked = run_cli(project, "webapp:app", "--check", "--config", "serve.toml", "--threads", "6", env=env)
+    assert threads_in(checked) == 6
+    assert "drain_timeout = 5.0" in checked.stdout  # from pyproject, nothing overrode it
+    assert "addrs = ('unix:/tmp/x.sock',)" in checked.stdout
+
+
+def test_bad_config_files_are_one_line(project: Path) -> None:
+    (project / "serve.toml").write_text("thread = 4\n")
+    result = run_cli(project, "webapp:app", "--config", "serve.toml")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "gracehttp: error: serve.toml: unknown setting 'thread'"
+    (project / "serve.toml").write_text("threads = [\n")
+    result = run_cli(project, "webapp:app", "--config", "serve.toml")
+    assert result.returncode == 2
+    assert result.stderr.startswith("gracehttp: error: serve.toml: ")
+    result = run_cli(project, "webapp:app", "--config", "missing.toml")
+    assert result.stderr.strip() == "gracehttp: error: cannot read missing.toml: No such file or directory"
+
+
+def test_version_and_json_logs(project: Path) -> None:
+    from gracehttp import __version__
+
+    result = run_cli(project, "--version")
+    assert result.stdout.strip() == f"gracehttp {__version__}"
+    served = Served(project, "webapp:app", "-b", "127.0.0.1:0", "--log-format", "json")
+    entry = json.loads(served.lines[0])
+    assert entry["level"] == "info"
+    assert entry["logger"] == "gracehttp"
+    assert entry["message"].startswith("gracehttp listening on http://127.0.0.1:")
+    assert served.stop() == 0
+    assert all(json.loads(line)["pid"] == served.proc.pid for line in served.lines)
