@@ -3,6 +3,7 @@
 from gracehttp.callbacks import register_shutdown_callback
 from gracehttp.config import Config
 from gracehttp.errors import ConfigError, ProtocolError
+from gracehttp.group import ServiceGroup, wait_group
 from gracehttp.routing import Router, RouteRegistrar
 from gracehttp.server import GracefulServer, serve
 from gracehttp.shutdown import ShutdownReport
@@ -17,9 +18,11 @@ __all__ = [
     "ProtocolError",
     "RouteRegistrar",
     "Router",
+    "ServiceGroup",
     "ShutdownReport",
     "State",
     "__version__",
     "register_shutdown_callback",
     "serve",
+    "wait_group",
 ]

@@ -79,7 +79,9 @@ class Probe(threading.Thread):
                 if resp.status != 200:
                     error = f"status {resp.status}"
             except (OSError, http.client.HTTPException) as exc:
-                error = repr(exc)
+                kind = "keep-alive" if self.keep_alive else "fresh"
+                stage = "connect" if conn is None or conn.sock is None else "exchange"
+                error = f"{kind} {stage} at {start - self.t0:.2f}s: {exc!r}"
                 conn.close()  # type: ignore[union-attr]
                 conn = None
             self.samples.append((start - self.t0, (time.monotonic() - start) * 1000, error))
@@ -176,7 +178,7 @@ def main() -> int:
         print(f"{u['at']:>9.2f}s {u['ready_after_s']:>11.3f}s {u['old_pid']:>8} {u['new_pid']:>8} "
               f"{percentile(lat, 0.99):>8.2f}ms {max(lat, default=float('nan')):>8.2f}ms")
     errors = sum(socket_errors.values()) + non2xx + len(probe_errors) + sum(1 - int(u["done"]) for u in upgrades)
-    print(f"errors: {errors}" + ("" if errors == 0 else f"  e.g. {[e[2] for e in probe_errors[:3]]}"))
+    print(f"errors: {errors}" + ("" if errors == 0 else f"  e.g. {[e[2] for e in probe_errors[:3]]}; log: {log_path}"))
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "drill-upgrade.json"), "w") as f:
         json.dump({"args": vars(args), "wrk_requests": requests, "socket_errors": socket_errors,

@@ -92,7 +92,7 @@ def test_prebound_listener_is_accepted() -> None:
 
 
 SPEC_NAMES = ["Config", "ConfigError", "GracefulServer", "State", "ShutdownReport", "RouteRegistrar",
-              "Router", "serve", "register_shutdown_callback"]
+              "Router", "serve", "register_shutdown_callback", "ServiceGroup", "wait_group"]
 SERVER_MEMBERS = ["serve_forever", "listen_and_serve", "run_in_background", "shutdown", "close", "wait",
                   "drain", "undrain", "register_shutdown_callback", "state", "status", "in_flight",
                   "is_ready", "is_shutting_down", "is_https", "addresses", "port", "fds", "health_app",
