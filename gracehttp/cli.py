@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     general = parser.add_argument_group("general")
     general.add_argument("--config", metavar="FILE.toml", help="settings file (top-level keys are field names)")
     general.add_argument("--check", action="store_true", help="print the effective config and exit")
+    general.add_argument("--reload", action="store_true",
+                         help="development: restart when a .py file under the current directory changes")
     general.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: info")
     general.add_argument("--log-format", choices=("text", "json"), default="text",
                          help="text for terminals, json (one object per line) for log shippers")
@@ -261,6 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         print(describe(config))
         return 0
+    if args.reload:
+        from gracehttp.reloader import run_with_reload
+
+        child_argv = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--reload"]
+        return run_with_reload(child_argv, config.shutdown_timeout, config.get_logger())
     server = GracefulServer(config)
     try:
         server.serve_forever()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import get
+from tests.helpers import get, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_MODULE = '''
@@ -154,3 +154,33 @@ def test_version_and_json_logs(project: Path) -> None:
     assert entry["message"].startswith("gracehttp listening on http://127.0.0.1:")
     assert served.stop() == 0
     assert all(json.loads(line)["pid"] == served.proc.pid for line in served.lines)
+
+
+def test_reload_restarts_on_a_source_change(project: Path) -> None:
+    served = Served(project, "webapp:app", "--reload", "-b", "127.0.0.1:0", "--threads", "2")
+
+    def latest_port() -> int:
+        ports = [int(m[1]) for line in list(served.lines)
+                 if (m := re.search(r"listening on http://127\.0\.0\.1:(\d+)", line))]
+        return ports[-1] if ports else 0
+
+    assert wait_until(lambda: latest_port() > 0, 15)
+    first = latest_port()
+    assert get(first, "/").body == b"plain app"
+    source = project / "webapp.py"
+    source.write_text(APP_MODULE.replace("plain app", "edited app"))
+    os.utime(source, (source.stat().st_atime, source.stat().st_mtime + 2))  # a coarse-mtime file system
+    assert wait_until(lambda: latest_port() not in (0, first), 20), "".join(served.lines)
+    assert get(latest_port(), "/").body == b"edited app"
+    assert any("reload: webapp.py changed; restarting" in line for line in served.lines)
+    assert served.stop() == 0
+    assert sum("drained=True" in line for line in served.lines) == 2  # each generation drained
+
+
+def test_reload_is_off_by_default(project: Path) -> None:
+    served = Served(project, "webapp:app", "-b", "127.0.0.1:0")
+    assert wait_until(lambda: any("listening on" in line for line in served.lines), 10)
+    listening = next(line for line in served.lines if "listening on" in line)
+    assert f"[{served.proc.pid}]" in listening  # served by the command's own process: no reloader parent
+    assert served.stop() == 0
+    assert not any("reload:" in line for line in served.lines)
