@@ -85,10 +85,13 @@ class Site:
         #: "Nothing to read yet": a TLS socket says it with SSLWantReadError. ssl is
         #: imported only when TLS is on, to keep it out of plain servers' memory.
         self.want_read: tuple[type[BaseException], ...] = (BlockingIOError, InterruptedError)
+        #: "The client is gone": a reset, or a TLS stream cut without close_notify.
+        self.gone: tuple[type[BaseException], ...] = (ConnectionError,)
         if tls is not None:
             import ssl
 
             self.want_read += (ssl.SSLWantReadError,)
+            self.gone += (ssl.SSLEOFError,)
         #: What a blocking read raises when SO_RCVTIMEO expires.
         self.read_timed_out: tuple[type[BaseException], ...] = (*self.want_read, TimeoutError)
         self.rcvtimeo = _timeval(read_timeout)
@@ -143,17 +146,16 @@ class Connection:
 
     def recv_nowait(self) -> bytes | None:
         """Bytes available now, ``b""`` at end of stream, None if nothing has arrived."""
-        if self.tls:
-            # A TLS record may arrive in pieces; block (bounded by SO_RCVTIMEO) rather than
-            # track partial records here.
-            try:
-                return self.sock.recv(RECV_SIZE)
-            except self.site.want_read:
-                return None
         try:
+            if self.tls:
+                # A TLS record may arrive in pieces; block (bounded by SO_RCVTIMEO) rather
+                # than track partial records here.
+                return self.sock.recv(RECV_SIZE)
             return self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
+        except self.site.want_read:
             return None
+        except self.site.gone:
+            return b""  # a reset (the client aborted, or closed with unread data): it is closed
 
     def recv_body(self) -> bytes:
         """A blocking read for the request body, bounded by ``read_timeout``."""

@@ -13,7 +13,17 @@ from typing import Any
 import pytest
 
 from gracehttp import Config, GracefulServer
-from tests.helpers import connect, exchange, get, hello_app, read_response, read_until_close, running, statuses
+from tests.helpers import (
+    connect,
+    exchange,
+    get,
+    hello_app,
+    read_response,
+    read_until_close,
+    running,
+    statuses,
+    wait_until,
+)
 
 
 def echo_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -390,3 +400,23 @@ def test_router_methods_and_mount() -> None:
         assert get(server.port, "/nowhere").status == 404  # no app: werkzeug's 404
     finally:
         server.close()
+
+
+def test_a_client_reset_is_a_quiet_close(caplog: pytest.LogCaptureFixture) -> None:
+    """A client that aborts (RST) an idle keep-alive connection is no server error."""
+    import struct
+
+    with running(hello_app) as server:
+        socks = []
+        for _ in range(5):
+            sock = connect(server.port)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(sock).status == 200
+            socks.append(sock)
+        with caplog.at_level(logging.ERROR, logger="gracehttp"):
+            for sock in socks:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()  # linger 0: the kernel sends RST
+            assert wait_until(lambda: server._engine is not None and server._engine.open_count == 0, 5)
+        assert get(server.port, "/").status == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
