@@ -316,3 +316,20 @@ def test_a_keep_alive_connection_idle_longer_than_the_grace_closes_at_the_drain(
         assert read_until_close(sock, timeout=10) == b""  # a clean FIN, no response
         assert time.monotonic() - began < DRAIN_IDLE_GRACE
         stopper.join(10)
+
+
+def test_wait_group_runs_servers_until_a_signal_then_stops_them_all() -> None:
+    servers = [GracefulServer(Config(app=hello_app, addr="127.0.0.1:0", threads=2)) for _ in range(2)]
+
+    def signal_when_serving() -> None:
+        if wait_until(lambda: all(s.is_ready for s in servers), 10):
+            assert all(get(s.port or 0, "/").status == 200 for s in servers)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by wait_group's dispatcher, installed first
+
+    before = signal.getsignal(signal.SIGTERM)
+    helper = threading.Thread(target=signal_when_serving)
+    helper.start()
+    assert gracehttp.wait_group(*servers) is None
+    helper.join(5)
+    assert [s.state for s in servers] == [State.STOPPED, State.STOPPED]
+    assert signal.getsignal(signal.SIGTERM) == before  # the group put the handler back
