@@ -1,8 +1,8 @@
 """`Config`: every setting declared once, with its default, help text and parser.
 
-Middle layer: imports `errors` and `addresses`. The environment reader (and,
-later, the CLI and TOML loaders) derive from the field declarations below, so a
-setting cannot exist in one place and be missing from another.
+Middle layer: imports `errors` and `addresses`. The environment reader, the CLI's
+flags and TOML keys (`gracehttp.cli`) and the README's table derive from the field
+declarations below, so a setting cannot exist in one place and be missing from another.
 """
 
 from __future__ import annotations
