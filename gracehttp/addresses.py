@@ -6,6 +6,7 @@ validates an address without binding anything.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 
@@ -67,3 +68,14 @@ def describe_socket(sock: socket.socket) -> str:
         return f"unix:{name.decode() if isinstance(name, bytes) else name}"
     host, port = sock.getsockname()[:2]
     return str(Address("tcp", host=host, port=port))
+
+
+def is_private(sock: socket.socket) -> bool:
+    """True for a Unix socket or a loopback address: reachable from this host only."""
+    if sock.family == socket.AF_UNIX:
+        return True
+    host = str(sock.getsockname()[0]).split("%")[0]
+    address = ipaddress.ip_address(host)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from gracehttp.addresses import describe_socket
+from gracehttp.addresses import describe_socket, is_private
 from gracehttp.callbacks import Callbacks, process_callbacks
 from gracehttp.config import Config
 from gracehttp.engine import Engine
@@ -116,6 +116,12 @@ class GracefulServer:
         if self._admin is not None:
             self.logger.info("gracehttp admin listening on http://%s (metrics=%s, debug=%s)%s",
                              ", ".join(self.admin_addresses), cfg.metrics, cfg.debug, via(self._admin_listeners))
+            exposed = [describe_socket(lst.sock) for lst in self._admin_listeners if not is_private(lst.sock)]
+            if exposed:  # it is meant to be private: /drain stops traffic, /debug shows the code
+                self.logger.warning("the admin listener %s is not on loopback: anyone who reaches it can %s; "
+                                    "bind it to 127.0.0.1 or firewall it", ", ".join(exposed),
+                                    "drain this server and read its stacks, heap and config" if cfg.debug
+                                    else "drain this server and read its metrics")
         if cfg.max_requests is not None and self._worker is None:
             self.logger.warning("max_requests applies to workers (workers > 1): ignored")
         if self._is_pid_owner:

@@ -270,3 +270,22 @@ def test_first_log_line_names_the_bound_addresses(caplog: pytest.LogCaptureFixtu
         first = next(r.getMessage() for r in caplog.records if r.name == "gracehttp")
         for address in server.addresses:
             assert f"http://{address}" in first
+
+
+@pytest.mark.parametrize(("admin_addr", "debug", "warned"), [
+    ("127.0.0.1:0", True, None),
+    (":0", False, "drain this server and read its metrics"),
+    ("0.0.0.0:0", True, "drain this server and read its stacks, heap and config"),
+])
+def test_a_non_loopback_admin_listener_is_warned_about(caplog: pytest.LogCaptureFixture, admin_addr: str,
+                                                       debug: bool, warned: str | None) -> None:
+    with caplog.at_level(logging.WARNING, logger="gracehttp"), \
+            running(hello_app, admin_addr=admin_addr, debug=debug, metrics=False):
+        pass
+    warnings = [r.getMessage() for r in caplog.records if "admin listener" in r.getMessage()]
+    if warned is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1
+        assert "is not on loopback" in warnings[0]
+        assert warned in warnings[0]
