@@ -188,6 +188,32 @@ class Connection:
         except OSError:
             pass
 
+    def _handshake(self) -> int | None:
+        """One step of the TLS handshake; None once it is done.
+
+        Non-blocking, so a client that connects and sends nothing (or half a
+        ClientHello) is parked like a slow header sender, bounded by
+        ``read_header_timeout``, instead of holding a request thread.
+        """
+        sock: Any = self.sock
+        sock.setblocking(False)
+        try:
+            sock.do_handshake()
+        except self.site.want_read:
+            return PARK_HEAD
+        except (OSError, ValueError) as exc:
+            if type(exc).__name__ != "SSLWantWriteError":
+                return CLOSE  # not TLS (plain HTTP on this port), or a bad hello: a clean close
+            sock.setblocking(True)  # a full send buffer mid-handshake: finish it bounded by SO_SNDTIMEO
+            try:
+                sock.do_handshake()
+            except (OSError, ValueError):
+                return CLOSE
+        finally:
+            sock.setblocking(True)  # request reads block, bounded by SO_RCVTIMEO
+        self.handshaken = True
+        return None
+
     # -- the request loop ----------------------------------------------------
 
     def serve(self) -> int:
@@ -196,11 +222,9 @@ class Connection:
         if self.mode == LINGER:
             return self._linger_read()
         if not self.handshaken:
-            try:
-                self.sock.do_handshake()  # type: ignore[attr-defined]
-            except (OSError, ValueError):
-                return CLOSE
-            self.handshaken = True
+            action = self._handshake()
+            if action is not None:
+                return action
         limits = site.limits
         buf = self.buf
         while True:

@@ -114,3 +114,32 @@ def test_plain_http_on_a_tls_port_does_not_hurt_the_server(cert: tuple[str, str]
         with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
             sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
             assert read_until_close(sock).endswith(b"hello")  # type: ignore[arg-type]
+
+
+def test_silent_tls_clients_pin_no_thread_and_close_at_the_header_timeout(cert: tuple[str, str]) -> None:
+    """20 clients that connect to the TLS port and send nothing (or half a ClientHello)
+    to a server with 2 threads: real clients are still served while they wait, and they
+    are closed cleanly at read_header_timeout."""
+    crt, key = cert
+    ctx = ssl.create_default_context(cafile=crt)
+
+    def real_request() -> bytes:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return read_until_close(tls)  # type: ignore[arg-type]
+
+    with running(certfile=crt, keyfile=key, threads=2, read_header_timeout=3.0) as server:
+        silent = [connect(server.port) for _ in range(20)]
+        for sock in silent[::2]:
+            sock.sendall(b"\x16\x03\x01\x02\x00")  # a TLS record header, then nothing
+        assert [real_request().endswith(b"hello") for _ in range(3)] == [True] * 3
+        for sock in silent:  # served while every silent client was still connected
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.recv(1)
+            sock.setblocking(True)
+        for sock in silent:
+            assert read_until_close(sock, timeout=10) == b""  # then closed by the server, cleanly
+            sock.close()
+        assert real_request().endswith(b"hello")
