@@ -62,6 +62,12 @@ def build_environ(base: dict[str, Any], head: RequestHead, body: Body) -> dict[s
             env[key] += "," + text
         else:
             env[key] = text
+    target = head.target
+    if target[:1] != b"/" and b"://" in target:
+        # Absolute-form (what a proxy sends): RFC 9112 section 3.2.2 says the target's
+        # authority wins over the Host header, so the app sees that one.
+        authority = target.partition(b"://")[2].split(b"/", 1)[0].split(b"?", 1)[0]
+        env["HTTP_HOST"] = authority.rpartition(b"@")[2].decode("latin-1")
     return env
 
 
