@@ -29,6 +29,14 @@ def app(environ, start_response):
     query = parse_qs(environ["QUERY_STRING"])
     if environ["PATH_INFO"] == "/slow":
         time.sleep(float(query.get("t", ["0.7"])[0]))
+    if environ["PATH_INFO"] == "/big":  # 64 MiB, for clients that never read
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(64 << 20))])
+        return (b"x" * (1 << 20) for _ in range(64))
+    if environ["PATH_INFO"] == "/upload":
+        size = len(environ["wsgi.input"].read())
+        body = b"read %d" % size
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
     body = b"done %d" % os.getpid() if environ["PATH_INFO"] == "/pid" else b"done"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]

@@ -63,3 +63,35 @@ def test_clients_that_vanish_mid_request_and_mid_response_free_everything(start_
             sock.sendall(b"GET /slow?t=0.05 HTTP/1.1\r\nHost: t\r\n\r\n")
     back_to_idle(srv, idle)
     assert not any("Traceback" in line for line in srv.stderr), "".join(srv.stderr)[-3000:]
+
+
+def test_slow_senders_and_a_client_that_never_reads_are_cut_at_their_timeouts(start_server: Any) -> None:
+    # Slow heads are parked (no thread); a slow body or a client that never reads holds a
+    # thread until its timeout: 16 threads for 10 + 4 of those, so others are served meanwhile.
+    srv = start_server(threads=16, read_header_timeout=1.0, read_timeout=2.0, write_timeout=1.0, metrics=False)
+    idle = settled(srv.proc.pid)
+    slow_heads = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(20)]
+    for sock in slow_heads:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")  # and then nothing
+    slow_bodies = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(10)]
+    for sock in slow_bodies:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"y" * 10)
+    readers = []
+    for _ in range(4):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", srv.port))
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")  # and never read
+        readers.append(sock)
+    assert get(srv.port, "/").status == 200  # served meanwhile
+    for sock in slow_heads:
+        assert statuses(read_until_close(sock, timeout=10)) == [408]
+        sock.close()
+    for sock in slow_bodies:
+        assert statuses(read_until_close(sock, timeout=10)) == [408]
+        sock.close()
+    assert wait_until(lambda: counts(srv.proc.pid)[0] <= idle[0] + len(readers), 10)  # readers' cut
+    for sock in readers:
+        sock.close()
+    back_to_idle(srv, idle)
