@@ -45,3 +45,13 @@ def test_upgrade_drill_loses_nothing(extra: list[str]) -> None:
     assert "errors: 0" in proc.stdout
     upgrades = [line for line in proc.stdout.splitlines() if line.strip().startswith(("2.00s", "4.00s"))]
     assert len(upgrades) == 2, proc.stdout
+
+
+def test_soak_drill_runs_short() -> None:
+    """A 10,000-request version of the soak (every kind of request, aborted clients): no wrong
+    answer, descriptors and threads back to their idle counts."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "drills" / "soak.py"), "--requests", "10000",
+                           "--rss-slack", "50"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "10000 requests" in proc.stdout
+    assert "0 wrong answers" in proc.stdout
