@@ -87,11 +87,14 @@ class Site:
         self.want_read: tuple[type[BaseException], ...] = (BlockingIOError, InterruptedError)
         #: "The client is gone": a reset, or a TLS stream cut without close_notify.
         self.gone: tuple[type[BaseException], ...] = (ConnectionError,)
+        #: A handshake step that found the send buffer full.
+        self.want_write: tuple[type[BaseException], ...] = ()
         if tls is not None:
             import ssl
 
             self.want_read += (ssl.SSLWantReadError,)
             self.gone += (ssl.SSLEOFError,)
+            self.want_write = (ssl.SSLWantWriteError,)
         #: What a blocking read raises when SO_RCVTIMEO expires.
         self.read_timed_out: tuple[type[BaseException], ...] = (*self.want_read, TimeoutError)
         self.rcvtimeo = _timeval(read_timeout)
@@ -201,14 +204,14 @@ class Connection:
             sock.do_handshake()
         except self.site.want_read:
             return PARK_HEAD
-        except (OSError, ValueError) as exc:
-            if type(exc).__name__ != "SSLWantWriteError":
-                return CLOSE  # not TLS (plain HTTP on this port), or a bad hello: a clean close
+        except self.site.want_write:
             sock.setblocking(True)  # a full send buffer mid-handshake: finish it bounded by SO_SNDTIMEO
             try:
                 sock.do_handshake()
             except (OSError, ValueError):
                 return CLOSE
+        except (OSError, ValueError):
+            return CLOSE  # not TLS (plain HTTP on this port), or a bad hello: a clean close
         finally:
             sock.setblocking(True)  # request reads block, bounded by SO_RCVTIMEO
         self.handshaken = True

@@ -30,9 +30,11 @@ from typing import Any
 from gracehttp.callbacks import process_callbacks
 from gracehttp.config import Config
 from gracehttp.server import GracefulServer
-from gracehttp.signals import SignalDispatcher
+from gracehttp.signals import SHUTDOWN_SIGNALS, SignalDispatcher
 
 Worker = Callable[[threading.Event], Any]
+#: The default action of these is to terminate; a group does not upgrade (yet).
+_UPGRADE_SIGNALS = (signal.SIGUSR2, signal.SIGHUP)
 
 
 class _Member:
@@ -126,6 +128,9 @@ class ServiceGroup:
 
     def _on_signal(self, signum: int, count: int) -> None:
         name = signal.Signals(signum).name
+        if signum in _UPGRADE_SIGNALS:  # caught so that it cannot kill the group's requests
+            self.logger.warning("%s received: upgrades are not supported for a ServiceGroup; ignored", name)
+            return
         if signum == signal.SIGINT and count > 1:
             self.logger.warning("second SIGINT: closing every server now")
             for member in self._members:
@@ -139,7 +144,7 @@ class ServiceGroup:
         Returns the exception that ended the group (a worker's, or a server's failure
         to start), or None for a signal or a member that ended cleanly.
         """
-        dispatcher = SignalDispatcher(self._on_signal)
+        dispatcher = SignalDispatcher(self._on_signal, SHUTDOWN_SIGNALS + _UPGRADE_SIGNALS)
         installed = dispatcher.install()
         started: list[_Member] = []
         try:

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 UPGRADE_ENV = "_GRACEHTTP_UPGRADE"
 #: systemd's first passed descriptor (``SD_LISTEN_FDS_START``).
 LISTEN_FDS_START = 3
-ROLES = ("main", "admin")
 
 
 @dataclass
@@ -45,7 +44,6 @@ class Inheritance:
     ready_fd: int | None = None
     #: The read end of a pipe the previous generation holds open until it exits.
     parent_fd: int | None = None
-    source: str = ""
 
 
 _lock = threading.Lock()
@@ -66,12 +64,12 @@ def _read(environ: MutableMapping[str, str]) -> Inheritance:
     activated = _activated(environ)
     if upgrade is not None:
         data = json.loads(upgrade)
-        out = Inheritance(source="upgrade", ready_fd=data.get("ready_fd"), parent_fd=data.get("parent_fd"))
+        out = Inheritance(ready_fd=data.get("ready_fd"), parent_fd=data.get("parent_fd"))
         for name, fd in data["listeners"].items():
             out.sockets[name] = _adopt(int(fd))
         out.sockets.update(activated)
         return out
-    return Inheritance(sockets=activated, source="systemd" if activated else "")
+    return Inheritance(sockets=activated)
 
 
 def _activated(environ: MutableMapping[str, str]) -> dict[str, socket.socket]:

@@ -188,11 +188,6 @@ class Upgrader:
 # -- the new generation's side ---------------------------------------------------------
 
 
-def is_upgrade_child() -> bool:
-    """True in a process an upgrade started (until it has reported ready)."""
-    return inherit.inheritance().ready_fd is not None
-
-
 def report_ready(logger: logging.Logger) -> bool:
     """Tell the old generation this one serves (it then drains); False if not an upgrade child.
 

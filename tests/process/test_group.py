@@ -53,6 +53,9 @@ def test_a_worker_that_raises_ends_the_group_and_both_servers_drain(tmp_path: Pa
 
 def test_sigterm_ends_the_group_with_none_and_the_worker_sees_stop(tmp_path: Path) -> None:
     group = Group(worker="loop", flag=str(tmp_path / "unused"))
+    group.proc.send_signal(signal.SIGUSR2)  # no upgrades for groups: logged, and nothing killed
+    assert wait_until(lambda: any("not supported for a ServiceGroup" in line for line in group.err), 5)
+    assert [get(port, "/").body for port in group.ports()] == [b"group", b"group"]
     group.proc.send_signal(signal.SIGTERM)
     assert group.result() == "result None"
     assert any("worker saw stop" in line for line in group.out)
