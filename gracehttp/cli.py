@@ -140,7 +140,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = _Parser(  # no abbreviations: --reload is passed on to the child minus itself
+        allow_abbrev=False,
         prog="gracehttp", description="Serve a WSGI app; drain on SIGTERM, upgrade on SIGUSR2.",
         epilog="Every option is also GRACEHTTP_<FIELD> in the environment and <field> in a TOML file; "
                "precedence: flags > environment > --config file > pyproject.toml [tool.gracehttp] > defaults.")
