@@ -325,6 +325,10 @@ class Connection:
             return LINGER
         else:
             self._account(environ, responder.code, responder.sent, started)
+            if responder.overran:
+                site.logger.warning("WSGI app sent more than its Content-Length (%s) for %s %s: cut there, "
+                                    "connection closed", responder.length, head.method,
+                                    head.target.decode("latin-1")[:200])
         finally:
             inflight.request_finished()
             if active is not None:

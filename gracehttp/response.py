@@ -50,6 +50,7 @@ class Responder:
         "headers_sent",
         "keep_alive",
         "length",
+        "overran",
         "sent",
         "status",
         "version",
@@ -71,6 +72,7 @@ class Responder:
         self.chunked = False
         self.length: int | None = None
         self.sent = 0
+        self.overran = False
         self._extra = f"Server: {server_header}\r\n" if server_header else ""
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
@@ -147,10 +149,17 @@ class Responder:
                 data = chunk(data)
             elif self.length is not None and self.sent + len(data) > self.length:
                 data = data[: self.length - self.sent]  # never send past Content-Length
+                self._overrun()
             self.sent += len(data)
             out += data
         if out:
             self._send(out)
+
+    def _overrun(self) -> None:
+        """The app yields more than its Content-Length: its framing cannot be trusted, so
+        the connection is closed after what was promised (the caller logs it)."""
+        self.overran = True
+        self.keep_alive = False
 
     def send_whole(self, body: bytes) -> None:
         """Head and a body known in full, in one send: the common single-block response."""
@@ -160,6 +169,7 @@ class Responder:
             return
         if self.length is not None and len(body) > self.length:
             body = body[: self.length]
+            self._overrun()
         self.sent = len(body)
         self._send(head + body)
 

@@ -62,11 +62,23 @@ def check_headers(headers: list[tuple[str, str]]) -> None:
             raise HeaderError(f"control character (CR/LF?) in header {name!r}")
 
 
+_STATUS_CODES: dict[str, int] = {}
+
+
 def status_code(status: str) -> int:
-    """The numeric code of a WSGI status string such as ``"200 OK"``."""
+    """The numeric code of a WSGI status string such as ``"200 OK"``; checked once per
+    distinct string (apps reuse a handful), so the hot path is a dict lookup."""
+    known = _STATUS_CODES.get(status)
+    if known is not None:
+        return known
     code = status[:3]
-    if len(status) < 4 or status[3] != " " or not code.isdigit():
+    if len(status) < 4 or status[3] != " " or not code.isdigit() or not 100 <= int(code) <= 599:
         raise HeaderError(f"malformed status {status!r}")
+    reason = status[4:].encode("latin-1", "replace")
+    if len(reason.translate(None, _VALUE_CTL)) != len(reason):  # "200 OK\r\nSet-Cookie: ..."
+        raise HeaderError(f"control character in status {status!r}")
+    if len(_STATUS_CODES) < 256:
+        _STATUS_CODES[status] = int(code)
     return int(code)
 
 
