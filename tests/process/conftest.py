@@ -46,7 +46,7 @@ class ServerProcess:
             pid = re.match(r"\S+ \S+ (\d+) ", line)
             if pid:
                 self.pids.add(int(pid.group(1)))
-            m = re.search(r"listening on (?:http://)?127\.0\.0\.1:(\d+)", line)
+            m = re.search(r"listening on (?:https?://)?127\.0\.0\.1:(\d+)", line)
             if m and not self._port.is_set():
                 self.port = int(m.group(1))
                 self._port.set()

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -201,5 +202,41 @@ def test_an_upgrade_applies_a_changed_config(start_server: Any, tmp_path: Path) 
                                   for line in srv.stderr), 5)
     assert not os.path.exists(old_sock)  # its last owner closed it and removed the path
     assert any(f"{new} gracehttp listening on" in line and "(6 threads)" in line for line in srv.stderr)
+    os.kill(new, signal.SIGTERM)
+    assert wait_until(lambda: not alive(new), 15)
+
+
+def make_cert(directory: Path, common_name: str) -> tuple[str, str]:
+    key, crt = str(directory / "key.pem"), str(directory / "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
+                    "-days", "1", "-subj", f"/CN={common_name}", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return crt, key
+
+
+def test_an_upgrade_rereads_the_certificate_files(start_server: Any, tmp_path: Path) -> None:
+    """Renewing a certificate: replace the files, SIGUSR2, and the new generation serves the new one."""
+    import shutil
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make test certificates")
+    crt, key = make_cert(tmp_path, "first")
+    pid_file = tmp_path / "server.pid"
+    srv = start_server(certfile=crt, keyfile=key, pid_file=str(pid_file))
+    assert wait_until(lambda: pid_in(pid_file) == srv.proc.pid, 5)
+
+    def served_cert() -> bytes:
+        ctx = ssl.create_default_context(cafile=crt)  # verified against the file as it is now
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            return tls.getpeercert(binary_form=True) or b""
+
+    first = served_cert()
+    make_cert(tmp_path, "second")  # renewed in place, as certbot does
+    new = upgrade(srv.proc.pid, pid_file)
+    second = served_cert()
+    assert second != first
+    assert second == ssl.PEM_cert_to_DER_cert(Path(crt).read_text())
     os.kill(new, signal.SIGTERM)
     assert wait_until(lambda: not alive(new), 15)
