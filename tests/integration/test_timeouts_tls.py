@@ -143,3 +143,24 @@ def test_silent_tls_clients_pin_no_thread_and_close_at_the_header_timeout(cert: 
             assert read_until_close(sock, timeout=10) == b""  # then closed by the server, cleanly
             sock.close()
         assert real_request().endswith(b"hello")
+
+
+def test_a_ready_ssl_context_is_served_as_given(cert: tuple[str, str]) -> None:
+    """ssl_context: the caller's own context (here TLS 1.3 only), used as it is."""
+    crt, key = cert
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    server_ctx.load_cert_chain(crt, key)
+    client = ssl.create_default_context(cafile=crt)
+    with running(ssl_context=server_ctx) as server:
+        assert server.is_https
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        with client.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            assert sock.version() == "TLSv1.3"
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert read_until_close(sock).endswith(b"hello")  # type: ignore[arg-type]
+        tls12_only = ssl.create_default_context(cafile=crt)
+        tls12_only.maximum_version = ssl.TLSVersion.TLSv1_2
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw2, \
+                pytest.raises(ssl.SSLError):
+            tls12_only.wrap_socket(raw2, server_hostname="127.0.0.1")
