@@ -15,27 +15,22 @@ path; ``MSG_DONTWAIT`` gives the non-blocking read used to look for more data.
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
-import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from gracehttp.accesslog import AccessLog
 from gracehttp.errors import ProtocolError
 from gracehttp.health import HEALTH_PATHS, answer
-from gracehttp.http.parser import Limits, find_head_end, parse_head
+from gracehttp.http.parser import find_head_end, parse_head
 from gracehttp.http.writer import CONTINUE, error_response, simple_response
-from gracehttp.inflight import InFlight
-from gracehttp.metrics import Metrics
 from gracehttp.response import Responder, run_app
-from gracehttp.state import Lifecycle, State
+from gracehttp.site import Site, timeval
+from gracehttp.state import State
 from gracehttp.wsgi import Body, base_environ, build_environ
 
 if TYPE_CHECKING:
-    import ssl
+    pass
 
 # What `serve` asks the engine to do next.
 PARK_IDLE, PARK_HEAD, LINGER, CLOSE = range(4)
@@ -44,65 +39,16 @@ RECV_SIZE = 65536
 #: An unread request body up to this size is read and dropped to keep the
 #: connection; a larger one closes it (reading it could take long).
 DISCARD_LIMIT = 65536
+#: Request bodies up to this size are received while parked before the app runs, so a
+#: slow sender holds no thread; larger ones stream to the app as it reads.
+BODY_BUFFER = 65536
 _HEALTH = frozenset(p.encode() for p in HEALTH_PATHS)
 _SHUTTING_DOWN = frozenset({State.DRAINING, State.STOPPING, State.STOPPED})
 
 
-def _timeval(seconds: float) -> bytes:
-    sec = int(seconds)
-    return struct.pack("ll", sec, int((seconds - sec) * 1e6))
-
-
-class Site:
-    """What every connection of one server shares: settings, app, lifecycle, counters."""
-
-    def __init__(self, *, app: Callable[..., Iterable[bytes]], limits: Limits, lifecycle: Lifecycle,
-                 inflight: InFlight, logger: logging.Logger, server_header: str | None,
-                 keep_alive: bool, health: bool, drain_reject: bool, read_header_timeout: float,
-                 read_timeout: float, write_timeout: float, idle_timeout: float,
-                 tls: ssl.SSLContext | None, metrics: Metrics | None = None,
-                 access_log: AccessLog | None = None, track_requests: bool = False) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.access_log = access_log
-        #: With debug on: thread ident -> (method, target, start) of the requests being served.
-        self.active: dict[int, tuple[str, str, float]] | None = {} if track_requests else None
-        self.limits = limits
-        self.lifecycle = lifecycle
-        self.inflight = inflight
-        self.logger = logger
-        self.server_header = server_header
-        self.keep_alive = keep_alive
-        self.health = health
-        self.drain_reject = drain_reject
-        self.read_header_timeout = read_header_timeout
-        self.read_timeout = read_timeout
-        self.write_timeout = write_timeout
-        self.idle_timeout = idle_timeout
-        self.tls = tls
-        #: Set when the drain begins: responses carry Connection: close from then on.
-        self.closing = False
-        #: "Nothing to read yet": a TLS socket says it with SSLWantReadError. ssl is
-        #: imported only when TLS is on, to keep it out of plain servers' memory.
-        self.want_read: tuple[type[BaseException], ...] = (BlockingIOError, InterruptedError)
-        #: "The client is gone": a reset, or a TLS stream cut without close_notify.
-        self.gone: tuple[type[BaseException], ...] = (ConnectionError,)
-        #: A handshake step that found the send buffer full.
-        self.want_write: tuple[type[BaseException], ...] = ()
-        if tls is not None:
-            import ssl
-
-            self.want_read += (ssl.SSLWantReadError,)
-            self.gone += (ssl.SSLEOFError,)
-            self.want_write = (ssl.SSLWantWriteError,)
-        #: What a blocking read raises when SO_RCVTIMEO expires.
-        self.read_timed_out: tuple[type[BaseException], ...] = (*self.want_read, TimeoutError)
-        self.rcvtimeo = _timeval(read_timeout)
-        self.sndtimeo = _timeval(write_timeout)
-
-
 class Connection:
     __slots__ = (
+        "body_wait",
         "buf",
         "closing",
         "deadline",
@@ -137,6 +83,7 @@ class Connection:
         self.env = base_environ(server_addr[0], server_addr[1], remote[0], remote[1],
                                 "https" if self.tls else "http")
         self.buf = b""
+        self.body_wait = False
         self.head_started = 0.0
         self.deadline = time.monotonic() + site.read_header_timeout
         self.mode = PARK_HEAD
@@ -169,7 +116,7 @@ class Connection:
             # Tighten the per-read timeout only when it matters (a syscall), so the whole
             # request stays within read_timeout; `_exchange` restores it for the next one.
             self.rcv_timeout = remaining
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(remaining))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(remaining))
         try:
             return self.sock.recv(RECV_SIZE)
         except self.site.read_timed_out:
@@ -254,6 +201,21 @@ class Connection:
                 head = parse_head(buf[:end], limits)
             except ProtocolError as exc:
                 return self._reject(exc)
+            need = head.content_length
+            if need and len(buf) - end < need <= BODY_BUFFER and not head.expect_continue and not self.tls:
+                # A small body not all here yet: wait for the rest parked, like a slow head,
+                # so a slow body sender holds no thread (bounded by read_timeout). The head
+                # is parsed again when the rest arrives: only slow clients pay for it.
+                data = self.recv_nowait()
+                if data is None:
+                    self.buf = buf
+                    self.body_wait = True
+                    return PARK_HEAD
+                if not data:  # the client stopped sending mid-body (it may still read)
+                    return self._reject(ProtocolError(400, "incomplete_body", "request body incomplete"))
+                buf += data
+                continue
+            self.body_wait = False
             buf = buf[end:]
             self.requests += 1
             if site.health and head.path in _HEALTH and head.method in ("GET", "HEAD"):
@@ -386,9 +348,11 @@ class Connection:
         """A parked connection's deadline passed: a begun head gets 408 and a lingering
         close (so the 408 is not lost to a reset); anything else just closes."""
         if self.mode == PARK_HEAD and self.handshaken and (self.buf.strip() or self.has_input()):
+            reason, detail = ("read_timeout", "request body not received in time") if self.body_wait else \
+                ("header_timeout", "request header timeout")
             if self.site.metrics is not None:
-                self.site.metrics.bad_request("header_timeout")
-            self.send_quietly(error_response(408, "request header timeout", server=self.site.server_header))
+                self.site.metrics.bad_request(reason)
+            self.send_quietly(error_response(408, detail, server=self.site.server_header))
             return LINGER
         return CLOSE
 

@@ -38,8 +38,9 @@ import socket
 import threading
 import time
 
-from gracehttp.connection import CLOSE, LINGER, PARK_HEAD, PARK_IDLE, Connection, Site
+from gracehttp.connection import CLOSE, LINGER, PARK_HEAD, PARK_IDLE, Connection
 from gracehttp.leadership import Leadership
+from gracehttp.site import Site
 
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
 #: A lingering close waits at most this long for the client to close its side.
@@ -293,7 +294,7 @@ class Engine:
             elif action == PARK_HEAD:
                 if deadline is None:
                     started = conn.head_started or conn.deadline - self.site.read_header_timeout
-                    deadline = started + self.site.read_header_timeout
+                    deadline = started + (self.site.read_timeout if conn.body_wait else self.site.read_header_timeout)
                 parked_head = self._park(conn, PARK_HEAD, deadline)
             elif action == LINGER:
                 conn.begin_linger()

@@ -16,12 +16,12 @@ from typing import Any
 from gracehttp.accesslog import AccessLog
 from gracehttp.admin import AdminApp
 from gracehttp.config import Config
-from gracehttp.connection import Site
 from gracehttp.debug import MAX_PROFILE_SECONDS
 from gracehttp.engine import Engine
 from gracehttp.http.parser import Limits
 from gracehttp.inflight import InFlight
 from gracehttp.metrics import Metrics
+from gracehttp.site import Site
 from gracehttp.state import Lifecycle
 
 #: Request threads of the admin listener: its own budget, apart from the main pool.

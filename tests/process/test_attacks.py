@@ -66,9 +66,10 @@ def test_clients_that_vanish_mid_request_and_mid_response_free_everything(start_
 
 
 def test_slow_senders_and_a_client_that_never_reads_are_cut_at_their_timeouts(start_server: Any) -> None:
-    # Slow heads are parked (no thread); a slow body or a client that never reads holds a
-    # thread until its timeout: 16 threads for 10 + 4 of those, so others are served meanwhile.
-    srv = start_server(threads=16, read_header_timeout=1.0, read_timeout=2.0, write_timeout=1.0, metrics=False)
+    # Slow heads and slow (small) bodies are parked and hold no thread; a client that never
+    # reads holds one until write_timeout. With 8 threads, 4 such readers and 10 slow bodies
+    # that would each hold a thread for read_timeout (6 s), a request is still served meanwhile.
+    srv = start_server(threads=8, read_header_timeout=1.0, read_timeout=6.0, write_timeout=1.0, metrics=False)
     idle = settled(srv.proc.pid)
     slow_heads = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(20)]
     for sock in slow_heads:
@@ -84,7 +85,7 @@ def test_slow_senders_and_a_client_that_never_reads_are_cut_at_their_timeouts(st
         sock.connect(("127.0.0.1", srv.port))
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")  # and never read
         readers.append(sock)
-    assert get(srv.port, "/").status == 200  # served meanwhile
+    assert get(srv.port, "/", timeout=5).status == 200  # served meanwhile
     for sock in slow_heads:
         assert statuses(read_until_close(sock, timeout=10)) == [408]
         sock.close()

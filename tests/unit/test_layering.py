@@ -12,12 +12,12 @@ LAYERS = {
         "leadership", "systemd", "inherit"},
     1: {"config", "wsgi", "response", "health", "routing", "metrics", "accesslog", "debug", "admin"},
     2: {"listeners", "connection", "engine", "shutdown", "signals", "supervisor", "server", "upgrade", "worker",
-        "sites"},
+        "sites", "site"},
     3: {"__init__", "__main__", "cli", "group", "reloader"},
 }
 LAYER_OF = {mod: layer for layer, mods in LAYERS.items() for mod in mods}
 # Within the upper layer, this order holds: a module imports only those before it.
-UPPER_ORDER = ["listeners", "upgrade", "signals", "connection", "engine", "sites", "shutdown", "worker",
+UPPER_ORDER = ["listeners", "upgrade", "signals", "site", "connection", "engine", "sites", "shutdown", "worker",
                "supervisor", "server"]
 
 
