@@ -32,6 +32,8 @@ def ready_supervisor(srv: Any, workers: int) -> None:
 def finish(srv: Any, load: Load) -> None:
     """Stop the load, check nothing failed, then stop the supervisor cleanly."""
     load.stop()
+    if load.failures and os.environ.get("GRACEHTTP_TEST_LOG"):  # debugging aid: keep the whole log
+        Path(os.environ["GRACEHTTP_TEST_LOG"]).write_text("".join(srv.stderr) + "\n".join(load.failures))
     assert load.failures == [], (load.failures[:5], "".join(srv.stderr)[-3000:])
     srv.proc.send_signal(signal.SIGTERM)
     assert srv.wait_exit(20)[0] == 0, "".join(srv.stderr)[-3000:]
