@@ -237,8 +237,10 @@ def describe(config: Config) -> str:
     for f in fields(Config):
         value = getattr(config, f.name)
         if f.name == "app":
-            value = f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', type(value).__name__)}"
-        shown.append(f"{f.name} = {value!r}" if f.name != "app" else f"app = {value}")
+            shown.append(f"app = {getattr(value, '__module__', '?')}:"
+                         f"{getattr(value, '__qualname__', type(value).__name__)}")
+        else:
+            shown.append(f"{f.name} = {value!r}")
     return "\n".join(shown)
 
 

@@ -26,6 +26,11 @@ class BoundListener:
         self.unlink_path = unlink_path
         self.name = name
 
+    @property
+    def activated(self) -> bool:
+        """Passed by systemd's socket activation (directly, or on through an upgrade)."""
+        return " systemd:" in self.name
+
     def hand_over(self) -> None:
         """The next generation serves this socket now: closing ours must not unlink its path."""
         self.unlink_path = None

@@ -109,7 +109,7 @@ class GracefulServer:
         scheme = "https://" if self._tls else "http://"
 
         def via(listeners: list[BoundListener]) -> str:
-            return " from systemd socket activation" if any(" systemd:" in lst.name for lst in listeners) else ""
+            return " from systemd socket activation" if any(lst.activated for lst in listeners) else ""
 
         self.logger.info("gracehttp listening on %s (%d threads)%s", ", ".join(
             a if a.startswith("unix:") else scheme + a for a in self.addresses), cfg.threads, via(self._listeners))

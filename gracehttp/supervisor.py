@@ -131,7 +131,7 @@ class Supervisor:
         try:
             self.listeners = open_all("main", [cfg.addr, *cfg.addrs], cfg.listeners, cfg.backlog, cfg.reuse_port)
             self.admin = open_all("admin", [cfg.admin_addr] if cfg.admin_addr else [], (), cfg.backlog, False)
-            activated = any(" systemd:" in lst.name for lst in self.listeners)
+            activated = any(lst.activated for lst in self.listeners)
             self.logger.info("gracehttp supervisor %d listening on %s (%d workers)%s", os.getpid(),
                              ", ".join(describe_socket(lst.sock) for lst in self.listeners), cfg.workers,
                              " from systemd socket activation" if activated else "")
