@@ -38,9 +38,10 @@ import socket
 import threading
 import time
 
-from gracehttp.connection import CLOSE, LINGER, PARK_HEAD, PARK_IDLE, Connection
+from gracehttp.connection import Connection
 from gracehttp.leadership import Leadership
 from gracehttp.site import Site
+from gracehttp.transport import CLOSE, LINGER, PARK_HEAD, PARK_IDLE
 
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
 #: A lingering close waits at most this long for the client to close its side.
@@ -358,7 +359,8 @@ class Engine:
             now = time.monotonic()
             for conn in tuple(self.parked.values()):
                 if conn.deadline <= now and self._unpark(conn.fd, conn) is not None:
-                    if conn.mode == PARK_HEAD and conn.requests and not conn.buf and conn.has_input():
+                    between = conn.mode == PARK_HEAD and conn.requests and not conn.body_wait and not conn.buf
+                    if between and conn.has_input():
                         # The drain's grace ran out just as the client's next request came:
                         # give it its own header deadline, and a thread serves it.
                         self._dispose(conn, PARK_HEAD, now + self.site.read_header_timeout)

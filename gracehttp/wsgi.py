@@ -93,7 +93,9 @@ class Body:
 
     def __init__(self, initial: bytes, recv: Recv, head: RequestHead | None,
                  max_body: int | None = None, before_read: Callable[[], None] | None = None,
-                 max_trailer_bytes: int = 65536) -> None:
+                 max_trailer_bytes: int = 65536, length: int | None = None) -> None:
+        # `length` given: a body of exactly that many bytes whatever the head says
+        # (one already received and de-chunked by a `BodySpool`).
         self._recv = recv
         self._max = max_body
         self._received = 0
@@ -102,12 +104,13 @@ class Body:
         self._leftover = b""
         self._buf = bytearray()  # amortised appends: large bodies read in pieces stay linear
         self._remaining = 0
-        if head is not None and head.chunked:
+        if length is None and head is not None and head.chunked:
             self._decoder = ChunkedDecoder(max_trailer_bytes)
             self.finished = False
             self._leftover = initial  # raw bytes, decoded on the first read (errors surface there)
         else:
-            length = (head.content_length or 0) if head is not None else 0
+            if length is None:
+                length = (head.content_length or 0) if head is not None else 0
             self._buf += initial[:length]
             self._leftover = initial[length:]
             self._remaining = length - len(self._buf)

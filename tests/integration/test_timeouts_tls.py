@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from typing import Any
@@ -62,18 +60,6 @@ def test_client_that_stops_reading_is_cut_after_write_timeout() -> None:
         assert done.wait(10)  # the server gave up and closed the app's iterable
         assert get(server.port).status == 200  # and the thread is free again
         sock.close()
-
-
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory: Any) -> tuple[str, str]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    d = tmp_path_factory.mktemp("tls")
-    key, crt = str(d / "key.pem"), str(d / "cert.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
-                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    return crt, key
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")

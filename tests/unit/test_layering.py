@@ -10,15 +10,15 @@ PKG = pathlib.Path(__file__).resolve().parents[2] / "gracehttp"
 LAYERS = {
     0: {"errors", "addresses", "state", "inflight", "http.parser", "http.writer", "callbacks", "http",
         "leadership", "systemd", "inherit"},
-    1: {"config", "wsgi", "response", "health", "routing", "metrics", "accesslog", "debug", "admin"},
+    1: {"config", "spool", "wsgi", "response", "health", "routing", "metrics", "accesslog", "debug", "admin"},
     2: {"listeners", "connection", "engine", "shutdown", "signals", "supervisor", "server", "upgrade", "worker",
-        "sites", "site"},
+        "sites", "site", "transport"},
     3: {"__init__", "__main__", "cli", "group", "reloader"},
 }
 LAYER_OF = {mod: layer for layer, mods in LAYERS.items() for mod in mods}
 # Within the upper layer, this order holds: a module imports only those before it.
-UPPER_ORDER = ["listeners", "upgrade", "signals", "site", "connection", "engine", "sites", "shutdown", "worker",
-               "supervisor", "server"]
+UPPER_ORDER = ["listeners", "upgrade", "signals", "site", "transport", "connection", "engine", "sites", "shutdown",
+               "worker", "supervisor", "server"]
 
 
 def _modules() -> list[tuple[str, pathlib.Path]]:

@@ -1,0 +1,185 @@
+"""One connection's socket I/O, plain or TLS, each wait bounded by its timeout.
+
+Upper layer, below `connection` (its base class): imports `site` and `errors`.
+
+Plain sockets are in blocking mode with SO_RCVTIMEO/SO_SNDTIMEO set once at
+accept, so reads and writes are bounded without Python's poll-before-every-call
+timeout path; ``MSG_DONTWAIT`` gives the non-blocking read used to look for
+more data.
+
+TLS sockets stay non-blocking from accept on. A TLS record may arrive in pieces,
+and a blocking read would wait inside OpenSSL for the rest of it: a client
+dribbling a record a byte at a time would hold a request thread. Non-blocking,
+"nothing yet" is `SSLWantReadError` and the connection is parked like a slow
+plain one; the reads and writes that must wait (a body the app streams, a
+response) wait in ``poll`` with their deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import time
+from typing import Any
+
+from gracehttp.errors import ProtocolError
+from gracehttp.site import Site, timeval
+
+# What `Connection.serve` asks the engine to do next.
+PARK_IDLE, PARK_HEAD, LINGER, CLOSE = range(4)
+
+RECV_SIZE = 65536
+
+
+class Transport:
+    __slots__ = ("fd", "handshaken", "head_started", "mode", "rcv_timeout", "site", "sock", "tls")
+
+    def __init__(self, sock: socket.socket, site: Site) -> None:
+        self.site = site
+        self.fd = sock.fileno()
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, site.rcvtimeo)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, site.sndtimeo)
+        self.tls = site.tls is not None
+        self.handshaken = not self.tls
+        if site.tls is not None:
+            sock = site.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            sock.setblocking(False)
+        self.sock = sock
+        self.head_started = 0.0
+        self.mode = PARK_HEAD
+        self.rcv_timeout = site.read_timeout  # the SO_RCVTIMEO now set on the socket
+
+    def recv_nowait(self) -> bytes | None:
+        """Bytes available now, ``b""`` at end of stream, None if nothing has arrived."""
+        try:
+            if self.tls:
+                return self.sock.recv(RECV_SIZE)
+            return self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except self.site.want_read:
+            return None
+        except self.site.gone:
+            return b""  # a reset (the client aborted, or closed with unread data): it is closed
+
+    def recv_body(self) -> bytes:
+        """A waiting read for a body the app streams, bounded by ``read_timeout``."""
+        remaining = self.head_started + self.site.read_timeout - time.monotonic()
+        if remaining <= 0:
+            raise ProtocolError(408, "read_timeout", "request not received in time")
+        if self.tls:
+            try:
+                data: bytes = self._tls_call(self.sock.recv, RECV_SIZE, deadline=time.monotonic() + remaining)
+            except TimeoutError:
+                raise ProtocolError(408, "read_timeout", "request body not received in time") from None
+            return data
+        if remaining < self.rcv_timeout - 1.0:
+            # Tighten the per-read timeout only when it matters (a syscall), so the whole
+            # request stays within read_timeout; `reset_read_timeout` restores it.
+            self.rcv_timeout = remaining
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(remaining))
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except self.site.read_timed_out:
+            raise ProtocolError(408, "read_timeout", "request body not received in time") from None
+
+    def reset_read_timeout(self) -> None:
+        if self.rcv_timeout != self.site.read_timeout:
+            self.rcv_timeout = self.site.read_timeout
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.site.rcvtimeo)
+
+    def send(self, data: bytes) -> None:
+        if not self.tls:
+            self.sock.sendall(data)
+            return
+        view = memoryview(data)
+        while view:
+            # write_timeout bounds each wait for the client to make room, as SO_SNDTIMEO does.
+            sent: int = self._tls_call(self.sock.send, view, deadline=time.monotonic() + self.site.write_timeout)
+            view = view[sent:]
+
+    def sendfile(self, file: Any, offset: int, count: int) -> int:
+        return self.sock.sendfile(file, offset, count)
+
+    def send_quietly(self, data: bytes) -> None:
+        """Best-effort send of an error page to a client that may be gone or not reading."""
+        with contextlib.suppress(OSError):
+            if self.tls:
+                self.sock.send(data)
+            else:
+                self.sock.send(data, socket.MSG_DONTWAIT)
+
+    def _tls_call(self, op: Any, arg: Any, deadline: float) -> Any:
+        """``op(arg)`` on the non-blocking TLS socket, waiting in poll while OpenSSL wants
+        to read or write (a renegotiation or key update may want either); TimeoutError
+        at `deadline`."""
+        while True:
+            try:
+                return op(arg)
+            except self.site.want_read:
+                events = select.POLLIN
+            except self.site.want_write:
+                events = select.POLLOUT
+            remaining = deadline - time.monotonic()
+            poller = select.poll()
+            poller.register(self.fd, events)
+            if remaining <= 0 or not poller.poll(remaining * 1000):
+                raise TimeoutError("TLS peer too slow")
+
+    def handshake(self) -> int | None:
+        """One step of the TLS handshake; None once it is done.
+
+        A client that connects and sends nothing (or half a ClientHello) is parked
+        like a slow header sender, bounded by ``read_header_timeout``, instead of
+        holding a request thread.
+        """
+        try:
+            self.sock.do_handshake()  # type: ignore[attr-defined]
+        except self.site.want_read:
+            return PARK_HEAD
+        except self.site.want_write:
+            try:  # a full send buffer mid-handshake: finish it bounded by write_timeout
+                self._tls_call(lambda _: self.sock.do_handshake(), None,  # type: ignore[attr-defined]
+                               deadline=time.monotonic() + self.site.write_timeout)
+            except (OSError, ValueError):
+                return CLOSE
+        except (OSError, ValueError):
+            return CLOSE  # not TLS (plain HTTP on this port), or a bad hello: a clean close
+        self.handshaken = True
+        return None
+
+    def has_input(self) -> bool:
+        """True if a request has (at least partly) arrived, without consuming it."""
+        try:
+            if self.tls and self.sock.pending():  # type: ignore[attr-defined]
+                return True
+            # For TLS, the raw bytes under the TLS layer: any means the client is sending.
+            return bool(socket.socket.recv(self.sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:
+            return False
+
+    def begin_linger(self) -> None:
+        """Half-close: send FIN, then read and drop input until the client closes.
+
+        Closing a socket with unread input makes the kernel send RST, which can
+        destroy the response the client has not read yet; lingering avoids that.
+        """
+        self.mode = LINGER
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def linger_read(self) -> int:
+        try:
+            while True:
+                data = self.sock.recv(RECV_SIZE, 0 if self.tls else socket.MSG_DONTWAIT)
+                if not data:
+                    return CLOSE
+        except self.site.want_read:
+            return LINGER
+        except OSError:
+            return CLOSE
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()

@@ -1,0 +1,90 @@
+"""BodySpool: a body collected from raw bytes in any pieces comes out whole and framed."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gracehttp.errors import ProtocolError
+from gracehttp.http.parser import Limits, RequestHead, parse_head
+from gracehttp.spool import MEMORY_LIMIT, BodySpool
+from gracehttp.wsgi import Body
+
+
+def head(fields: bytes) -> RequestHead:
+    return parse_head(b"POST /u HTTP/1.1\r\nHost: t\r\n" + fields + b"\r\n\r\n", Limits())
+
+
+def chunked(body: bytes, size: int) -> bytes:
+    out = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size]) for i in range(0, len(body), size))
+    return out + b"0\r\n\r\n"
+
+
+def collect(spool: BodySpool, raw: bytes, cuts: list[int]) -> None:
+    at = 0
+    for cut in [*sorted(cuts), len(raw)]:
+        spool.feed(raw[at:cut])
+        at = max(at, cut)
+
+
+def read_all(spool: BodySpool) -> bytes:
+    body = Body(b"", spool.read, None, length=spool.length)
+    return body.read()
+
+
+@given(body=st.binary(max_size=3000), size=st.integers(1, 700),
+       cuts=st.lists(st.integers(0, 4000), max_size=6), chunk=st.booleans())
+def test_any_split_gives_the_body_and_the_bytes_after_it(body: bytes, size: int, cuts: list[int],
+                                                        chunk: bool) -> None:
+    after = b"GET /next HTTP/1.1\r\n"
+    raw = (chunked(body, size) if chunk else body) + after
+    fields = b"Transfer-Encoding: chunked" if chunk else b"Content-Length: %d" % len(body)
+    spool = BodySpool(head(fields), None)
+    collect(spool, raw, [c for c in cuts if c <= len(raw)])
+    assert spool.done
+    assert spool.length == len(body)
+    assert read_all(spool) == body
+    assert spool.leftover == after
+
+
+def test_a_large_body_goes_to_a_temporary_file_and_reads_back_whole() -> None:
+    body = bytes(range(256)) * (3 * MEMORY_LIMIT // 256 + 7)
+    spool = BodySpool(head(b"Content-Length: %d" % len(body)), None)
+    for i in range(0, len(body), 10_000):
+        spool.feed(body[i:i + 10_000])
+    assert spool._file is not None
+    assert not spool._mem
+    assert read_all(spool) == body
+    spool.close()
+    assert spool._file is None
+
+
+def test_not_done_until_the_last_byte_or_the_last_chunk() -> None:
+    spool = BodySpool(head(b"Content-Length: 10"), None)
+    spool.feed(b"123456789")
+    assert not spool.done
+    spool.feed(b"0")
+    assert spool.done
+    spool = BodySpool(head(b"Transfer-Encoding: chunked"), None)
+    spool.feed(b"3\r\nabc\r\n0\r\n")
+    assert not spool.done  # the trailer section's empty line is still to come
+    spool.feed(b"\r\n")
+    assert spool.done
+    assert read_all(spool) == b"abc"
+
+
+def test_a_chunked_body_past_max_body_bytes_is_413_as_soon_as_it_is_past() -> None:
+    spool = BodySpool(head(b"Transfer-Encoding: chunked"), 100)
+    spool.feed(b"64\r\n" + b"x" * 100 + b"\r\n")
+    spool.feed(b"1\r\n")
+    with pytest.raises(ProtocolError) as err:
+        spool.feed(b"y\r\n")
+    assert err.value.status == 413
+
+
+def test_bad_chunk_framing_is_400() -> None:
+    spool = BodySpool(head(b"Transfer-Encoding: chunked"), None)
+    with pytest.raises(ProtocolError) as err:
+        spool.feed(b"3\r\nabcX\r\n")
+    assert err.value.status == 400
