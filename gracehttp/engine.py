@@ -19,13 +19,18 @@ more to read is *parked*: put in `parked` (fd -> connection) and re-armed.
 Ownership: a connection belongs either to one thread or to `parked`. Whoever
 `_unpark` returns it to owns it (an epoll event's thread, the housekeeper
 expiring it, or the drain closing idle connections); the others get None and
-leave it alone (``dict.pop`` is atomic under the GIL). An owner always ends with
+leave it alone. Taking is compare-and-take under `_parked_lock`: the housekeeper
+and the drain work from a snapshot, and a connection in it may have been closed
+and its descriptor number reused by a new connection since, which they must not
+take (nor take and put back: a put-back could overwrite a connection parked
+under that number meanwhile, which would then be lost). An owner always ends with
 `_dispose`, which parks or closes the connection and tells the in-flight
 counters, so the drain sees every begun request. A parker inserts into `parked`
 *before* re-arming, and re-checks `closing` *after*, so neither an event nor the
 drain's sweep can miss a connection.
 
-Locks: `_lock` guards the connection count, the listener set and accept-pausing.
+Locks: `_lock` guards the connection count, the listener set and accept-pausing;
+`_parked_lock` every change to `parked`.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class Engine:
         self.max_connections = max_connections
         self.ep = select.epoll()
         self.parked: dict[int, Connection] = {}
+        self._parked_lock = threading.Lock()
         self.open: set[Connection] = set()
         self.listeners: dict[int, Listener] = {}
         self._lock = threading.Lock()
@@ -137,6 +143,12 @@ class Engine:
 
     def _sweep(self, conn: Connection) -> None:
         if self._unpark(conn.fd, conn) is None:
+            return
+        if conn.mode != PARK_IDLE:
+            # Swept already: the drain's sweep and a thread parking the connection just
+            # as the drain began can both come here. Its grace or linger stands (its
+            # deadline is not an idle deadline, so it must not be judged again).
+            self._dispose(conn, conn.mode, conn.deadline)
             return
         now = time.monotonic()
         idle_since = conn.deadline - self.site.idle_timeout
@@ -263,17 +275,13 @@ class Engine:
                 self.ep.modify(lst.fd, _ONESHOT_IN)
 
     def _unpark(self, fd: int, expect: Connection | None = None) -> Connection | None:
-        """Take a parked connection for this thread; None if another owner got it first."""
-        conn = self.parked.pop(fd, None)
-        if conn is None:
-            return None
-        if expect is not None and conn is not expect:
-            # Not the one we meant (its descriptor was reused): put it back and re-arm,
-            # in case an event for it arrived while it was out of the set.
-            self.parked[fd] = conn
-            with contextlib.suppress(OSError):
-                self.ep.modify(fd, _ONESHOT_IN)
-            return None
+        """Take a parked connection for this thread; None if another owner got it first,
+        or if what is parked under `fd` is not `expect` (its descriptor was reused)."""
+        with self._parked_lock:
+            conn = self.parked.get(fd)
+            if conn is None or (expect is not None and conn is not expect):
+                return None
+            del self.parked[fd]
         self.site.inflight.claim(conn.mode == PARK_HEAD)
         return conn
 
@@ -299,7 +307,7 @@ class Engine:
                 parked_head = self._park(conn, PARK_HEAD, deadline)
             elif action == LINGER:
                 conn.begin_linger()
-                self._park(conn, LINGER, time.monotonic() + LINGER_SECONDS)
+                self._park(conn, LINGER, deadline or time.monotonic() + LINGER_SECONDS)
             else:
                 self._close(conn)
         finally:
@@ -313,7 +321,8 @@ class Engine:
         conn.mode = mode
         conn.deadline = deadline
         fd = conn.fd
-        self.parked[fd] = conn
+        with self._parked_lock:
+            self.parked[fd] = conn
         try:
             if conn.registered:
                 self.ep.modify(fd, _ONESHOT_IN)
@@ -323,7 +332,11 @@ class Engine:
                 conn.registered = True
                 self.ep.register(fd, _ONESHOT_IN)
         except OSError:
-            if self.parked.pop(fd, None) is conn:
+            with self._parked_lock:
+                ours = self.parked.get(fd) is conn
+                if ours:
+                    del self.parked[fd]
+            if ours:
                 self._close(conn)
                 return False
             return True  # an event's thread already owns it

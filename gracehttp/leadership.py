@@ -63,9 +63,16 @@ class Leadership:
             self._wake.set()
 
     def end(self, gen: int) -> bool:
-        """The leader finished serving; False if it was demoted meanwhile (now a follower)."""
-        self.serving = False
-        return self._holder == gen
+        """The leader finished serving; False if it was demoted meanwhile (now a follower).
+
+        A demoted thread leaves `serving` alone: it is its successor's now, and
+        clearing it would hide a successor stuck in turn from the watchdog.
+        """
+        with self._mutex:
+            if self._holder != gen:
+                return False
+            self.serving = False
+            return True
 
     def leave(self, gen: int) -> None:
         """Give up the role (a stopping thread); no-op if the watchdog already took it."""
@@ -100,6 +107,7 @@ class Leadership:
                 with self._mutex:
                     if self._holder:
                         self._holder = 0
+                        self.serving = False  # the successor polls; it has not begun anything
                         self.handoffs += 1
                         self._token.release()
             idle = idle + 1 if seq == last_seq and not self.serving else 0

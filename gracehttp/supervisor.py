@@ -284,9 +284,9 @@ class Supervisor:
         if self.announced or ready < self.target:
             return
         self.announced = True
-        self.logger.info("all %d workers ready", ready)
-        if self.config.pid_file is not None:
+        if self.config.pid_file is not None:  # first, so that the log line means it is there
             write_pid_file(self.config.pid_file)
+        self.logger.info("all %d workers ready", ready)
         if not report_ready(self.logger):
             notify(f"READY=1\nMAINPID={os.getpid()}")
 

@@ -301,6 +301,32 @@ def test_a_response_that_promised_keep_alive_is_not_followed_by_a_close() -> Non
         stopper.join(10)
 
 
+def test_a_connection_swept_twice_keeps_its_grace() -> None:
+    """The race behind a rare lost keep-alive request in worker hand-offs: a thread parks a
+    connection just as the drain begins, so the drain's sweep and the parker's both run on
+    it. The second must leave the grace the first gave (it once took the grace's deadline
+    for an idle one and closed the connection under the client's next request). Called in
+    sequence here, the interleaving that the race produces by chance."""
+    from gracehttp.engine import Engine
+    from gracehttp.transport import PARK_HEAD
+
+    with running(hello_app, drain_timeout=20) as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(sock).status == 200
+        engine = server._engine
+        assert isinstance(engine, Engine)
+        assert wait_until(lambda: len(engine.parked) == 1, 5)
+        conn = next(iter(engine.parked.values()))
+        engine.close_idle()  # the drain's sweep: a grace, as a begun request
+        assert conn.mode == PARK_HEAD
+        engine._sweep(conn)  # the parker's sweep, second
+        sock.sendall(b"GET /2 HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = read_until_close(sock, timeout=10)
+        assert statuses(data) == [200]
+        assert b"Connection: close" in data
+
+
 def test_a_keep_alive_connection_idle_longer_than_the_grace_closes_at_the_drain() -> None:
     from gracehttp.engine import DRAIN_IDLE_GRACE
 

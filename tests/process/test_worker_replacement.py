@@ -29,12 +29,16 @@ def ready_supervisor(srv: Any, workers: int) -> None:
     assert wait_until(lambda: count(srv, f"all {workers} workers ready") == 1, 10), "".join(srv.stderr)[-2000:]
 
 
-def finish(srv: Any, load: Load) -> None:
-    """Stop the load, check nothing failed, then stop the supervisor cleanly."""
-    load.stop()
+def no_failures(srv: Any, load: Load) -> None:
     if load.failures and os.environ.get("GRACEHTTP_TEST_LOG"):  # debugging aid: keep the whole log
         Path(os.environ["GRACEHTTP_TEST_LOG"]).write_text("".join(srv.stderr) + "\n".join(load.failures))
     assert load.failures == [], (load.failures[:5], "".join(srv.stderr)[-3000:])
+
+
+def finish(srv: Any, load: Load) -> None:
+    """Stop the load, check nothing failed, then stop the supervisor cleanly."""
+    load.stop()
+    no_failures(srv, load)
     srv.proc.send_signal(signal.SIGTERM)
     assert srv.wait_exit(20)[0] == 0, "".join(srv.stderr)[-3000:]
 
@@ -106,7 +110,7 @@ def test_sigusr2_upgrades_the_supervisor_under_load(start_server: Any, tmp_path:
         assert not any(alive(pid) for pid in old_workers)
         ok = load.ok
         assert wait_until(lambda: load.ok > ok + 200, 10)
-    assert load.failures == [], (load.failures[:5], "".join(srv.stderr)[-3000:])
+    no_failures(srv, load)
     assert set(load.pids) == old_workers | new_workers
     assert srv.proc.wait(10) == 0
     assert count(srv, "handing over to the new generation: 2 workers drain") == 1

@@ -33,6 +33,26 @@ def test_stuck_leader_is_replaced_and_learns_it_when_done() -> None:
     watchdog.join(2)
 
 
+def test_a_successor_stuck_in_turn_is_seen_after_its_predecessor_finishes() -> None:
+    """The demoted leader finishing must not hide its successor's own slow request."""
+    lead = Leadership(handoff_after=0.005)
+    watchdog = run_watchdog(lead)
+    gen_a = lead.acquire()
+    b_leads, c_leads = threading.Event(), threading.Event()
+    b_gen: list[int] = []
+    threading.Thread(target=lambda: (b_gen.append(lead.acquire()), b_leads.set()), daemon=True).start()
+    lead.begin()  # A is stuck
+    assert b_leads.wait(2)
+    lead.begin()  # B (the leader now) begins a slow request too
+    assert lead.end(gen_a) is False  # A finishes: a follower; B is still serving
+    threading.Thread(target=lambda: (lead.acquire(), c_leads.set()), daemon=True).start()
+    assert c_leads.wait(2), "the watchdog missed the stuck successor"
+    assert lead.end(b_gen[0]) is False
+    assert lead.handoffs == 2
+    lead.stop()
+    watchdog.join(2)
+
+
 def test_fast_leader_keeps_the_role() -> None:
     lead = Leadership(handoff_after=0.05)
     watchdog = run_watchdog(lead)
