@@ -32,6 +32,14 @@ def ensure_tool(name: str, package: str | None = None) -> str:
     return path
 
 
+def wrk_counts(out: str) -> tuple[int, dict[str, int], int]:
+    """From wrk's report: requests, socket errors by kind, non-2xx/3xx responses."""
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    socket_errors = {kind: int(n) for kind, n in re.findall(r"(connect|read|write|timeout) (\d+)", out)}
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return requests, socket_errors, int(non2xx.group(1)) if non2xx else 0
+
+
 def tree(pid: int) -> list[int]:
     """`pid` and all its descendants."""
     out = [pid]

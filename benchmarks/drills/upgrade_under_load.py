@@ -29,7 +29,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from measure import ensure_tool  # noqa: E402
+from measure import ensure_tool, wrk_counts  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(HERE), "results")
 
@@ -90,6 +90,17 @@ class Probe(threading.Thread):
                 conn = None
 
 
+def start_load(wrk_path: str, port: int, connections: int, seconds: float, t0: float,
+               stop: threading.Event) -> tuple[subprocess.Popen[str], list[Probe]]:
+    """wrk for `seconds`, and two probes (keep-alive, fresh) until `stop`."""
+    wrk = subprocess.Popen([wrk_path, "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+                            f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True)
+    probes = [Probe(port, keep_alive, t0, stop) for keep_alive in (True, False)]
+    for p in probes:
+        p.start()
+    return wrk, probes
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -122,11 +133,7 @@ def main() -> int:
         with open(log_path) as f:  # port 0: the first log line names the real one
             port = int(re.search(r"listening on (?:http://)?127\.0\.0\.1:(\d+)", f.read()).group(1))  # type: ignore[union-attr]
         t0 = time.monotonic()
-        wrk = subprocess.Popen([wrk_path, "-t2", f"-c{args.connections}", f"-d{args.duration:g}s", "--latency",
-                                f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True)
-        probes = [Probe(port, keep_alive, t0, stop) for keep_alive in (True, False)]
-        for p in probes:
-            p.start()
+        wrk, probes = start_load(wrk_path, port, args.connections, args.duration, t0, stop)
         k = 1
         while k * args.every < args.duration - 1:
             time.sleep(max(0.0, t0 + k * args.every - time.monotonic()))  # pacing, not synchronisation
@@ -153,10 +160,7 @@ def main() -> int:
             wait_for(lambda: read_pid(pid_file) == 0, 30)
         first.wait(30)
 
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    socket_errors = {kind: int(n) for kind, n in re.findall(r"(connect|read|write|timeout) (\d+)", out)}
-    non2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    non2xx = int(non2xx_match.group(1)) if non2xx_match else 0
+    requests, socket_errors, non2xx = wrk_counts(out)
     samples = [s for p in probes for s in p.samples]
     probe_errors = [s for s in samples if s[2] is not None]
     windows = [(float(u["at"]), float(u["at"]) + float(u["ready_after_s"]) + 1.0) for u in upgrades]

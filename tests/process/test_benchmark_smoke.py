@@ -55,3 +55,22 @@ def test_soak_drill_runs_short() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "10000 requests" in proc.stdout
     assert "0 wrong answers" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("haproxy") is None,
+                    reason="wrk and haproxy are needed (.ci/run installs them)")
+def test_rolling_restart_drill_behind_haproxy_loses_nothing() -> None:
+    """A 10-second version of the rolling-restart drill: HAProxy in front of three gracehttp
+    instances, one restarted with SIGTERM, one upgraded with SIGUSR2, one drained and undrained
+    through its admin listener, under wrk; it exits 1 on any failed request."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "drills" / "rolling_restart.py"), "--duration", "10", "--quick",
+         "--servers", "gracehttp", "--no-plot"], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("gracehttp"))
+    requests, non2xx, socket_errors, probe_errors = (int(x) for x in row[1:5])
+    assert requests > 1000
+    assert (non2xx, socket_errors, probe_errors) == (0, 0, 0)
+    done = json.loads((ROOT / "benchmarks" / "results" / "drill-rolling.json").read_text())
+    assert [a["phase"] for a in done[0]["actions"]] == ["restart", "upgrade", "drain"]
+    assert all(a["back_in_rotation"] for a in done[0]["actions"])

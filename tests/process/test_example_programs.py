@@ -11,6 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import get, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,3 +71,35 @@ def test_service_group() -> None:
     log = "".join(example.lines)
     assert "refresh_cache stopped after" in log
     assert "group: SIGTERM received; stopping 2 members" in log
+
+
+def test_flask_app() -> None:
+    pytest.importorskip("flask")
+    example = Example("flask_app.py")
+    port = example.port()
+    assert get(port, "/").body == b"hello from Flask\n"
+    assert json.loads(get(port, "/items/3").body) == {"id": 3}
+    assert get(port, "/readyz").status == 200  # answered by gracehttp before Flask
+    assert example.stop() == 0
+    assert "closing the database pool" in "".join(example.lines)
+
+
+def test_django_project_from_the_command_line() -> None:
+    pytest.importorskip("django")
+    project = ROOT / "examples" / "django_project"
+    proc = subprocess.Popen([sys.executable, "-m", "gracehttp", "mysite.wsgi:application", "--bind", "127.0.0.1:0"],
+                            cwd=project, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
+    pattern = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+    try:
+        assert wait_until(lambda: any(pattern.search(x) for x in list(lines)), 20), "".join(lines)
+        port = int(next(m[1] for x in list(lines) if (m := pattern.search(x))))
+        assert json.loads(get(port, "/").body) == {"hello": "django", "method": "GET", "path": "/",
+                                                    "body_length": 0}
+        echoed = json.loads(get(port, "/echo", method="POST", body=b"x" * 100_000).body)
+        assert echoed["body_length"] == 100_000
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, "".join(lines)
