@@ -25,7 +25,7 @@ from gracehttp.errors import ProtocolError
 from gracehttp.http.parser import ChunkedDecoder, RequestHead
 
 #: Bytes of one body kept in memory; past this the body goes to a temporary file.
-MEMORY_LIMIT = 256 * 1024
+MEMORY_LIMIT = 64 * 1024
 #: What one `read` hands back (the size of a socket read).
 READ_SIZE = 65536
 
