@@ -324,13 +324,7 @@ class Engine:
         with self._parked_lock:
             self.parked[fd] = conn
         try:
-            if conn.registered:
-                self.ep.modify(fd, _ONESHOT_IN)
-            else:
-                # Flag first: once registered, another thread may take and re-park the
-                # connection before this line would run, and must then modify, not add.
-                conn.registered = True
-                self.ep.register(fd, _ONESHOT_IN)
+            self._arm(conn)
         except OSError:
             with self._parked_lock:
                 ours = self.parked.get(fd) is conn
@@ -343,6 +337,32 @@ class Engine:
         if mode == PARK_IDLE and self.site.closing:
             self._sweep(conn)  # the drain's sweep may have run just before we parked
         return True
+
+    def _arm(self, conn: Connection) -> None:
+        """Arm the connection's descriptor for one event, registering it the first time.
+
+        `registered` is only a hint of which call to make: once the connection is in
+        `parked`, another thread may take it before this one has armed it (one woken
+        by a stale event for a closed connection that had the same descriptor number)
+        and park it in turn, so two parkers can race on the first registration. Both
+        must end with the descriptor armed: "not registered" and "already registered"
+        are answered with the other call, never with closing the connection.
+        """
+        fd = conn.fd
+        first = not conn.registered
+        conn.registered = True
+        try:
+            if first:
+                self.ep.register(fd, _ONESHOT_IN)
+            else:
+                self.ep.modify(fd, _ONESHOT_IN)
+        except FileExistsError:
+            self.ep.modify(fd, _ONESHOT_IN)
+        except FileNotFoundError:
+            try:
+                self.ep.register(fd, _ONESHOT_IN)
+            except FileExistsError:  # the other parker registered it meanwhile
+                self.ep.modify(fd, _ONESHOT_IN)
 
     def _close(self, conn: Connection) -> None:
         if conn.registered:

@@ -24,6 +24,7 @@ of errors and latency to benchmarks/results/. Exit status 1 if gracehttp lost an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -118,19 +119,11 @@ class Instance:
     def stop(self, timeout: float = 30.0) -> None:
         pid = self.main_pid()
         if pid:
-            with _quiet():
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             wait_for(lambda: not _alive(pid), timeout)
         if self.proc is not None:
             self.proc.wait(timeout)
-
-
-class _quiet:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is not None and issubclass(exc[0], ProcessLookupError)  # type: ignore[arg-type]
 
 
 def _alive(pid: int) -> bool:

@@ -301,23 +301,29 @@ def test_a_response_that_promised_keep_alive_is_not_followed_by_a_close() -> Non
         stopper.join(10)
 
 
+def _idle_keep_alive(server: GracefulServer, sock: socket.socket) -> tuple[Any, Any]:
+    """One request answered on `sock`; its connection parked idle: (engine, connection)."""
+    from gracehttp.engine import Engine
+
+    sock.sendall(b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert read_response(sock).status == 200
+    engine = server._engine
+    assert isinstance(engine, Engine)
+    assert wait_until(lambda: len(engine.parked) == 1, 5)
+    return engine, next(iter(engine.parked.values()))
+
+
 def test_a_connection_swept_twice_keeps_its_grace() -> None:
     """The race behind a rare lost keep-alive request in worker hand-offs: a thread parks a
     connection just as the drain begins, so the drain's sweep and the parker's both run on
     it. The second must leave the grace the first gave (it once took the grace's deadline
     for an idle one and closed the connection under the client's next request). Called in
     sequence here, the interleaving that the race produces by chance."""
-    from gracehttp.engine import Engine
     from gracehttp.transport import PARK_HEAD
 
     with running(hello_app, drain_timeout=20) as server, \
             socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert read_response(sock).status == 200
-        engine = server._engine
-        assert isinstance(engine, Engine)
-        assert wait_until(lambda: len(engine.parked) == 1, 5)
-        conn = next(iter(engine.parked.values()))
+        engine, conn = _idle_keep_alive(server, sock)
         engine.close_idle()  # the drain's sweep: a grace, as a begun request
         assert conn.mode == PARK_HEAD
         engine._sweep(conn)  # the parker's sweep, second
@@ -325,6 +331,27 @@ def test_a_connection_swept_twice_keeps_its_grace() -> None:
         data = read_until_close(sock, timeout=10)
         assert statuses(data) == [200]
         assert b"Connection: close" in data
+
+
+@pytest.mark.parametrize("state", ["flagged, not yet registered", "registered, not yet flagged"])
+def test_a_parker_that_finds_the_registration_half_done_arms_the_connection(state: str) -> None:
+    """The race behind a rare reset in worker hand-offs: a thread woken by a stale event for a
+    closed connection takes a new one with the same descriptor number before its parker has
+    registered it, then parks it too. Whatever the half-done state of the registration, the
+    connection must end armed and serving, not closed (the old engine closed it: a reset for
+    a client whose request had arrived)."""
+    from gracehttp.transport import PARK_IDLE
+
+    with running(hello_app) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        engine, conn = _idle_keep_alive(server, sock)
+        assert engine._unpark(conn.fd, conn) is conn  # this thread owns it now
+        if state == "flagged, not yet registered":
+            engine.ep.unregister(conn.fd)
+        else:
+            conn.registered = False
+        engine._dispose(conn, PARK_IDLE)
+        sock.sendall(b"GET /2 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(sock).status == 200
 
 
 def test_a_keep_alive_connection_idle_longer_than_the_grace_closes_at_the_drain() -> None:
