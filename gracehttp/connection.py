@@ -71,18 +71,12 @@ class Connection(Transport):
         while True:
             spool = self.spool
             if spool is not None:  # a body being collected: take what has arrived
-                data = self.recv_nowait()
-                if data is None:
+                arrived = self.recv_nowait()
+                if arrived is None:
                     return PARK_HEAD
-                if not data:  # the client stopped sending mid-body (it may still read)
+                if not arrived:  # the client stopped sending mid-body (it may still read)
                     return self._reject(ProtocolError(400, "incomplete_body", "request body incomplete"))
-                action = self._collect(spool, data)
-                if action is not None:
-                    return action
-                if not spool.done:
-                    continue
-                head, self.pending, self.spool, self.body_wait = self.pending, None, None, False
-                assert head is not None
+                body_bytes = arrived
             else:
                 try:
                     end = find_head_end(buf, limits) if buf else -1
@@ -112,18 +106,19 @@ class Connection(Transport):
                     # Not all here (or chunked, whose end only decoding finds): collect it
                     # parked before the app runs, so a slow sender holds no thread. With
                     # Expect: 100-continue the app decides whether the body is sent at all.
-                    self.buf = b""
                     spool = self.spool = BodySpool(head, limits.max_body_bytes, limits.max_header_bytes)
-                    self.pending, self.body_wait = head, True
-                    action = self._collect(spool, buf)
-                    if action is not None:
-                        return action
-                    if not spool.done:
-                        continue
-                    self.pending, self.spool, self.body_wait = None, None, False
-                else:
-                    spool = None
+                    self.pending, self.body_wait, self.buf = head, True, b""
+                    body_bytes = buf
             if spool is not None:
+                try:
+                    spool.feed(body_bytes)
+                except ProtocolError as exc:  # bad chunk framing, or past max_body_bytes
+                    return self._reject(exc)
+                if not spool.done:
+                    continue
+                assert self.pending is not None
+                head = self.pending
+                self.pending, self.spool, self.body_wait = None, None, False
                 buf = spool.leftover
             action = self._answer(head, buf, spool)
             if action is not None:
@@ -138,13 +133,6 @@ class Connection(Transport):
                 continue
             self.buf = b""
             return PARK_IDLE
-
-    def _collect(self, spool: BodySpool, data: bytes) -> int | None:
-        try:
-            spool.feed(data)
-        except ProtocolError as exc:  # bad chunk framing, or past max_body_bytes
-            return self._reject(exc)
-        return None
 
     def _answer(self, head: RequestHead, rest: bytes, spool: BodySpool | None) -> int | None:
         """Answer one request whose body is in `rest` (what follows the head) or `spool`;

@@ -18,6 +18,7 @@ bytes and a ``wsgi.input`` that ends where they end.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from typing import IO
 
@@ -76,19 +77,24 @@ class BodySpool:
             self._mem += data
             return
         if self._file is None:
-            self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by `close`)
-            self._file.write(self._mem)
+            # Unbuffered: every write is in the file, so `read` can pread at its offset.
+            self._file = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 (closed by `close`)
+            self._write(self._mem)
             self._mem = bytearray()
-        self._file.write(data)
+        self._write(data)
+
+    def _write(self, data: bytes | bytearray) -> None:
+        assert self._file is not None
+        view = memoryview(data)
+        while view:  # a raw file may take less than all (a full disk raises on the next write)
+            view = view[self._file.write(view) or 0:]
 
     def read(self) -> bytes:
         """The next piece of the collected body, ``b""`` at its end (a `Body`'s receive)."""
         if self._file is not None:
-            if self._read_at == 0:
-                self._file.seek(0)
-                self._read_at = 1
-            return self._file.read(READ_SIZE)
-        piece = bytes(self._mem[self._read_at:self._read_at + READ_SIZE])
+            piece = os.pread(self._file.fileno(), READ_SIZE, self._read_at)
+        else:
+            piece = bytes(self._mem[self._read_at:self._read_at + READ_SIZE])
         self._read_at += len(piece)
         return piece
 
