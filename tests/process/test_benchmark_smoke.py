@@ -43,8 +43,11 @@ def test_upgrade_drill_loses_nothing(extra: list[str]) -> None:
          "--every", "2", *extra], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "errors: 0" in proc.stdout
-    upgrades = [line for line in proc.stdout.splitlines() if line.strip().startswith(("2.00s", "4.00s"))]
-    assert len(upgrades) == 2, proc.stdout
+    # The upgrades' times come from the drill's JSON: the table prints when each signal went out,
+    # which a busy machine can delay by a few milliseconds past its 2 s pacing.
+    done = json.loads((ROOT / "benchmarks" / "results" / "drill-upgrade.json").read_text())
+    assert [round(u["at"]) for u in done["upgrades"]] == [2, 4], proc.stdout
+    assert all(u["done"] for u in done["upgrades"]), proc.stdout
 
 
 def test_soak_drill_runs_short() -> None:
