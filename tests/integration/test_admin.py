@@ -132,10 +132,12 @@ def test_thread_dump_names_an_app_thread(admin_server: tuple[Any, int]) -> None:
 
 
 def test_profile_shows_a_busy_app_function() -> None:
+    released = threading.Event()
+
     def busy_app_function(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + 10.0
         n = 0
-        while time.monotonic() < deadline:
+        while not released.is_set() and time.monotonic() < deadline:
             n += sum(range(200))
         start_response("200 OK", [("Content-Length", "2")])
         return [b"ok"]
@@ -146,11 +148,14 @@ def test_profile_shows_a_busy_app_function() -> None:
         t.start()
         assert wait_until(lambda: server.in_flight == 1)
         result: list[Any] = []
-        prof = threading.Thread(target=lambda: result.append(get(admin, "/debug/profile?seconds=1.4&hz=200")))
+        # The first profile outlasts the wait for it to show in the thread dump by a second, so the
+        # second request is sure to meet it running (a 1.4-s profile seen late once ended first).
+        prof = threading.Thread(target=lambda: result.append(get(admin, "/debug/profile?seconds=3&hz=200")))
         prof.start()
         assert wait_until(lambda: "in _sample" in get(admin, "/debug/threads").body.decode(), 2)
         assert get(admin, "/debug/profile?seconds=0.1").status == 409  # one profile at a time
         prof.join(10)
+        released.set()  # only now: the app was busy for the whole profile
         t.join(10)
         folded = result[0].body.decode()
         lines = [line for line in folded.splitlines() if ";busy_app_function (test_admin.py" in line]

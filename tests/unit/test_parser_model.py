@@ -90,8 +90,8 @@ class _Wire:
 @settings(max_examples=100, deadline=None)
 # 204 and 304 never carry a body (RFC 9110 15.3.5, 15.4.5): a client reads none whatever follows,
 # and the server's rule for them is tested against a live server in the response-rules tests.
-@given(st.integers(200, 599).filter(lambda c: c not in (204, 304)), st.lists(st.tuples(TOKEN.filter(lambda n: n not in FRAMING), TOKEN), max_size=5,
-                                       unique_by=lambda h: h[0]),
+@given(st.integers(200, 599).filter(lambda c: c not in (204, 304)),
+       st.lists(st.tuples(TOKEN.filter(lambda n: n not in FRAMING), TOKEN), max_size=5, unique_by=lambda h: h[0]),
        st.binary(max_size=200), st.booleans())
 def test_the_writer_renders_what_a_client_parses(code: int, headers: list[tuple[str, str]], body: bytes,
                                                   chunked: bool) -> None:
