@@ -214,9 +214,13 @@ class Connection(Transport):
                     return LINGER
             except (ProtocolError, OSError):
                 return LINGER
+        # What the client sent past this request: a pipelined one (after a spooled body
+        # it was collected with it, in `rest`). If there is any, the client may still be
+        # sending, so a close lingers instead of risking a reset.
+        unread = body.leftover() if spool is None else rest
         if not responder.keep_alive:
-            return CLOSE if not body.leftover() else LINGER
-        self.buf = body.leftover() if spool is None else rest
+            return CLOSE if not unread else LINGER
+        self.buf = unread
         return None
 
     def _account(self, environ: dict[str, Any], status: int, length: int, started: float) -> None:

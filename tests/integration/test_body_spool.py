@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import get, read_response, read_until_close, running, statuses
+from tests.helpers import get, read_response, read_until_close, running, statuses, wait_until
 
 BIG = bytes(range(256)) * 1200  # 300 KiB: past the spool's memory limit, into a temporary file
 CALLS: list[str] = []
@@ -193,3 +193,25 @@ def test_tls_uploads_stream_both_ways_at_full_size(tls_server: tuple[Any, ssl.SS
     for t in threads:
         t.join(30)
     assert results == [expected(BIG * 4)] * 16
+
+
+def test_a_closing_answer_with_a_pipelined_request_behind_a_spooled_body_lingers() -> None:
+    """`Connection: close` on a request whose body was collected parked, with the next request
+    sent behind it: the client may still be sending, so the server half-closes and drains
+    (a close would reset the connection under the answer), as it does for a streamed body."""
+    from gracehttp.engine import Engine
+    from gracehttp.transport import LINGER
+
+    with running(digest_app) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        engine = server._engine
+        assert isinstance(engine, Engine)
+        raw = upload(BIG, chunk=False).replace(b"Host: t", b"Host: t\r\nConnection: close")
+        sock.sendall(raw[:1000])
+        assert wait_until(lambda: any(c.spool is not None for c in tuple(engine.parked.values())), 5)
+        sock.sendall(raw[1000:] + b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = read_until_close(sock)
+        assert statuses(data) == [200]
+        assert data.endswith(expected(BIG))
+        assert wait_until(lambda: [c.mode for c in tuple(engine.parked.values())] == [LINGER], 5)
+        sock.close()
+        assert wait_until(lambda: not engine.parked, 5)
