@@ -76,6 +76,8 @@ class Config:
     max_header_count: int = setting(100, "header fields; past it: 431", int, topic="limits")
     max_body_bytes: int | None = setting(None, "request body limit in bytes; past it: 413", _optional(int),
                                          topic="limits")
+    max_spool_bytes: int = setting(16 * 1024 * 1024, "bytes of a request body collected before the app is "
+                                   "called; the app reads the rest as it arrives", int, topic="limits")
     drain_delay: float = setting(0.0, "seconds between the readiness flip and closing the listeners", float,
                                  topic="shutdown")
     drain_timeout: float = setting(25.0, "seconds from the signal to wait for in-flight requests", float,
@@ -120,7 +122,7 @@ class Config:
         if self.app is not None and not callable(self.app):
             raise ConfigError("app", "the WSGI app must be callable")
         for name in ("threads", "max_connections", "backlog", "max_request_line",
-                     "max_header_bytes", "max_header_count", "workers"):
+                     "max_header_bytes", "max_header_count", "workers", "max_spool_bytes"):
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("max_body_bytes", "max_requests"):
             if getattr(self, name) is not None:

@@ -21,7 +21,8 @@ from typing import Any
 
 from gracehttp.errors import ProtocolError
 from gracehttp.health import HEALTH_PATHS, answer
-from gracehttp.http.parser import RequestHead, find_head_end, parse_head
+from gracehttp.http.framing import BodyFramer
+from gracehttp.http.parser import MAX_LEADING_CRLF, RequestHead, find_head_end, parse_head
 from gracehttp.http.writer import CONTINUE, error_response, simple_response
 from gracehttp.response import Responder, run_app
 from gracehttp.site import Site
@@ -38,7 +39,8 @@ _SHUTTING_DOWN = frozenset({State.DRAINING, State.STOPPING, State.STOPPED})
 
 
 class Connection(Transport):
-    __slots__ = ("body_wait", "buf", "closing", "deadline", "env", "pending", "registered", "requests", "spool")
+    __slots__ = ("blank_lines", "body_wait", "buf", "closing", "deadline", "env", "pending", "registered", "requests",
+                 "scanned", "spool")
 
     def __init__(self, sock: socket.socket, site: Site, server_addr: tuple[str, str], peer: Any) -> None:
         super().__init__(sock, site)
@@ -54,6 +56,10 @@ class Connection(Transport):
         self.deadline = time.monotonic() + site.read_header_timeout
         self.registered = False
         self.requests = 0
+        #: Empty lines received before the request line now awaited.
+        self.blank_lines = 0
+        #: How far `buf` was searched for the end of the head without finding it.
+        self.scanned = 0
         self.closing = lambda: site.closing
 
     # -- the request loop ----------------------------------------------------
@@ -61,25 +67,50 @@ class Connection(Transport):
     def serve(self) -> int:
         """Serve every complete request available; return what to do with the connection."""
         if self.mode == LINGER:
-            return self.linger_read()
+            return CLOSE if time.monotonic() >= self.deadline else self.linger_read()
         if not self.handshaken:
             action = self.handshake()
             if action is not None:
                 return action
-        limits = self.site.limits
+        site = self.site
+        limits = site.limits
         buf = self.buf
         while True:
             spool = self.spool
             if spool is not None:  # a body being collected: take what has arrived
+                if time.monotonic() > self.head_started + site.read_timeout:
+                    # Bounded also for a client that keeps the socket buffer full: this
+                    # loop may never see "nothing yet", so the deadline is checked here.
+                    return self._reject(ProtocolError(408, "read_timeout", "request body not received in time"))
                 arrived = self.recv_nowait()
                 if arrived is None:
                     return PARK_HEAD
                 if not arrived:  # the client stopped sending mid-body (it may still read)
                     return self._reject(ProtocolError(400, "incomplete_body", "request body incomplete"))
-                body_bytes = arrived
-            else:
                 try:
-                    end = find_head_end(buf, limits) if buf else -1
+                    spool.feed(arrived)
+                except ProtocolError as exc:  # bad chunk framing, or past max_body_bytes
+                    return self._reject(exc)
+                if not spool.done and not spool.full:
+                    continue
+                assert self.pending is not None
+                head = self.pending
+                self.pending, self.spool, self.body_wait = None, None, False
+                buf = b""
+            else:
+                if buf[:2] == b"\r\n":
+                    # Empty lines before a request line are ignored (RFC 9112 section 2.2),
+                    # a bounded number of them: dropped here, so a stray CRLF after a
+                    # request leaves the connection idle, not holding a begun request.
+                    i = 2
+                    while buf.startswith(b"\r\n", i) and i <= 2 * MAX_LEADING_CRLF:
+                        i += 2
+                    self.blank_lines += i // 2
+                    if self.blank_lines > MAX_LEADING_CRLF:
+                        return self._reject(ProtocolError(400, "bad_request_line", "too many empty lines"))
+                    buf, self.scanned = buf[i:], 0
+                try:
+                    end = find_head_end(buf, limits, self.scanned) if buf else -1
                 except ProtocolError as exc:
                     return self._reject(exc)
                 if end < 0:
@@ -95,31 +126,42 @@ class Connection(Transport):
                         return CLOSE
                     if not buf:
                         self.head_started = time.monotonic()
+                    # Scan only the new bytes (and the three before them, for a CRLFCRLF
+                    # split across reads): a head arriving a byte at a time stays linear.
+                    self.scanned = max(0, len(buf) - 3)
                     buf += data
                     continue
+                self.scanned = 0
+                self.blank_lines = 0
                 try:
                     head = parse_head(buf[:end], limits)
                 except ProtocolError as exc:
                     return self._reject(exc)
                 buf = buf[end:]
-                if (head.chunked or (head.content_length or 0) > len(buf)) and not head.expect_continue:
+                max_body = limits.max_body_bytes
+                if max_body is not None and (head.content_length or 0) > max_body:
+                    # Refused before anything is collected (and before 100 Continue).
+                    return self._reject(ProtocolError(413, "body_too_large", "request body too large"))
+                if head.chunked or (head.content_length or 0) > len(buf):
                     # Not all here (or chunked, whose end only decoding finds): collect it
-                    # parked before the app runs, so a slow sender holds no thread. With
-                    # Expect: 100-continue the app decides whether the body is sent at all.
-                    spool = self.spool = BodySpool(head, limits.max_body_bytes, limits.max_header_bytes)
+                    # parked before the app runs, so a slow sender holds no thread. A client
+                    # that sent Expect: 100-continue is told to go on first; it is never told
+                    # so later, once the response may have begun.
+                    if head.expect_continue:
+                        try:
+                            self.send(CONTINUE)
+                        except OSError:
+                            return CLOSE
+                    spool = self.spool = BodySpool(head, max_body, limits.max_header_bytes, site.max_spool_bytes)
                     self.pending, self.body_wait, self.buf = head, True, b""
-                    body_bytes = buf
-            if spool is not None:
-                try:
-                    spool.feed(body_bytes)
-                except ProtocolError as exc:  # bad chunk framing, or past max_body_bytes
-                    return self._reject(exc)
-                if not spool.done:
-                    continue
-                assert self.pending is not None
-                head = self.pending
-                self.pending, self.spool, self.body_wait = None, None, False
-                buf = spool.leftover
+                    try:
+                        spool.feed(buf)
+                    except ProtocolError as exc:
+                        return self._reject(exc)
+                    buf = b""
+                    if not spool.done and not spool.full:
+                        continue
+                    self.pending, self.spool, self.body_wait = None, None, False
             action = self._answer(head, buf, spool)
             if action is not None:
                 return action
@@ -164,16 +206,19 @@ class Connection(Transport):
         """Run the app for one request; None to go on with the connection."""
         site = self.site
         keep_alive = head.keep_alive and site.keep_alive and not site.closing
-        if spool is None:
-            before_read = (lambda: self.send(CONTINUE)) if head.expect_continue else None
-            body = Body(rest, self.recv_body, head, site.limits.max_body_bytes, before_read,
-                        site.limits.max_header_bytes)
-        else:
-            body = Body(b"", spool.read, head, length=spool.length)
+        limits = site.limits
+        if spool is None:  # the whole body (if any) arrived with the head, in `rest`
+            framer = BodyFramer(head, limits.max_body_bytes, limits.max_header_bytes)
+            body = Body(framer, self.recv_body, framer.feed(rest))
+        else:  # collected parked: all of it, or the first `max_spool_bytes` (the rest streams)
+            body = Body(spool.framer, self.recv_body, stored=spool.read)
         environ = build_environ(self.env, head, body)
         self.reset_read_timeout()
+        # A body still arriving when the response starts may never be read: say
+        # Connection: close in the head rather than surprise the client with a close.
+        closing = self.closing if body.finished else (lambda: site.closing or not body.finished)
         responder = Responder(self.send, None if self.tls else self.sendfile, head, keep_alive,
-                              site.server_header, self.closing)
+                              site.server_header, closing)
         inflight = site.inflight
         inflight.request_started()
         started = time.perf_counter()
@@ -208,16 +253,15 @@ class Connection(Transport):
             inflight.request_finished()
             if active is not None:
                 active.pop(threading.get_ident(), None)
-        if spool is None and not body.finished:  # a spooled body is off the wire already
+        if not body.finished:
             try:
                 if not body.discard(DISCARD_LIMIT):
                     return LINGER
             except (ProtocolError, OSError):
                 return LINGER
-        # What the client sent past this request: a pipelined one (after a spooled body
-        # it was collected with it, in `rest`). If there is any, the client may still be
-        # sending, so a close lingers instead of risking a reset.
-        unread = body.leftover() if spool is None else rest
+        # What the client sent past this request: a pipelined one. If there is any, the
+        # client may still be sending, so a close lingers instead of risking a reset.
+        unread = body.leftover()
         if not responder.keep_alive:
             return CLOSE if not unread else LINGER
         self.buf = unread
@@ -254,7 +298,7 @@ class Connection(Transport):
         return CLOSE
 
     def has_input(self) -> bool:
-        return bool(self.buf) or super().has_input()
+        return bool(self.buf.strip()) or super().has_input()
 
     def close(self) -> None:
         if self.spool is not None:

@@ -306,8 +306,12 @@ class Engine:
                     deadline = started + (self.site.read_timeout if conn.body_wait else self.site.read_header_timeout)
                 parked_head = self._park(conn, PARK_HEAD, deadline)
             elif action == LINGER:
-                conn.begin_linger()
-                self._park(conn, LINGER, deadline or time.monotonic() + LINGER_SECONDS)
+                if conn.mode != LINGER:
+                    conn.begin_linger()
+                    deadline = deadline or time.monotonic() + LINGER_SECONDS
+                # A lingering connection that read some bytes keeps the deadline it got
+                # when the linger began: a client trickling bytes cannot extend it.
+                self._park(conn, LINGER, deadline or conn.deadline)
             else:
                 self._close(conn)
         finally:

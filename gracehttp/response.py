@@ -114,6 +114,11 @@ class Responder:
         if self.keep_alive and self._closing():
             self.keep_alive = False  # the drain began while the app ran: tell the client now
         no_body = self.code in NO_BODY_STATUSES or self.code < 200
+        if length is not None and body_length is not None and body_length < length and not no_body \
+                and not self.head_only:
+            # The whole body is known and ends short of the app's Content-Length: the
+            # client can only tell by the close, so say so in this head.
+            self.keep_alive = False
         if length is None and body_length is not None and not no_body:
             length = body_length
             extra.append(f"Content-Length: {length}\r\n")
@@ -190,6 +195,8 @@ class Responder:
         if self.head_only or self.length == 0 or count <= 0:
             return True
         self.sent = self._sendfile(filelike, offset, count)
+        if self.length is not None and self.sent < self.length:
+            self.keep_alive = False  # the file ended early (or shrank): close after it
         return True
 
     def finish(self) -> None:

@@ -35,13 +35,16 @@ class Site:
                  keep_alive: bool, health: bool, drain_reject: bool, read_header_timeout: float,
                  read_timeout: float, write_timeout: float, idle_timeout: float,
                  tls: ssl.SSLContext | None, metrics: Metrics | None = None,
-                 access_log: AccessLog | None = None, track_requests: bool = False) -> None:
+                 access_log: AccessLog | None = None, track_requests: bool = False,
+                 max_spool_bytes: int | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
         #: With debug on: thread ident -> (method, target, start) of the requests being served.
         self.active: dict[int, tuple[str, str, float]] | None = {} if track_requests else None
         self.limits = limits
+        #: Body bytes collected parked before the app runs (None: the whole body).
+        self.max_spool_bytes = max_spool_bytes
         self.lifecycle = lifecycle
         self.inflight = inflight
         self.logger = logger

@@ -42,6 +42,7 @@ def main_engine(cfg: Config, app: Callable[..., Iterable[bytes]], lifecycle: Lif
         read_timeout=cfg.read_timeout, write_timeout=cfg.write_timeout,
         idle_timeout=cfg.idle_timeout, tls=tls, metrics=metrics,
         access_log=AccessLog(cfg.access_log) if cfg.access_log else None, track_requests=cfg.debug,
+        max_spool_bytes=cfg.max_spool_bytes,
     )
     return Engine(site, sockets, cfg.threads, cfg.max_connections, logger)
 
@@ -59,6 +60,6 @@ def admin_engine(cfg: Config, main: Engine, inflight: InFlight, metrics: Metrics
         server_header=cfg.server_header, keep_alive=True, health=True, drain_reject=False,
         read_header_timeout=cfg.read_header_timeout, read_timeout=cfg.read_timeout,
         write_timeout=max(cfg.write_timeout, MAX_PROFILE_SECONDS + 5), idle_timeout=cfg.idle_timeout,
-        tls=None, track_requests=False,
+        tls=None, track_requests=False, max_spool_bytes=cfg.max_spool_bytes,
     )
     return Engine(site, sockets, ADMIN_THREADS, ADMIN_CONNECTIONS, logger, name="gracehttp-admin")

@@ -1,6 +1,6 @@
 """Request bodies received in full before the app runs, while the connection waits parked.
 
-Middle layer: imports the parser's chunked decoder and `ProtocolError`.
+Middle layer: imports the body framer (`gracehttp.http.framing`).
 
 Why: a body that streams to the app as the app reads it holds a request thread for
 as long as its client takes to send it, so a few slow uploaders (or one client
@@ -10,6 +10,11 @@ readable event, by whichever thread the event wakes; the app runs once the body 
 whole, and reads it at memory (or disk) speed. Up to `MEMORY_LIMIT` it is kept in
 memory, the rest in an anonymous temporary file, so a thousand parked uploads cost
 at most that much memory each.
+
+What is collected is bounded too (``max_spool_bytes``, 16 MiB by default): past
+it the app is called with what has arrived and reads the rest as it comes, so a
+client cannot make the server store a 100 MiB upload for an app that answers 404
+without reading it.
 
 Chunked bodies are decoded here (their framing errors and their size against
 ``max_body_bytes`` are answered before the app runs); the app gets the decoded
@@ -22,8 +27,8 @@ import os
 import tempfile
 from typing import IO
 
-from gracehttp.errors import ProtocolError
-from gracehttp.http.parser import ChunkedDecoder, RequestHead
+from gracehttp.http.framing import BodyFramer
+from gracehttp.http.parser import RequestHead
 
 #: Bytes of one body kept in memory; past this the body goes to a temporary file.
 MEMORY_LIMIT = 64 * 1024
@@ -32,47 +37,42 @@ READ_SIZE = 65536
 
 
 class BodySpool:
-    """Collects one request's body from raw bytes as they arrive; `done` once it is whole."""
+    """Collects one request's body from raw bytes as they arrive, until it is whole
+    (`done`) or `limit` body bytes are stored (`full`: the app then reads the rest
+    as it arrives, through the same `framer`)."""
 
-    __slots__ = ("_decoder", "_file", "_max", "_mem", "_read_at", "_remaining", "done", "leftover", "length")
+    __slots__ = ("_file", "_mem", "_read_at", "framer", "length", "limit")
 
-    def __init__(self, head: RequestHead, max_body: int | None, max_trailer_bytes: int = 65536) -> None:
-        self._decoder = ChunkedDecoder(max_trailer_bytes) if head.chunked else None
-        self._remaining = 0 if head.chunked else (head.content_length or 0)
-        self._max = max_body
+    def __init__(self, head: RequestHead, max_body: int | None, max_trailer_bytes: int = 65536,
+                 limit: int | None = None) -> None:
+        self.framer = BodyFramer(head, max_body, max_trailer_bytes)
+        self.limit = limit
         self._mem = bytearray()
         self._file: IO[bytes] | None = None
         self._read_at = 0
         #: Body bytes collected so far (decoded, for a chunked body).
         self.length = 0
-        #: Bytes past the end of the body: the start of a pipelined request.
-        self.leftover = b""
-        self.done = self._decoder is None and self._remaining == 0
+
+    @property
+    def done(self) -> bool:
+        return self.framer.done
+
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and self.length >= self.limit and not self.framer.done
+
+    @property
+    def leftover(self) -> bytes:
+        return self.framer.leftover
 
     def feed(self, data: bytes) -> None:
         """Take raw bytes from the socket; raises `ProtocolError` (bad chunk framing, 413)."""
-        if self.done:
-            self.leftover += data
-            return
-        if self._decoder is not None:
-            self._store(self._decoder.feed(data))
-            if self._decoder.done:
-                self.done = True
-                self.leftover = self._decoder.leftover
-            return
-        piece = data[:self._remaining]
-        self._remaining -= len(piece)
-        self._store(piece)
-        if self._remaining == 0:
-            self.done = True
-            self.leftover = data[len(piece):]
+        self._store(self.framer.feed(data))
 
     def _store(self, data: bytes) -> None:
         if not data:
             return
         self.length += len(data)
-        if self._max is not None and self.length > self._max:
-            raise ProtocolError(413, "body_too_large", "request body too large")
         if self._file is None and len(self._mem) + len(data) <= MEMORY_LIMIT:
             self._mem += data
             return

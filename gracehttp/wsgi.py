@@ -1,6 +1,6 @@
 """PEP 3333 pieces that are not I/O: the environ, ``wsgi.input`` and ``wsgi.file_wrapper``.
 
-Middle layer: imports `errors` and `http.parser`. The request body reads
+Middle layer: imports `errors`, `http.parser` and `http.framing`. The request body reads
 through a `recv` callable given by the connection, so this module never sees a
 socket and a test can drive it with a list of byte strings.
 """
@@ -13,7 +13,8 @@ from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
 from gracehttp.errors import ProtocolError
-from gracehttp.http.parser import ChunkedDecoder, RequestHead
+from gracehttp.http.framing import BodyFramer
+from gracehttp.http.parser import RequestHead
 
 Recv = Callable[[], bytes]
 
@@ -74,98 +75,50 @@ def build_environ(base: dict[str, Any], head: RequestHead, body: Body) -> dict[s
 class Body:
     """``wsgi.input``: the request body, de-chunked, bounded by ``max_body_bytes``.
 
+    Its bytes come first from `initial` (body bytes that arrived with the head),
+    then from `stored` (a body collected before the app ran, `gracehttp.spool`),
+    then from the socket through `recv`, framed by the request's one `BodyFramer`.
     Reading past the end returns ``b""`` (``wsgi.input_terminated`` is true).
     Framing errors raise `ProtocolError`, which the server answers with its
     status if the app lets it propagate.
     """
 
-    __slots__ = (
-        "_before_read",
-        "_buf",
-        "_decoder",
-        "_leftover",
-        "_max",
-        "_received",
-        "_recv",
-        "_remaining",
-        "finished",
-    )
+    __slots__ = ("_buf", "_framer", "_recv", "_stored")
 
-    def __init__(self, initial: bytes, recv: Recv, head: RequestHead | None,
-                 max_body: int | None = None, before_read: Callable[[], None] | None = None,
-                 max_trailer_bytes: int = 65536, length: int | None = None) -> None:
-        # `length` given: a body of exactly that many bytes whatever the head says
-        # (one already received and de-chunked by a `BodySpool`).
+    def __init__(self, framer: BodyFramer, recv: Recv, initial: bytes = b"",
+                 stored: Recv | None = None) -> None:
+        self._framer = framer
         self._recv = recv
-        self._max = max_body
-        self._received = 0
-        self._before_read = before_read
-        self._decoder: ChunkedDecoder | None = None
-        self._leftover = b""
-        self._buf = bytearray()  # amortised appends: large bodies read in pieces stay linear
-        self._remaining = 0
-        if length is None and head is not None and head.chunked:
-            self._decoder = ChunkedDecoder(max_trailer_bytes)
-            self.finished = False
-            self._leftover = initial  # raw bytes, decoded on the first read (errors surface there)
-        else:
-            if length is None:
-                length = (head.content_length or 0) if head is not None else 0
-            self._buf += initial[:length]
-            self._leftover = initial[length:]
-            self._remaining = length - len(self._buf)
-            self.finished = self._remaining == 0
-            if length == 0:
-                self._before_read = None
+        self._stored = stored
+        self._buf = bytearray(initial)  # amortised appends: large bodies read in pieces stay linear
 
-    def _pending_raw(self, raw: bytes) -> None:
-        assert self._decoder is not None
-        if raw:
-            data = self._decoder.feed(raw)
-            self._count(len(data))
-            self._buf += data
-        if self._decoder.done:
-            self.finished = True
-            self._leftover = self._decoder.leftover
-
-    def _count(self, n: int) -> None:
-        self._received += n
-        if self._max is not None and self._received > self._max:
-            raise ProtocolError(413, "body_too_large", "request body too large")
+    @property
+    def finished(self) -> bool:
+        """Every body byte has come off the wire (it may still be unread here)."""
+        return self._framer.done
 
     @property
     def trailers(self) -> list[tuple[bytes, bytes]]:
-        return self._decoder.trailers if self._decoder is not None else []
+        return self._framer.trailers
 
     def leftover(self) -> bytes:
         """Bytes received past the end of this body: the start of the next request."""
-        return self._leftover
+        return self._framer.leftover
 
     def _fill(self) -> bool:
         """Receive more body bytes into the buffer; False at the end of the body."""
-        if self.finished:
+        if self._stored is not None:
+            piece = self._stored()
+            if piece:
+                self._buf += piece
+                return True
+            self._stored = None
+        if self._framer.done:
             return False
-        if self._decoder is not None and self._leftover:
-            raw, self._leftover = self._leftover, b""
-            self._pending_raw(raw)
-            return True
-        if self._before_read is not None:
-            before, self._before_read = self._before_read, None
-            before()
         data = self._recv()
         if not data:
             raise ProtocolError(400, "incomplete_body", "client closed the connection mid-body")
-        if self._decoder is not None:
-            self._pending_raw(data)
-            return True
-        if len(data) > self._remaining:
-            self._leftover = data[self._remaining:]
-            data = data[:self._remaining]
-        self._remaining -= len(data)
-        self._count(len(data))
-        self._buf += data
-        if self._remaining == 0:
-            self.finished = True
+        self._buf += self._framer.feed(data)
         return True
 
     def read(self, size: int | None = -1) -> bytes:
@@ -208,21 +161,23 @@ class Body:
             yield line
 
     def discard(self, limit: int) -> bool:
-        """Read and drop the rest of the body, up to `limit` bytes; True if it ended.
+        """Receive and drop the rest of the body, up to `limit` more bytes; True if it ended.
 
         Used after the response so the next request on the connection is framed
-        right; a body larger than `limit` closes the connection instead.
+        right; a body with more than `limit` bytes still to come closes the
+        connection instead (receiving it could take long).
         """
-        if self._before_read is not None:
-            return False  # 100-continue never sent: the client is waiting, not sending
-        dropped = len(self._buf)
         self._buf.clear()
-        while not self.finished:
-            if dropped > limit:
+        self._stored = None
+        framer = self._framer
+        start = framer.received
+        while not framer.done:
+            if framer.received - start > limit:
                 return False
-            self._fill()
-            dropped += len(self._buf)
-            self._buf.clear()
+            data = self._recv()
+            if not data:
+                raise ProtocolError(400, "incomplete_body", "client closed the connection mid-body")
+            framer.feed(data)
         return True
 
 

@@ -89,13 +89,15 @@ def _bad(reason: str, detail: str) -> ProtocolError:
     return ProtocolError(400, reason, detail)
 
 
-def find_head_end(buf: bytes | bytearray, limits: Limits) -> int:
+def find_head_end(buf: bytes | bytearray, limits: Limits, start: int = 0) -> int:
     """Return the index just past the blank line ending the head, or -1 if incomplete.
 
+    `start`: where to begin looking for the blank line, when the bytes before it
+    were searched already (a head arriving in many pieces is then scanned once).
     Raises 414/431 as soon as the bytes received prove a limit is exceeded, so a
     client cannot make the server buffer more than the limits allow.
     """
-    end = buf.find(b"\r\n\r\n")
+    end = buf.find(b"\r\n\r\n", start)
     if end >= 0:
         return end + 4
     line_end = buf.find(b"\n")

@@ -99,11 +99,11 @@ def test_expect_100_continue_is_sent_when_the_body_is_read() -> None:
         assert resp.body == b"POST /u  4\ndata"
 
 
-def test_expect_100_continue_not_sent_when_app_answers_without_reading() -> None:
-    with running(hello_app) as server, connect(server.port) as sock:
+def test_expect_100_continue_past_max_body_bytes_is_413_and_never_invited() -> None:
+    with running(hello_app, max_body_bytes=1000) as server, connect(server.port) as sock:
         sock.sendall(b"POST /u HTTP/1.1\r\nHost: t\r\nContent-Length: 4000\r\nExpect: 100-continue\r\n\r\n")
         data = read_until_close(sock)
-        assert data.startswith(b"HTTP/1.1 200")
+        assert data.startswith(b"HTTP/1.1 413")
         assert b"100 Continue" not in data
 
 

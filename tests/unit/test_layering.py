@@ -8,7 +8,7 @@ import pytest
 PKG = pathlib.Path(__file__).resolve().parents[2] / "gracehttp"
 
 LAYERS = {
-    0: {"errors", "addresses", "state", "inflight", "http.parser", "http.writer", "callbacks", "http",
+    0: {"errors", "addresses", "state", "inflight", "http.parser", "http.framing", "http.writer", "callbacks", "http",
         "leadership", "systemd", "inherit"},
     1: {"config", "spool", "wsgi", "response", "health", "routing", "metrics", "accesslog", "debug", "admin"},
     2: {"listeners", "connection", "engine", "shutdown", "signals", "supervisor", "server", "upgrade", "worker",

@@ -28,8 +28,12 @@ def collect(spool: BodySpool, raw: bytes, cuts: list[int]) -> None:
         at = max(at, cut)
 
 
+def never(_: object = None) -> bytes:
+    raise AssertionError("the body was whole: nothing more may be received")
+
+
 def read_all(spool: BodySpool) -> bytes:
-    body = Body(b"", spool.read, None, length=spool.length)
+    body = Body(spool.framer, never, stored=spool.read)
     return body.read()
 
 
@@ -88,3 +92,37 @@ def test_bad_chunk_framing_is_400() -> None:
     with pytest.raises(ProtocolError) as err:
         spool.feed(b"3\r\nabcX\r\n")
     assert err.value.status == 400
+
+
+@given(body=st.binary(min_size=1, max_size=3000), size=st.integers(1, 700), limit=st.integers(1, 3000),
+       piece=st.integers(1, 500), chunk=st.booleans())
+def test_a_body_past_the_spool_limit_goes_on_streaming_through_the_same_framer(
+        body: bytes, size: int, limit: int, piece: int, chunk: bool) -> None:
+    """Collected up to `limit`, then the app reads the rest from the wire: one framing,
+    the whole body once, and the bytes after it found where it ends."""
+    after = b"GET /next HTTP/1.1\r\n"
+    raw = (chunked(body, size) if chunk else body) + after
+    fields = b"Transfer-Encoding: chunked" if chunk else b"Content-Length: %d" % len(body)
+    spool = BodySpool(head(fields), None, limit=limit)
+    at = 0
+    while at < len(raw) and not spool.done and not spool.full:
+        spool.feed(raw[at:at + piece])
+        at += piece
+    assert spool.done or spool.length >= limit
+    rest = [raw[i:i + piece] for i in range(at, len(raw), piece)]
+    wire = iter(rest)
+    got = Body(spool.framer, lambda: next(wire, b""), stored=spool.read).read()
+    assert got == body
+    assert spool.framer.leftover + b"".join(wire) == after
+
+
+def test_full_only_while_the_body_is_unfinished() -> None:
+    spool = BodySpool(head(b"Content-Length: 10"), None, limit=4)
+    spool.feed(b"123")
+    assert not spool.full
+    spool.feed(b"45")
+    assert spool.full
+    assert not spool.done
+    spool.feed(b"67890")
+    assert spool.done
+    assert not spool.full

@@ -1,0 +1,66 @@
+"""Request body framing on bytes: raw bytes in, body bytes out, the end found.
+
+Bottom layer: imports only the parser (for `ChunkedDecoder` and `RequestHead`)
+and `gracehttp.errors`; never touches a socket.
+
+One `BodyFramer` frames one request body wherever its bytes travel: collected
+while the connection is parked (`gracehttp.spool`), streamed to the app as it
+reads ``wsgi.input`` (`gracehttp.wsgi.Body`), or both in turn when a large body
+outgrows what the server collects before calling the app. Because both paths
+feed the same framer, a body is framed once, with one size count against
+``max_body_bytes``, and what follows it on the wire (a pipelined request) is
+found in one place. See docs/architecture.rst, "Request bodies".
+"""
+
+from __future__ import annotations
+
+from gracehttp.errors import ProtocolError
+from gracehttp.http.parser import ChunkedDecoder, RequestHead
+
+
+class BodyFramer:
+    """Frames one body, sized (``Content-Length``) or chunked.
+
+    `feed` takes raw bytes as they arrive and returns the body bytes in them;
+    `done` is set at the body's end, and `leftover` then holds the bytes past it.
+    Raises `ProtocolError`: 400 for bad chunk framing, 413 past `max_body`.
+    """
+
+    __slots__ = ("_decoder", "_max", "_remaining", "done", "leftover", "received")
+
+    def __init__(self, head: RequestHead | None, max_body: int | None = None,
+                 max_trailer_bytes: int = 65536) -> None:
+        chunked = head is not None and head.chunked
+        self._decoder = ChunkedDecoder(max_trailer_bytes) if chunked else None
+        self._remaining = 0 if head is None or chunked else (head.content_length or 0)
+        self._max = max_body
+        #: Body bytes framed so far (decoded, for a chunked body).
+        self.received = 0
+        #: Bytes past the end of the body: the start of a pipelined request.
+        self.leftover = b""
+        self.done = self._decoder is None and self._remaining == 0
+
+    @property
+    def trailers(self) -> list[tuple[bytes, bytes]]:
+        return self._decoder.trailers if self._decoder is not None else []
+
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            self.leftover += data
+            return b""
+        if self._decoder is not None:
+            body = self._decoder.feed(data)
+            if self._decoder.done:
+                self.done = True
+                self.leftover = self._decoder.leftover
+        else:
+            body = data[:self._remaining]
+            self._remaining -= len(body)
+            if self._remaining == 0:
+                self.done = True
+                self.leftover = data[len(body):]
+        if body:
+            self.received += len(body)
+            if self._max is not None and self.received > self._max:
+                raise ProtocolError(413, "body_too_large", "request body too large")
+        return body
