@@ -1,90 +1,177 @@
 """One client connection: read requests, answer health probes, run the app, keep alive.
 
-Upper layer: imports the parser, writer, WSGI, response and health modules.
-A worker thread calls `Connection.serve` when the connection is readable; it
-returns what the engine should do next (park it idle or mid-head, linger-close
-it, close it). Nothing here blocks waiting for a *next* request: a connection
-with nothing to read goes back to the engine, so idle and slow clients never
-pin a request thread.
+Upper layer: imports the parser, writer, health, spool, transport, outgoing and
+exchange modules (the app's side of a request is `gracehttp.exchange`).
 
-A request body that has not all arrived with its head is collected while the
-connection is parked (`gracehttp.spool`), so the app runs only once it is whole.
-The socket primitives are in `gracehttp.transport`, the base class.
+A thread calls `Connection.serve` when the connection's descriptor is ready; it
+moves the connection through the states of `gracehttp.connstate` and returns the
+one it leaves it in, which tells the engine what to do next: park it (reading a
+head or a body, idle, writing, lingering), queue it for a request thread, or
+close it. Nothing here waits for a client except a streamed body or response
+the app itself reads or writes: a connection with nothing to read, or a
+complete response the client is slow to take, goes back to the engine, so slow
+and idle clients pin no request thread. See docs/architecture.rst.
 """
 
 from __future__ import annotations
 
+import math
 import socket
-import threading
 import time
 from typing import Any
 
+from gracehttp.connstate import (
+    CLOSED,
+    IDLE,
+    IN_APP,
+    LINGERING,
+    QUEUED,
+    READING_BODY,
+    READING_HEAD,
+    WRITING,
+    ConnState,
+    check_move,
+)
 from gracehttp.errors import ProtocolError
+from gracehttp.exchange import Exchange, Outcome
 from gracehttp.health import HEALTH_PATHS, answer
-from gracehttp.http.framing import BodyFramer
 from gracehttp.http.parser import MAX_LEADING_CRLF, RequestHead, find_head_end, parse_head
 from gracehttp.http.writer import CONTINUE, error_response, simple_response
-from gracehttp.response import Responder, run_app
+from gracehttp.outgoing import Outgoing
 from gracehttp.site import Site
 from gracehttp.spool import BodySpool
 from gracehttp.state import State
-from gracehttp.transport import CLOSE, LINGER, PARK_HEAD, PARK_IDLE, Transport
-from gracehttp.wsgi import Body, base_environ, build_environ
+from gracehttp.transport import Transport
+from gracehttp.wsgi import base_environ
 
-#: An unread request body up to this size is read and dropped to keep the
-#: connection; a larger one closes it (reading it could take long).
-DISCARD_LIMIT = 65536
+#: A lingering close waits at most this long for the client to close its side.
+LINGER_SECONDS = 2.0
 _HEALTH = frozenset(p.encode() for p in HEALTH_PATHS)
 _SHUTTING_DOWN = frozenset({State.DRAINING, State.STOPPING, State.STOPPED})
 
 
-class Connection(Transport):
-    __slots__ = ("blank_lines", "body_wait", "buf", "closing", "deadline", "env", "pending", "registered", "requests",
-                 "scanned", "spool")
+
+class Connection:
+    __slots__ = ("after_write", "blank_lines", "buf", "deadline", "env", "exchange", "fd", "head_started", "io",
+                 "out", "pending", "ready", "registered", "requests", "scanned", "site", "spool", "state",
+                 "write_started")
 
     def __init__(self, sock: socket.socket, site: Site, server_addr: tuple[str, str], peer: Any) -> None:
-        super().__init__(sock, site)
+        self.io = Transport(sock, site)
+        self.fd = self.io.fd
+        self.site = site
         remote = (str(peer[0]), str(peer[1])) if sock.family != socket.AF_UNIX else ("", "")
         self.env = base_environ(server_addr[0], server_addr[1], remote[0], remote[1],
-                                "https" if self.tls else "http")
+                                "https" if self.io.tls else "http")
+        self.state = READING_HEAD
+        self.deadline = time.monotonic() + site.read_header_timeout
+        #: When the head now awaited (or being read) began to arrive; 0 before its first byte.
+        self.head_started = 0.0
         self.buf = b""
-        #: Parked while a body is collected (`spool`, for the head `pending`): the
-        #: deadline is then ``read_timeout`` from the head's first byte.
-        self.body_wait = False
+        #: The body being collected (READING_BODY), for the head `pending`.
         self.spool: BodySpool | None = None
         self.pending: RequestHead | None = None
-        self.deadline = time.monotonic() + site.read_header_timeout
+        #: A complete request waiting in the engine's ready queue for a request thread.
+        self.ready: tuple[RequestHead, bytes, BodySpool | None] | None = None
+        #: The rest of a complete response (WRITING); what follows once it is sent
+        #: (None: the next request; LINGERING or CLOSED: the connection ends).
+        self.out: Outgoing | None = None
+        self.after_write: ConnState | None = None
+        self.write_started = 0.0
         self.registered = False
         self.requests = 0
         #: Empty lines received before the request line now awaited.
         self.blank_lines = 0
         #: How far `buf` was searched for the end of the head without finding it.
         self.scanned = 0
-        self.closing = lambda: site.closing
+        self.exchange = Exchange(site, self.env, self._recv_body, self.io.send, self._send_final, self._send_file)
 
-    # -- the request loop ----------------------------------------------------
+    # -- the state table -----------------------------------------------------
 
-    def serve(self) -> int:
-        """Serve every complete request available; return what to do with the connection."""
-        if self.mode == LINGER:
-            return CLOSE if time.monotonic() >= self.deadline else self.linger_read()
-        if not self.handshaken:
-            action = self.handshake()
-            if action is not None:
-                return action
+    def enter(self, new: ConnState, deadline: float | None = None) -> ConnState:
+        """Move to `new` (checked against the table) and set its deadline; `deadline`
+        overrides the state's own (the drain's grace). Entering LINGERING half-closes."""
+        old = self.state
+        if new is not old:
+            check_move(old, new)
+            self.state = new
+            if new is LINGERING:
+                # Half-close (FIN) now, then read until the client closes: closing with
+                # unread input would send RST, which can destroy the answer just sent.
+                self.io.shutdown_write()
+        if deadline is not None:
+            self.deadline = deadline
+        elif new is not old or (new is not IDLE and new is not LINGERING):
+            # READING_HEAD, READING_BODY and WRITING count from a start time kept on the
+            # connection, so entering them again gives the same deadline unless a new
+            # head or response began; IDLE and LINGERING count from entry and keep theirs.
+            self.deadline = self._deadline_of(new)
+        return new
+
+    def _deadline_of(self, state: ConnState) -> float:
+        site = self.site
+        if state is IDLE:
+            return time.monotonic() + site.idle_timeout
+        if state is READING_HEAD:
+            return (self.head_started or time.monotonic()) + site.read_header_timeout
+        if state is READING_BODY:
+            return self.head_started + site.read_timeout
+        if state is WRITING:
+            return self.write_started + site.write_timeout
+        if state is LINGERING:
+            return time.monotonic() + LINGER_SECONDS
+        return math.inf  # QUEUED, IN_APP (the app's time), CLOSED
+
+    # -- serving -------------------------------------------------------------
+
+    def serve(self, run_app: bool = True) -> ConnState:
+        """Serve everything that can be served now; return the state it leaves the
+        connection in.
+
+        With `run_app` False (the reserve poller, while every request thread is
+        busy) everything is done but calling the app: a request that needs it is
+        kept in `ready`, and the connection is QUEUED for a request thread.
+        """
+        state = self.state
+        if state is LINGERING:
+            if time.monotonic() >= self.deadline or self.io.drop_input():
+                return self.enter(CLOSED)
+            return LINGERING
+        if state is WRITING:
+            after = self._flush()
+            if after is not None:
+                return after
+        elif not self.io.handshaken:
+            done = self.io.handshake()
+            if done is None:
+                return READING_HEAD
+            if not done:
+                return self.enter(CLOSED)
+        ready = self.ready
+        if ready is not None:  # queued by the reserve poller: run it now
+            self.ready = None
+            self.enter(IN_APP)
+            after = self._run(*ready)
+            if after is not None:
+                return after
+        return self._read(run_app)
+
+    def _read(self, run_app: bool) -> ConnState:
+        """Read and answer requests until nothing more can be done without waiting."""
         site = self.site
         limits = site.limits
         buf = self.buf
+        answered = self.requests
         while True:
             spool = self.spool
             if spool is not None:  # a body being collected: take what has arrived
-                if time.monotonic() > self.head_started + site.read_timeout:
+                if time.monotonic() > self.deadline:
                     # Bounded also for a client that keeps the socket buffer full: this
                     # loop may never see "nothing yet", so the deadline is checked here.
                     return self._reject(ProtocolError(408, "read_timeout", "request body not received in time"))
-                arrived = self.recv_nowait()
+                arrived = self.io.recv_nowait()
                 if arrived is None:
-                    return PARK_HEAD
+                    return READING_BODY
                 if not arrived:  # the client stopped sending mid-body (it may still read)
                     return self._reject(ProtocolError(400, "incomplete_body", "request body incomplete"))
                 try:
@@ -95,7 +182,7 @@ class Connection(Transport):
                     continue
                 assert self.pending is not None
                 head = self.pending
-                self.pending, self.spool, self.body_wait = None, None, False
+                self.pending, self.spool = None, None
                 buf = b""
             else:
                 if buf[:2] == b"\r\n":
@@ -109,21 +196,31 @@ class Connection(Transport):
                     if self.blank_lines > MAX_LEADING_CRLF:
                         return self._reject(ProtocolError(400, "bad_request_line", "too many empty lines"))
                     buf, self.scanned = buf[i:], 0
+                    if not buf:
+                        self.head_started = 0.0
                 try:
                     end = find_head_end(buf, limits, self.scanned) if buf else -1
                 except ProtocolError as exc:
                     return self._reject(exc)
                 if end < 0:
-                    data = self.recv_nowait()
+                    data = self.io.recv_nowait()
                     if data is None:
                         self.buf = buf
-                        # A connection that has not sent its first request is not idle: the
-                        # drain must not close it under a client that is about to send.
-                        return PARK_IDLE if not buf and self.requests else PARK_HEAD
+                        if buf:
+                            return self.enter(READING_HEAD)
+                        # Nothing of a request yet: idle after a response; a connection that
+                        # has not sent its first request stays a begun one (READING_HEAD), so
+                        # the drain does not close it under a client about to send.
+                        if not self.requests:
+                            return READING_HEAD
+                        # Idle from now if a request was answered; otherwise (empty lines
+                        # only) the idle deadline it had stands.
+                        return self.enter(IDLE, None if answered == self.requests
+                                          else time.monotonic() + site.idle_timeout)
                     if not data:
                         if buf.strip():
                             self._reject(ProtocolError(400, "incomplete_head", "request head incomplete"))
-                        return CLOSE
+                        return self.enter(CLOSED)
                     if not buf:
                         self.head_started = time.monotonic()
                     # Scan only the new bytes (and the three before them, for a CRLFCRLF
@@ -149,11 +246,13 @@ class Connection(Transport):
                     # so later, once the response may have begun.
                     if head.expect_continue:
                         try:
-                            self.send(CONTINUE)
+                            if self.io.send_nowait(CONTINUE) != len(CONTINUE):
+                                return self.enter(CLOSED)  # it reads nothing of what it is sent
                         except OSError:
-                            return CLOSE
+                            return self.enter(CLOSED)
                     spool = self.spool = BodySpool(head, max_body, limits.max_header_bytes, site.max_spool_bytes)
-                    self.pending, self.body_wait, self.buf = head, True, b""
+                    self.pending, self.buf = head, b""
+                    self.enter(READING_BODY)
                     try:
                         spool.feed(buf)
                     except ProtocolError as exc:
@@ -161,146 +260,158 @@ class Connection(Transport):
                     buf = b""
                     if not spool.done and not spool.full:
                         continue
-                    self.pending, self.spool, self.body_wait = None, None, False
-            action = self._answer(head, buf, spool)
-            if action is not None:
-                return action
+                    self.pending, self.spool = None, None
+            after = self._answer(head, buf, spool, run_app)
+            if after is not None:
+                return after
             # The response promised keep-alive, so even in the drain the client may send
             # again: a pipelined request is answered (with Connection: close), and an idle
-            # connection gets the drain's grace (`Engine._sweep`), never a close under it.
+            # connection gets the drain's grace (`parking`), never a close under it.
             buf = self.buf
-            self.head_started = 0.0
-            if buf:
-                self.head_started = time.monotonic()
-                continue
-            self.buf = b""
-            return PARK_IDLE
+            self.head_started = time.monotonic() if buf else 0.0
 
-    def _answer(self, head: RequestHead, rest: bytes, spool: BodySpool | None) -> int | None:
+    def _answer(self, head: RequestHead, rest: bytes, spool: BodySpool | None,
+                run_app: bool) -> ConnState | None:
         """Answer one request whose body is in `rest` (what follows the head) or `spool`;
         None to go on with the connection, whose unread bytes are then in `buf`."""
         site = self.site
         self.requests += 1
         if (site.health and head.path in _HEALTH and head.method in ("GET", "HEAD") and spool is None
                 and not head.content_length):
+            # Health probes never need a request thread: answered here, on any thread.
             keep = head.keep_alive and site.keep_alive and not site.closing
             status, ctype, body = answer(head.path.decode(), site.lifecycle, site.inflight.requests)
-            try:
-                self.send(simple_response(status, body, content_type=ctype, close=not keep,
-                                          head_only=head.method == "HEAD", server=site.server_header))
-            except OSError:
-                return CLOSE
             self.buf = rest
-            return None if keep else LINGER
+            try:
+                self._hand_over(Outgoing(simple_response(status, body, content_type=ctype, close=not keep,
+                                                         head_only=head.method == "HEAD",
+                                                         server=site.server_header)))
+            except OSError:
+                return self.enter(CLOSED)
+            return self._after_response(None if keep else LINGERING)
         if site.drain_reject and site.lifecycle.state in _SHUTTING_DOWN:
-            self.send_quietly(simple_response(
+            self.io.send_quietly(simple_response(
                 503, b"shutting down\n", close=True, extra=(("Retry-After", "5"),), server=site.server_header))
-            return LINGER
+            return self.enter(LINGERING)
+        if not run_app:
+            self.ready = (head, rest, spool)
+            return self.enter(QUEUED)
+        self.enter(IN_APP)
+        return self._run(head, rest, spool)
+
+    def _after_response(self, end: ConnState | None) -> ConnState | None:
+        """A response was handed over: WRITING if the client has not taken all of it
+        (then `end` follows), else `end`, or None to go on with the next request."""
+        if self.out is not None:
+            self.after_write = end
+            return self.enter(WRITING)
+        return None if end is None else self.enter(end)
+
+    def _flush(self) -> ConnState | None:
+        """Send more of a parked response; WRITING while some is left, the state that
+        follows it once sent (None: go on with the next request)."""
+        out = self.out
+        assert out is not None
         try:
-            return self._exchange(head, rest, spool)
+            if time.monotonic() >= self.deadline or not out.pump(self.io):
+                if time.monotonic() < self.deadline:
+                    return WRITING
+                out.release()  # write_timeout: the client took too long to read
+                self.out = None
+                return self.enter(CLOSED)
+        except OSError:
+            out.release()
+            self.out = None
+            return self.enter(CLOSED)
+        self.out = None
+        end = self.after_write
+        if out.short:  # a file that shrank: its length was promised, so only a close tells
+            end = LINGERING if self.buf else CLOSED
+        if end is not None:
+            return self.enter(end)
+        self.head_started = time.monotonic() if self.buf else 0.0
+        return None
+
+    def _hand_over(self, out: Outgoing) -> None:
+        """A complete response: send what the socket takes now, keep the rest for WRITING."""
+        if not out.pump(self.io):
+            self.out = out
+            self.write_started = time.monotonic()
+        elif out.short:
+            self.out = out  # sent, but short: `_flush` sees it and ends the connection
+            self.write_started = time.monotonic()
+
+    def _send_final(self, data: bytes) -> None:
+        self._hand_over(Outgoing(data))
+
+    def _send_file(self, head: bytes, fd: int, offset: int, count: int) -> None:
+        self._hand_over(Outgoing.of_file(head, fd, offset, count))
+
+    def _recv_body(self) -> bytes:
+        return self.io.recv_until(self.head_started + self.site.read_timeout)
+
+    def _run(self, head: RequestHead, rest: bytes, spool: BodySpool | None) -> ConnState | None:
+        """Run the app for one request (state IN_APP); None to go on with the connection."""
+        try:
+            outcome, unread = self.exchange.run(head, rest, spool)
         finally:
             if spool is not None:
                 spool.close()
+        self.io.reset_read_timeout()
+        if outcome is Outcome.NEXT:
+            self.buf = unread
+            return self._after_response(None)
+        if outcome is Outcome.CLOSE:
+            # If the client sent more (a pipelined request), it may still be sending, so
+            # the close lingers instead of risking a reset under the answer.
+            self.buf = unread
+            return self._after_response(LINGERING if unread else CLOSED)
+        if outcome is Outcome.UNREAD:
+            return self._after_response(LINGERING)
+        if outcome is Outcome.REFUSED:
+            assert self.exchange.error is not None
+            return self._reject(self.exchange.error)
+        if outcome is Outcome.FAILED:
+            self.io.send_quietly(error_response(500, "internal server error", server=self.site.server_header))
+            return self.enter(LINGERING)
+        if self.out is not None:  # ABANDON: the response cannot be finished; drop the rest
+            self.out.release()
+            self.out = None
+        return self.enter(CLOSED)
 
-    def _exchange(self, head: RequestHead, rest: bytes, spool: BodySpool | None) -> int | None:
-        """Run the app for one request; None to go on with the connection."""
-        site = self.site
-        keep_alive = head.keep_alive and site.keep_alive and not site.closing
-        limits = site.limits
-        if spool is None:  # the whole body (if any) arrived with the head, in `rest`
-            framer = BodyFramer(head, limits.max_body_bytes, limits.max_header_bytes)
-            body = Body(framer, self.recv_body, framer.feed(rest))
-        else:  # collected parked: all of it, or the first `max_spool_bytes` (the rest streams)
-            body = Body(spool.framer, self.recv_body, stored=spool.read)
-        environ = build_environ(self.env, head, body)
-        self.reset_read_timeout()
-        # A body still arriving when the response starts may never be read: say
-        # Connection: close in the head rather than surprise the client with a close.
-        closing = self.closing if body.finished else (lambda: site.closing or not body.finished)
-        responder = Responder(self.send, None if self.tls else self.sendfile, head, keep_alive,
-                              site.server_header, closing)
-        inflight = site.inflight
-        inflight.request_started()
-        started = time.perf_counter()
-        active = site.active
-        if active is not None:
-            active[threading.get_ident()] = (head.method, head.target.decode("latin-1")[:200], time.monotonic())
-        try:
-            run_app(site.app, environ, responder)
-        except ProtocolError as exc:
-            self._account(environ, responder.code if responder.headers_sent else exc.status, 0, started)
-            if responder.headers_sent:
-                return CLOSE
-            return self._reject(exc)
-        except OSError:
-            self._account(environ, responder.code or 499, responder.sent, started)
-            return CLOSE  # the client went away or stopped reading (write_timeout)
-        except BaseException:  # SystemExit or KeyboardInterrupt from an app too: never kill the thread
-            site.logger.exception("error in WSGI app %s %s",
-                                  head.method, head.target.decode("latin-1")[:200])
-            self._account(environ, responder.code if responder.headers_sent else 500, responder.sent, started)
-            if responder.headers_sent:
-                return CLOSE
-            self.send_quietly(error_response(500, "internal server error", server=site.server_header))
-            return LINGER
-        else:
-            self._account(environ, responder.code, responder.sent, started)
-            if responder.overran:
-                site.logger.warning("WSGI app sent more than its Content-Length (%s) for %s %s: cut there, "
-                                    "connection closed", responder.length, head.method,
-                                    head.target.decode("latin-1")[:200])
-        finally:
-            inflight.request_finished()
-            if active is not None:
-                active.pop(threading.get_ident(), None)
-        if not body.finished:
-            try:
-                if not body.discard(DISCARD_LIMIT):
-                    return LINGER
-            except (ProtocolError, OSError):
-                return LINGER
-        # What the client sent past this request: a pipelined one. If there is any, the
-        # client may still be sending, so a close lingers instead of risking a reset.
-        unread = body.leftover()
-        if not responder.keep_alive:
-            return CLOSE if not unread else LINGER
-        self.buf = unread
-        return None
-
-    def _account(self, environ: dict[str, Any], status: int, length: int, started: float) -> None:
-        """Metrics and the access log for one answered request (nothing when both are off)."""
-        site = self.site
-        if site.metrics is None and site.access_log is None:
-            return
-        duration = time.perf_counter() - started
-        if site.metrics is not None:
-            site.metrics.observe(environ["REQUEST_METHOD"], status, duration)
-        if site.access_log is not None:
-            site.access_log(environ, status, length, duration)
-
-    def _reject(self, exc: ProtocolError) -> int:
+    def _reject(self, exc: ProtocolError) -> ConnState:
         if self.site.metrics is not None:
             self.site.metrics.bad_request(exc.reason)
-        self.send_quietly(error_response(exc.status, exc.detail, server=self.site.server_header))
-        return LINGER
+        self.io.send_quietly(error_response(exc.status, exc.detail, server=self.site.server_header))
+        return self.enter(LINGERING)
 
-    def expire(self) -> int:
-        """A parked connection's deadline passed: a begun head gets 408 and a lingering
-        close (so the 408 is not lost to a reset); anything else just closes."""
-        begun = self.buf.strip() or self.spool is not None or self.has_input()
-        if self.mode == PARK_HEAD and self.handshaken and begun:
-            reason, detail = ("read_timeout", "request body not received in time") if self.body_wait else \
-                ("header_timeout", "request header timeout")
+    def expire(self) -> ConnState:
+        """The parked connection's deadline passed: a begun request gets 408 and a
+        lingering close (so the 408 is not lost to a reset); anything else closes."""
+        state = self.state
+        begun = state is READING_BODY or (state is READING_HEAD and (self.buf.strip() or self.io.has_input()))
+        if begun and self.io.handshaken:
+            reason, detail = ("read_timeout", "request body not received in time") if state is READING_BODY \
+                else ("header_timeout", "request header timeout")
             if self.site.metrics is not None:
                 self.site.metrics.bad_request(reason)
-            self.send_quietly(error_response(408, detail, server=self.site.server_header))
-            return LINGER
-        return CLOSE
+            self.io.send_quietly(error_response(408, detail, server=self.site.server_header))
+            return self.enter(LINGERING)
+        if self.out is not None:
+            self.out.release()
+            self.out = None
+        return self.enter(CLOSED)
 
     def has_input(self) -> bool:
-        return bool(self.buf.strip()) or super().has_input()
+        return bool(self.buf.strip()) or self.io.has_input()
 
     def close(self) -> None:
+        if self.state is not CLOSED:
+            self.state = CLOSED  # a forcible close may come from any state
         if self.spool is not None:
             self.spool.close()
-        super().close()
+        if self.ready is not None and self.ready[2] is not None:
+            self.ready[2].close()
+        if self.out is not None:
+            self.out.release()
+        self.io.close()

@@ -1,6 +1,6 @@
 """The I/O engine: request threads that wait on one epoll set, accept, and serve.
 
-Upper layer: imports `connection` and `inflight`.
+Upper layer: imports `connection`, `parking` and `leadership`.
 
 Theory of operation
 -------------------
@@ -8,29 +8,29 @@ Threads: `threads` request threads sharing one epoll set. One of them at a
 time, the leader (see `gracehttp.leadership`), polls with ``maxevents=1`` and
 serves what it gets itself, so the hot path has no hand-off between threads;
 the others wait to lead, and take over when a watchdog sees the leader stuck
-on one connection. One housekeeping thread expires deadlines.
+on one connection. When every request thread is inside the app, the *reserve*
+poller leads: it runs no app, so it is always free to accept, answer health
+probes, collect heads and bodies and queue complete requests (`Parking.ready`),
+which request threads take, oldest first, before they poll again. One
+housekeeping thread expires deadlines.
 
-Every descriptor is armed with EPOLLONESHOT, so exactly one thread gets each
-event and nothing fires again until that thread re-arms it. A listener event
-accepts one connection, re-arms the listener (unless ``max_connections`` is
-reached) and serves the new connection directly. A connection that has nothing
-more to read is *parked*: put in `parked` (fd -> connection) and re-armed.
+A listener event accepts one connection, re-arms the listener (unless
+``max_connections`` is reached) and serves the new connection directly. A
+connection that has nothing more to do now is parked (`gracehttp.parking`,
+which states the ownership rules).
 
-Ownership: a connection belongs either to one thread or to `parked`. Whoever
-`_unpark` returns it to owns it (an epoll event's thread, the housekeeper
-expiring it, or the drain closing idle connections); the others get None and
-leave it alone. Taking is compare-and-take under `_parked_lock`: the housekeeper
-and the drain work from a snapshot, and a connection in it may have been closed
-and its descriptor number reused by a new connection since, which they must not
-take (nor take and put back: a put-back could overwrite a connection parked
-under that number meanwhile, which would then be lost). An owner always ends with
-`_dispose`, which parks or closes the connection and tells the in-flight
-counters, so the drain sees every begun request. A parker inserts into `parked`
-*before* re-arming, and re-checks `closing` *after*, so neither an event nor the
-drain's sweep can miss a connection.
+Invariants:
+- a connection is owned by exactly one of: a thread, the parked set, the ready
+  queue; only its owner changes it, through `Connection.enter` (the state table
+  in `gracehttp.connstate`);
+- every connection the kernel handed over is counted by the in-flight counters
+  from before ``accept`` until it is closed or parked idle, so the drain cannot
+  miss it;
+- while the engine runs, some thread polls: the leader, or the reserve;
+- every parked connection has a deadline, which the housekeeper enforces.
 
 Locks: `_lock` guards the connection count, the listener set and accept-pausing;
-`_parked_lock` every change to `parked`.
+the parked set has its own (`Parking`).
 """
 
 from __future__ import annotations
@@ -44,16 +44,12 @@ import threading
 import time
 
 from gracehttp.connection import Connection
+from gracehttp.connstate import ConnState
 from gracehttp.leadership import Leadership
+from gracehttp.parking import Parking
 from gracehttp.site import Site
-from gracehttp.transport import CLOSE, LINGER, PARK_HEAD, PARK_IDLE
 
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
-#: A lingering close waits at most this long for the client to close its side.
-LINGER_SECONDS = 2.0
-#: In the drain, an idle keep-alive connection used less than this long ago gets this
-#: long (from its last response) to send one more request before it is closed.
-DRAIN_IDLE_GRACE = 0.5
 
 
 class Listener:
@@ -76,16 +72,20 @@ class Engine:
         self.logger = logger
         self.max_connections = max_connections
         self.ep = select.epoll()
-        self.parked: dict[int, Connection] = {}
-        self._parked_lock = threading.Lock()
+        self.parking = Parking(site, self.ep, logger, self._closed)
         self.open: set[Connection] = set()
         self.listeners: dict[int, Listener] = {}
         self._lock = threading.Lock()
         self._paused = False
         self._stopped = False
         self._wake_r, self._wake_w = os.pipe()
+        #: Written by a request thread that wants the role back from the reserve.
+        self._want_r, self._want_w = os.pipe()
+        os.set_blocking(self._want_r, False)
+        os.set_blocking(self._want_w, False)
         self._tick_event = threading.Event()
         self.leadership = Leadership()
+        self.leadership.on_wanted = self._wanted
         self._threads: list[threading.Thread] = []
         self._n_threads = threads
         self._name = name
@@ -94,22 +94,28 @@ class Engine:
             lst = Listener(sock)
             self.listeners[lst.fd] = lst
         self.ep.register(self._wake_r, select.EPOLLIN)  # level-triggered: wakes every thread
+        self.ep.register(self._want_r, 0)  # armed by the reserve poller while it leads
+
+    @property
+    def parked(self) -> dict[int, Connection]:
+        return self.parking.parked
+
+    @property
+    def open_count(self) -> int:
+        return len(self.open)
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
         for lst in self.listeners.values():
             self.ep.register(lst.fd, _ONESHOT_IN)
-        for i in range(self._n_threads):
-            t = threading.Thread(target=self._loop, name=f"{self._name}-request-{i}", daemon=True)
+        targets = [(f"request-{i}", self._loop) for i in range(self._n_threads)]
+        targets += [("reserve", self._reserve_loop), ("watchdog", self.leadership.watch),
+                    ("housekeeper", self._housekeep)]
+        for name, target in targets:
+            t = threading.Thread(target=target, name=f"{self._name}-{name}", daemon=True)
             t.start()
             self._threads.append(t)
-        t = threading.Thread(target=self.leadership.watch, name=f"{self._name}-watchdog", daemon=True)
-        t.start()
-        self._threads.append(t)
-        t = threading.Thread(target=self._housekeep, name=f"{self._name}-housekeeper", daemon=True)
-        t.start()
-        self._threads.append(t)
 
     def stop_accepting(self) -> None:
         """Close the listeners after taking every connection already in the accept queue.
@@ -121,63 +127,38 @@ class Engine:
         with self._lock:
             listeners = list(self.listeners.values())
             self.listeners.clear()
+        inflight = self.site.inflight
         for lst in listeners:
             with contextlib.suppress(OSError):
                 self.ep.unregister(lst.fd)
             while True:
+                inflight.claim(False)
                 try:
                     sock, peer = lst.sock.accept()
                 except OSError:
+                    inflight.release(False)
                     break
                 conn = self._adopt(sock, peer, lst)
                 if conn is not None:
-                    self._dispose(conn, PARK_HEAD)
+                    self.parking.dispose(conn, ConnState.READING_HEAD)
             lst.sock.close()
 
     def close_idle(self) -> None:
         """Begin the drain's connection sweep: idle keep-alive connections close cleanly."""
-        self.site.closing = True
-        for conn in tuple(self.parked.values()):
-            if conn.mode == PARK_IDLE:
-                self._sweep(conn)
-
-    def _sweep(self, conn: Connection) -> None:
-        if self._unpark(conn.fd, conn) is None:
-            return
-        if conn.mode != PARK_IDLE:
-            # Swept already: the drain's sweep and a thread parking the connection just
-            # as the drain began can both come here. Its grace or linger stands (its
-            # deadline is not an idle deadline, so it must not be judged again).
-            self._dispose(conn, conn.mode, conn.deadline)
-            return
-        now = time.monotonic()
-        idle_since = conn.deadline - self.site.idle_timeout
-        if conn.has_input():
-            # A request is arriving: it becomes a begun request the drain waits for,
-            # and is answered with Connection: close.
-            self._dispose(conn, PARK_HEAD, now + self.site.read_header_timeout)
-        elif now - idle_since < DRAIN_IDLE_GRACE:
-            # Its client was busy a moment ago and its next request may be on the wire:
-            # closing now would lose it (the keep-alive race of RFC 9112 section 9.6).
-            # Wait a little, as a begun request; one that comes is answered with
-            # Connection: close, and a quiet connection then closes.
-            self._dispose(conn, PARK_HEAD, idle_since + DRAIN_IDLE_GRACE)
-        else:
-            self._dispose(conn, LINGER)
+        self.parking.close_idle()
 
     def close_all(self) -> None:
         """Forcibly close every connection, busy ones included (their threads see errors)."""
         self.site.closing = True
+        self.parking.close_all()
         for conn in tuple(self.open):
-            if self._unpark(conn.fd, conn) is not None:
-                self._dispose(conn, CLOSE)
-            else:
-                with contextlib.suppress(OSError):
-                    conn.sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                conn.io.sock.shutdown(socket.SHUT_RDWR)
 
     def stop(self, deadline: float) -> list[str]:
         """Stop the threads; return the names of those still busy at `deadline`."""
         self._stopped = True
+        self.parking.stopped = True
         with self._lock:
             listeners = list(self.listeners.values())
             self.listeners.clear()
@@ -191,26 +172,35 @@ class Engine:
             t.join(max(0.0, deadline - time.monotonic()))
             if t.is_alive():
                 stuck.append(t.name)
-        for conn in tuple(self.parked.values()):
-            if self._unpark(conn.fd, conn) is not None:
-                self._dispose(conn, CLOSE)
+        self.parking.close_all()
         if not stuck:
             self.ep.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            for fd in (self._wake_r, self._wake_w, self._want_r, self._want_w):
+                os.close(fd)
         return stuck
 
     # -- request threads ---------------------------------------------------------
 
     def _loop(self) -> None:
         poll = self.ep.poll
-        unpark = self._unpark
+        parking = self.parking
+        unpark = parking.unpark
+        ready = parking.ready
         listeners = self.listeners
         wake = self._wake_r
         lead = self.leadership
         while True:
+            self._serve_ready()  # what the reserve queued while this thread was busy
             gen = lead.acquire()
             while True:  # the leader: poll, then serve what came in on this thread
+                if ready:
+                    conn = parking.pop_ready()
+                    if conn is not None:
+                        lead.begin()
+                        self._serve(conn)
+                        if not lead.end(gen):
+                            break
+                        continue
                 try:
                     events = poll(-1, 1)
                 except InterruptedError:
@@ -235,13 +225,85 @@ class Engine:
                 if not lead.end(gen):
                     break  # the watchdog passed the role on while we served: follow
 
-    def _accept(self, lst: Listener) -> None:
+    def _serve_ready(self) -> None:
+        while self.parking.ready:
+            conn = self.parking.pop_ready()
+            if conn is not None:
+                self._serve(conn)
+
+    def _reserve_loop(self) -> None:
+        """The poller of last resort: leads while every request thread is in the app.
+
+        It runs no app code, so it never waits long: it accepts, answers health
+        probes, collects request heads and bodies, sends parked responses, and
+        queues complete requests for the next request thread that comes free.
+        """
+        lead = self.leadership
+        poll = self.ep.poll
+        while lead.reserve_wait():
+            gen = lead.reserve_acquire()
+            if not gen:
+                continue
+            with contextlib.suppress(OSError):
+                self.ep.modify(self._want_r, _ONESHOT_IN)
+            try:
+                while not lead.waiting and not self._stopped:
+                    try:
+                        # The timeout is a safety net only: a request thread that wants the
+                        # role writes to the want pipe, which ends this wait at once.
+                        events = poll(0.1, 1)
+                    except InterruptedError:
+                        continue
+                    except (OSError, ValueError):
+                        return
+                    if not events:
+                        continue
+                    fd = events[0][0]
+                    if fd == self._wake_r:
+                        return
+                    if fd == self._want_r:
+                        with contextlib.suppress(OSError):
+                            os.read(self._want_r, 64)
+                        break
+                    lst = self.listeners.get(fd)
+                    if lst is not None:
+                        self._accept(lst, run_app=False)
+                    else:
+                        conn = self.parking.unpark(fd)
+                        if conn is not None:
+                            self._serve(conn, run_app=False)
+            finally:
+                lead.reserve_leave(gen)
+
+    def _wanted(self) -> None:
+        """A request thread wants the role the reserve holds (called under its mutex)."""
+        with contextlib.suppress(OSError):
+            os.write(self._want_w, b"x")
+
+    def _serve(self, conn: Connection, run_app: bool = True) -> None:
+        state = ConnState.CLOSED
+        try:
+            state = conn.serve(run_app)
+        except BaseException:
+            self.logger.exception("unexpected error serving a connection")
+        finally:
+            self.parking.dispose(conn, state)
+
+    # -- accepting ---------------------------------------------------------------
+
+    def _accept(self, lst: Listener, run_app: bool = True) -> None:
+        # Counted busy before the accept, so the drain never sees a moment in which a
+        # connection the kernel handed over is counted nowhere.
+        inflight = self.site.inflight
+        inflight.claim(False)
         try:
             sock, peer = lst.sock.accept()
         except (BlockingIOError, InterruptedError):
+            inflight.release(False)
             self._rearm_listener(lst)
             return
         except OSError as exc:
+            inflight.release(False)
             # EMFILE/ENFILE/ENOBUFS: back off briefly instead of spinning on the listener.
             self.logger.warning("accept failed: %s", exc)
             self._tick_event.wait(0.05)
@@ -250,16 +312,16 @@ class Engine:
         conn = self._adopt(sock, peer, lst)
         self._rearm_listener(lst)  # after counting the new connection against max_connections
         if conn is not None:
-            self._serve(conn)
+            self._serve(conn, run_app)
 
     def _adopt(self, sock: socket.socket, peer: object, lst: Listener) -> Connection | None:
-        """Wrap an accepted socket; the caller owns it (counted busy) until `_dispose`."""
+        """Wrap an accepted socket, already counted busy; the caller owns it until disposed."""
         try:
             conn = Connection(sock, self.site, lst.server_addr, peer)
         except OSError:
             sock.close()
+            self.site.inflight.release(False)
             return None
-        self.site.inflight.claim(False)
         with self._lock:
             self.open.add(conn)
         return conn
@@ -274,109 +336,11 @@ class Engine:
             with contextlib.suppress(OSError):
                 self.ep.modify(lst.fd, _ONESHOT_IN)
 
-    def _unpark(self, fd: int, expect: Connection | None = None) -> Connection | None:
-        """Take a parked connection for this thread; None if another owner got it first,
-        or if what is parked under `fd` is not `expect` (its descriptor was reused)."""
-        with self._parked_lock:
-            conn = self.parked.get(fd)
-            if conn is None or (expect is not None and conn is not expect):
-                return None
-            del self.parked[fd]
-        self.site.inflight.claim(conn.mode == PARK_HEAD)
-        return conn
-
-    def _serve(self, conn: Connection) -> None:
-        action = CLOSE
-        try:
-            action = conn.serve()
-        except BaseException:
-            self.logger.exception("unexpected error serving a connection")
-        finally:
-            self._dispose(conn, action)
-
-    def _dispose(self, conn: Connection, action: int, deadline: float | None = None) -> None:
-        """Park or close an owned connection, then release it to the in-flight counters."""
-        parked_head = False
-        try:
-            if action == PARK_IDLE:
-                self._park(conn, PARK_IDLE, time.monotonic() + self.site.idle_timeout)
-            elif action == PARK_HEAD:
-                if deadline is None:
-                    started = conn.head_started or conn.deadline - self.site.read_header_timeout
-                    deadline = started + (self.site.read_timeout if conn.body_wait else self.site.read_header_timeout)
-                parked_head = self._park(conn, PARK_HEAD, deadline)
-            elif action == LINGER:
-                if conn.mode != LINGER:
-                    conn.begin_linger()
-                    deadline = deadline or time.monotonic() + LINGER_SECONDS
-                # A lingering connection that read some bytes keeps the deadline it got
-                # when the linger began: a client trickling bytes cannot extend it.
-                self._park(conn, LINGER, deadline or conn.deadline)
-            else:
-                self._close(conn)
-        finally:
-            self.site.inflight.release(parked_head)
-
-    def _park(self, conn: Connection, mode: int, deadline: float) -> bool:
-        """Put an owned connection in the parked set and arm it; False if it was closed."""
-        if self._stopped:
-            self._close(conn)
-            return False
-        conn.mode = mode
-        conn.deadline = deadline
-        fd = conn.fd
-        with self._parked_lock:
-            self.parked[fd] = conn
-        try:
-            self._arm(conn)
-        except OSError:
-            with self._parked_lock:
-                ours = self.parked.get(fd) is conn
-                if ours:
-                    del self.parked[fd]
-            if ours:
-                self._close(conn)
-                return False
-            return True  # an event's thread already owns it
-        if mode == PARK_IDLE and self.site.closing:
-            self._sweep(conn)  # the drain's sweep may have run just before we parked
-        return True
-
-    def _arm(self, conn: Connection) -> None:
-        """Arm the connection's descriptor for one event, registering it the first time.
-
-        `registered` is only a hint of which call to make: once the connection is in
-        `parked`, another thread may take it before this one has armed it (one woken
-        by a stale event for a closed connection that had the same descriptor number)
-        and park it in turn, so two parkers can race on the first registration. Both
-        must end with the descriptor armed: "not registered" and "already registered"
-        are answered with the other call, never with closing the connection.
-        """
-        fd = conn.fd
-        first = not conn.registered
-        conn.registered = True
-        try:
-            if first:
-                self.ep.register(fd, _ONESHOT_IN)
-            else:
-                self.ep.modify(fd, _ONESHOT_IN)
-        except FileExistsError:
-            self.ep.modify(fd, _ONESHOT_IN)
-        except FileNotFoundError:
-            try:
-                self.ep.register(fd, _ONESHOT_IN)
-            except FileExistsError:  # the other parker registered it meanwhile
-                self.ep.modify(fd, _ONESHOT_IN)
-
-    def _close(self, conn: Connection) -> None:
-        if conn.registered:
-            with contextlib.suppress(OSError, ValueError):
-                self.ep.unregister(conn.fd)
-        conn.close()
+    def _closed(self, conn: Connection) -> None:
+        """A connection closed: it no longer counts, and accepting resumes if it had paused."""
         with self._lock:
             self.open.discard(conn)
-            resume = self._paused and len(self.open) < self.max_connections
-            if resume:
+            if self._paused and len(self.open) < self.max_connections:
                 self._paused = False
                 for lst in self.listeners.values():
                     with contextlib.suppress(OSError):
@@ -384,26 +348,8 @@ class Engine:
 
     # -- housekeeping ------------------------------------------------------------
 
-    def _tick(self) -> float:
-        site = self.site
-        shortest = min(site.read_header_timeout, site.idle_timeout, LINGER_SECONDS, DRAIN_IDLE_GRACE)
-        return max(0.01, min(0.5, shortest / 4))
-
     def _housekeep(self) -> None:
-        tick = self._tick()
+        tick = self.parking.tick()
         while not self._stopped:
             self._tick_event.wait(tick)
-            now = time.monotonic()
-            for conn in tuple(self.parked.values()):
-                if conn.deadline <= now and self._unpark(conn.fd, conn) is not None:
-                    between = conn.mode == PARK_HEAD and conn.requests and not conn.body_wait and not conn.buf
-                    if between and conn.has_input():
-                        # The drain's grace ran out just as the client's next request came:
-                        # give it its own header deadline, and a thread serves it.
-                        self._dispose(conn, PARK_HEAD, now + self.site.read_header_timeout)
-                    else:
-                        self._dispose(conn, conn.expire())
-
-    @property
-    def open_count(self) -> int:
-        return len(self.open)
+            self.parking.expire_due()

@@ -10,6 +10,15 @@ watchdog hands the role to a waiting thread only when the leader has been busy
 with one connection for longer than `handoff_after` (a slow app, a large
 upload), so slow requests still run concurrently, up to `threads` of them.
 
+When every request thread is inside the app, nobody would poll: new connections,
+health probes and slow bodies would wait for a thread to come back. So the
+engine keeps a *reserve* poller, a thread that never runs the app. The watchdog
+wakes it when it demotes a stuck leader and no request thread waits to lead;
+the reserve then leads (accepts, answers probes, collects bodies, queues
+complete requests for the next free thread) until a request thread wants the
+role back, which it signals through `on_wanted` and takes as soon as the
+reserve lets go.
+
 The role is a `threading.Lock` (which any thread may release): the leader holds
 it; followers block in ``acquire``. The watchdog releases it on behalf of a
 stuck leader and clears the holder's generation; the leader sees that when it
@@ -22,6 +31,7 @@ it, so it is never released twice.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 #: How long a leader may serve one connection before another thread takes over
 #: the polling: short enough that a slow request delays others by a few ms at
@@ -45,14 +55,51 @@ class Leadership:
         self.serving = False
         self.seq = 0
         self.handoffs = 0
+        #: Request threads blocked in `acquire`, waiting to lead.
+        self.waiting = 0
+        #: The reserve poller holds the role (a request thread that wants it calls `on_wanted`).
+        self.reserve_leading = False
+        self.on_wanted: Callable[[], None] = lambda: None
+        self._starved = threading.Event()
 
     def acquire(self) -> int:
         """Block until this thread is the leader; return its generation."""
+        with self._mutex:
+            self.waiting += 1
+            if self.reserve_leading:
+                self.on_wanted()
         self._token.acquire()
         with self._mutex:
+            self.waiting -= 1
             self._gen += 1
             self._holder = self._gen
             return self._gen
+
+    # -- the reserve poller ------------------------------------------------------
+
+    def reserve_wait(self) -> bool:
+        """Block until every request thread is busy (or the engine stops: False)."""
+        self._starved.wait()
+        self._starved.clear()
+        return not self._stopped
+
+    def reserve_acquire(self) -> int:
+        """Take the role for the reserve poller; 0 (and the role given back) if a
+        request thread waits for it, since a request thread can serve everything."""
+        self._token.acquire()
+        with self._mutex:
+            if self.waiting or self._stopped:
+                self._token.release()
+                return 0
+            self._gen += 1
+            self._holder = self._gen
+            self.reserve_leading = True
+            return self._gen
+
+    def reserve_leave(self, gen: int) -> None:
+        with self._mutex:
+            self.reserve_leading = False
+        self.leave(gen)
 
     def begin(self) -> None:
         """The leader starts serving a connection."""
@@ -84,6 +131,7 @@ class Leadership:
     def stop(self) -> None:
         self._stopped = True
         self._wake.set()
+        self._starved.set()
 
     def watch(self) -> None:
         """The watchdog thread's loop: demote a leader stuck on one connection."""
@@ -110,5 +158,7 @@ class Leadership:
                         self.serving = False  # the successor polls; it has not begun anything
                         self.handoffs += 1
                         self._token.release()
+                        if not self.waiting:
+                            self._starved.set()  # no request thread is free: the reserve polls
             idle = idle + 1 if seq == last_seq and not self.serving else 0
             last_seq = seq

@@ -1,8 +1,11 @@
 """Runs one WSGI call and frames its response: `start_response`, ``write()``, the body.
 
 Middle layer: imports `http.writer`, `http.parser` and `wsgi`. Output goes
-through a `send` callable (and `sendfile` for file responses), so the
-connection owns the socket and this module owns PEP 3333.
+through callables the connection gives: `send` for a streamed response (it may
+wait), `send_final` for a complete one (the head and whole body, handed over at
+once) and `send_file` for a file (the head, then a range of the file's
+descriptor). So the connection owns the socket, and decides how a complete
+response reaches a slow client, while this module owns PEP 3333.
 
 Framing, decided when the headers go out: the app's Content-Length if it gave
 one; a computed Content-Length when the whole body is one known block; chunked
@@ -12,6 +15,7 @@ for HTTP/1.1; otherwise the connection closes after the body (HTTP/1.0).
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -30,7 +34,8 @@ from gracehttp.http.writer import (
 from gracehttp.wsgi import FileWrapper
 
 Send = Callable[[bytes], None]
-SendFile = Callable[[Any, int, int], int]
+#: ``send_file(head, fd, offset, count)``: the head, then `count` bytes of the file.
+SendFile = Callable[[bytes, int, int, int], None]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 _HOP_BY_HOP = frozenset({"transfer-encoding", "keep-alive", "upgrade", "proxy-connection", "te", "trailer"})
 
@@ -42,6 +47,7 @@ class Responder:
         "_closing",
         "_extra",
         "_send",
+        "_send_final",
         "_sendfile",
         "chunked",
         "code",
@@ -56,10 +62,11 @@ class Responder:
         "version",
     )
 
-    def __init__(self, send: Send, sendfile: SendFile | None, head: RequestHead,
+    def __init__(self, send: Send, send_final: Send, sendfile: SendFile, head: RequestHead,
                  keep_alive: bool, server_header: str | None,
                  closing: Callable[[], bool] = lambda: False) -> None:
         self._send = send
+        self._send_final = send_final
         self._closing = closing
         self._sendfile = sendfile
         self.head_only = head.method == "HEAD"
@@ -170,33 +177,35 @@ class Responder:
         """Head and a body known in full, in one send: the common single-block response."""
         head = self._frame(len(body))
         if self.head_only or self.length == 0:
-            self._send(head)
+            self._send_final(head)
             return
         if self.length is not None and len(body) > self.length:
             body = body[: self.length]
             self._overrun()
         self.sent = len(body)
-        self._send(head + body)
+        self._send_final(head + body)
 
     def send_file(self, wrapper: FileWrapper) -> bool:
         """Send a `FileWrapper` with sendfile; False when it must be iterated instead."""
         filelike = wrapper.filelike
-        if self._sendfile is None or self.headers_sent or not hasattr(filelike, "fileno"):
+        if self.headers_sent or not hasattr(filelike, "fileno"):
             return False
         try:
             fd = filelike.fileno()
             offset = filelike.tell()
-            size = os.fstat(fd).st_size - offset
+            st = os.fstat(fd)
         except (OSError, ValueError, AttributeError):
             return False
+        if not stat.S_ISREG(st.st_mode):
+            return False  # a pipe or a socket has no size to frame by: iterated instead
+        size = max(0, st.st_size - offset)
         head = self._frame(size)
-        self._send(head)
         count = size if self.length is None else min(self.length, size)
         if self.head_only or self.length == 0 or count <= 0:
+            self._send_final(head)
             return True
-        self.sent = self._sendfile(filelike, offset, count)
-        if self.length is not None and self.sent < self.length:
-            self.keep_alive = False  # the file ended early (or shrank): close after it
+        self.sent = count
+        self._sendfile(head, fd, offset, count)
         return True
 
     def finish(self) -> None:
@@ -214,11 +223,19 @@ def run_app(app: Callable[..., Iterable[bytes]], environ: dict[str, Any], respon
     """Call the app and send its response; the iterable's ``close()`` always runs."""
     result = app(environ, responder.start_response)
     try:
-        if isinstance(result, (list, tuple)) and len(result) == 1 and not responder.headers_sent:
-            block = result[0]
-            if not isinstance(block, (bytes, bytearray)):
-                raise TypeError(f"WSGI body blocks must be bytes, got {type(block).__name__}")
-            responder.send_whole(bytes(block))
+        if isinstance(result, (list, tuple)) and not responder.headers_sent:
+            # The whole body is known: one head with its length and one hand-over, which
+            # the connection may finish sending without this thread.
+            if len(result) == 1:
+                block = result[0]
+                if not isinstance(block, (bytes, bytearray)):
+                    raise TypeError(f"WSGI body blocks must be bytes, got {type(block).__name__}")
+                responder.send_whole(bytes(block))
+                return
+            for block in result:
+                if not isinstance(block, (bytes, bytearray)):
+                    raise TypeError(f"WSGI body blocks must be bytes, got {type(block).__name__}")
+            responder.send_whole(b"".join(result))
             return
         if isinstance(result, FileWrapper) and responder.send_file(result):
             return

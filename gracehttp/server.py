@@ -96,11 +96,16 @@ class GracefulServer:
             self._stopped.set()
             raise
         assert self._engine is not None
+        # Announce first, serve second: a client must never get an answer (not even from
+        # /livez) from a server its manager has not yet heard is ready. Connections that
+        # arrive meanwhile wait in the listen backlog and are served once the engines start.
+        self._lifecycle.to(State.READY)
+        self._announce()
+        if self._worker is not None:
+            self._worker.wait_for_go()
         self._engine.start()
         if self._admin is not None:
             self._admin.start()
-        self._lifecycle.to(State.READY)
-        self._announce()
 
     def _announce(self) -> None:
         """The first log line names every bound address (the real port for :0); then the

@@ -72,6 +72,9 @@ class Site:
             self.want_read += (ssl.SSLWantReadError,)
             self.gone += (ssl.SSLEOFError,)
             self.want_write = (ssl.SSLWantWriteError,)
+        #: "The socket takes nothing now" for a non-blocking write (a TLS write may
+        #: need to read first: a key update).
+        self.want_write_any: tuple[type[BaseException], ...] = (*self.want_read, *self.want_write)
         #: What a blocking read raises when SO_RCVTIMEO expires.
         self.read_timed_out: tuple[type[BaseException], ...] = (*self.want_read, TimeoutError)
         self.rcvtimeo = timeval(read_timeout)

@@ -11,7 +11,7 @@ Theory of operation
 -------------------
 The supervisor binds the listeners, then forks each worker. A worker serves the
 inherited descriptors with an ordinary one-process server, says "ready" on a
-status pipe once it serves (and "recycle me" at ``max_requests`` plus jitter),
+status pipe once it can serve (and "recycle me" at ``max_requests`` plus jitter),
 and exits with 0 when it drained and its callbacks succeeded. Workers run in
 their own process group, so a terminal's Ctrl-C reaches only the supervisor,
 which forwards it once; each holds the read end of a pipe whose write end only
@@ -34,14 +34,18 @@ the status pipe; its signal handlers only append to a queue. Signals:
   doubles, up to 30 s, while workers keep dying within a second of starting.
 
 The supervisor reports ready (pid file, ``READY=1``, or the upgrade pipe) once
-all its first workers do.
+all its first workers do, and only then lets them serve (`GoPipe`).
+
+A listening socket shared by fork stays open, its kernel queue filling, while any
+process holds a copy. At a stop the supervisor closes its copies first, so the last
+is a worker's, closed after it accepted all that was queued (`Engine.stop_accepting`):
+a connection is refused or served, never accepted and then reset at the supervisor's exit.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import logging
 import mmap
 import os
@@ -59,6 +63,8 @@ from gracehttp.upgrade import Upgrader, report_ready
 from gracehttp.worker import (
     READY,
     RECYCLE,
+    GoPipe,
+    Replacement,
     Worker,
     WorkerLink,
     decode,
@@ -81,13 +87,6 @@ _HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP, signal
 _WORKER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR2, signal.SIGHUP}
 #: Not a signal: the upgrade thread's word that the next generation is ready.
 _HANDOFF = -1
-
-
-@dataclasses.dataclass
-class Replacement:
-    old: int
-    new: int
-    deadline: float
 
 
 class Supervisor:
@@ -115,6 +114,7 @@ class Supervisor:
         self._fds: dict[str, int] = {}
         # The drained flag every worker's readiness reads: shared memory made before forking.
         self._shared = mmap.mmap(-1, mmap.PAGESIZE)
+        self.go = GoPipe()
         self.metrics_dir: str | None = None
 
     # -- the supervisor's side ----------------------------------------------
@@ -153,10 +153,7 @@ class Supervisor:
                 end_multiprocess(self.metrics_dir)
             for fd in self._fds.values():
                 os.close(fd)
-
-    def _mark_dead(self, pid: int) -> None:
-        if self.metrics_dir is not None:
-            worker_gone(self.metrics_dir, pid)
+            self.go.close()
 
     def _record(self, signum: int, frame: object) -> None:
         self.events.append(signum)
@@ -230,6 +227,9 @@ class Supervisor:
         self.replace_queue.clear()
         self.replacement = None  # its new worker drains with the rest; the old one must not be retired twice
         self.deadline = time.monotonic() + self.config.shutdown_timeout + KILL_GRACE
+        self.go.release()  # a worker still waiting to serve must run, to drain
+        for lst in self.listeners + self.admin:  # so that the last copy is a worker's: see above
+            lst.close()
         if handoff:  # the new generation serves: the workers drain at once, no drain_delay
             self.logger.info("handing over to the new generation: %d workers drain", len(self.workers))
             self._signal_all(signal.SIGUSR2)
@@ -289,6 +289,7 @@ class Supervisor:
         self.logger.info("all %d workers ready", ready)
         if not report_ready(self.logger):
             notify(f"READY=1\nMAINPID={os.getpid()}")
+        self.go.release()
 
     def _roll(self, name: str) -> None:
         if self.replacement is not None or self.replace_queue:
@@ -352,7 +353,8 @@ class Supervisor:
             self._exited(self.workers.pop(pid), os.waitstatus_to_exitcode(status))
 
     def _exited(self, worker: Worker, code: int) -> None:
-        self._mark_dead(worker.pid)
+        if self.metrics_dir is not None:
+            worker_gone(self.metrics_dir, worker.pid)
         rep = self.replacement
         if rep is not None and rep.new == worker.pid:
             self.logger.error("replacement worker %d (pid %d) exited with %d before it was ready; pid %d "
@@ -410,7 +412,8 @@ class Supervisor:
     # -- the worker's side --------------------------------------------------
 
     def _become_worker(self, index: int) -> int:
-        enter_worker(_HANDLED, [self._fds[name] for name in ("wake_r", "wake_w", "alive_w", "status_r")])
+        enter_worker(_HANDLED, [self._fds[name] for name in ("wake_r", "wake_w", "alive_w", "status_r")], self.go)
         watch_supervisor(self._fds["alive_r"])
-        link = WorkerLink(index, memoryview(self._shared)[:1], self._fds["status_w"], request_limit(self.config))
+        link = WorkerLink(index, memoryview(self._shared)[:1], self._fds["status_w"], request_limit(self.config),
+                          self.go)
         return self.serve_worker(worker_config(self.config, self.listeners, self.admin), link)

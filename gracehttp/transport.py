@@ -1,23 +1,24 @@
-"""One connection's socket I/O, plain or TLS, each wait bounded by its timeout.
+"""One connection's socket I/O, plain or TLS, each wait bounded by a deadline.
 
-Upper layer, below `connection` (its base class): imports `site` and `errors`.
+Upper layer, below `connection` (which has one): imports `site` and `errors`.
 
 Plain sockets are in blocking mode with SO_RCVTIMEO/SO_SNDTIMEO set once at
-accept, so reads and writes are bounded without Python's poll-before-every-call
-timeout path; ``MSG_DONTWAIT`` gives the non-blocking read used to look for
-more data.
+accept, so the waits a streamed body or response needs are bounded without
+Python's poll-before-every-call timeout path; ``MSG_DONTWAIT`` gives the
+non-blocking reads and writes used everywhere else.
 
 TLS sockets stay non-blocking from accept on. A TLS record may arrive in pieces,
 and a blocking read would wait inside OpenSSL for the rest of it: a client
 dribbling a record a byte at a time would hold a request thread. Non-blocking,
 "nothing yet" is `SSLWantReadError` and the connection is parked like a slow
 plain one; the reads and writes that must wait (a body the app streams, a
-response) wait in ``poll`` with their deadline.
+streamed response) wait in ``poll`` with their deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import socket
 import time
@@ -26,16 +27,13 @@ from typing import Any
 from gracehttp.errors import ProtocolError
 from gracehttp.site import Site, timeval
 
-# What `Connection.serve` asks the engine to do next.
-PARK_IDLE, PARK_HEAD, LINGER, CLOSE = range(4)
-
 RECV_SIZE = 65536
-#: Bytes a lingering connection drops in one turn before it is re-parked.
+#: Bytes a lingering connection drops in one turn before it is parked again.
 LINGER_READ = 16 * RECV_SIZE
 
 
 class Transport:
-    __slots__ = ("fd", "handshaken", "head_started", "mode", "rcv_timeout", "site", "sock", "tls")
+    __slots__ = ("fd", "handshaken", "rcv_timeout", "site", "sock", "tls")
 
     def __init__(self, sock: socket.socket, site: Site) -> None:
         self.site = site
@@ -50,9 +48,9 @@ class Transport:
             sock = site.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             sock.setblocking(False)
         self.sock = sock
-        self.head_started = 0.0
-        self.mode = PARK_HEAD
         self.rcv_timeout = site.read_timeout  # the SO_RCVTIMEO now set on the socket
+
+    # -- reading -------------------------------------------------------------------
 
     def recv_nowait(self) -> bytes | None:
         """Bytes available now, ``b""`` at end of stream, None if nothing has arrived."""
@@ -65,20 +63,20 @@ class Transport:
         except self.site.gone:
             return b""  # a reset (the client aborted, or closed with unread data): it is closed
 
-    def recv_body(self) -> bytes:
-        """A waiting read for a body the app streams, bounded by ``read_timeout``."""
-        remaining = self.head_started + self.site.read_timeout - time.monotonic()
+    def recv_until(self, deadline: float) -> bytes:
+        """A waiting read for a body the app streams, bounded by `deadline` (408 past it)."""
+        remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ProtocolError(408, "read_timeout", "request not received in time")
         if self.tls:
             try:
-                data: bytes = self._tls_call(self.sock.recv, RECV_SIZE, deadline=time.monotonic() + remaining)
+                data: bytes = self._tls_call(self.sock.recv, RECV_SIZE, deadline=deadline)
             except TimeoutError:
                 raise ProtocolError(408, "read_timeout", "request body not received in time") from None
             return data
         if remaining < self.rcv_timeout - 1.0:
             # Tighten the per-read timeout only when it matters (a syscall), so the whole
-            # request stays within read_timeout; `reset_read_timeout` restores it.
+            # request stays within its deadline; `reset_read_timeout` restores it.
             self.rcv_timeout = remaining
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(remaining))
         try:
@@ -91,7 +89,20 @@ class Transport:
             self.rcv_timeout = self.site.read_timeout
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.site.rcvtimeo)
 
+    def has_input(self) -> bool:
+        """True if a request has (at least partly) arrived, without consuming it."""
+        try:
+            if self.tls and self.sock.pending():  # type: ignore[attr-defined]
+                return True
+            # For TLS, the raw bytes under the TLS layer: any means the client is sending.
+            return bool(socket.socket.recv(self.sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:
+            return False
+
+    # -- writing -------------------------------------------------------------------
+
     def send(self, data: bytes) -> None:
+        """A waiting write (a streamed response): each wait bounded by ``write_timeout``."""
         if not self.tls:
             self.sock.sendall(data)
             return
@@ -101,8 +112,27 @@ class Transport:
             sent: int = self._tls_call(self.sock.send, view, deadline=time.monotonic() + self.site.write_timeout)
             view = view[sent:]
 
-    def sendfile(self, file: Any, offset: int, count: int) -> int:
-        return self.sock.sendfile(file, offset, count)
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        """Send what the socket takes now; the count (0 when it takes nothing).
+        Raises OSError when the client is gone."""
+        try:
+            if self.tls:
+                return int(self.sock.send(data))
+            return self.sock.send(data, socket.MSG_DONTWAIT)
+        except self.site.want_write_any:
+            return 0
+
+    def sendfile_nowait(self, fd: int, offset: int, count: int) -> int | None:
+        """Send up to `count` bytes of file `fd` from `offset` without waiting (plain
+        sockets only); the count sent, 0 at the file's end, None when the socket takes
+        nothing now. Raises OSError when the client is gone."""
+        os.set_blocking(self.fd, False)  # sendfile has no per-call "don't wait" flag
+        try:
+            return os.sendfile(self.fd, fd, offset, count)
+        except (BlockingIOError, InterruptedError):
+            return None
+        finally:
+            os.set_blocking(self.fd, True)
 
     def send_quietly(self, data: bytes) -> None:
         """Best-effort send of an error page to a client that may be gone or not reading."""
@@ -129,62 +159,49 @@ class Transport:
             if remaining <= 0 or not poller.poll(remaining * 1000):
                 raise TimeoutError("TLS peer too slow")
 
-    def handshake(self) -> int | None:
-        """One step of the TLS handshake; None once it is done.
+    # -- the TLS handshake ---------------------------------------------------------------
 
-        A client that connects and sends nothing (or half a ClientHello) is parked
-        like a slow header sender, bounded by ``read_header_timeout``, instead of
-        holding a request thread.
-        """
+    def handshake(self) -> bool | None:
+        """One step of the TLS handshake: True once done, None while it waits for the
+        client (the connection is parked, bounded by ``read_header_timeout``, instead
+        of holding a request thread), False if it failed (close)."""
         try:
             self.sock.do_handshake()  # type: ignore[attr-defined]
         except self.site.want_read:
-            return PARK_HEAD
+            return None
         except self.site.want_write:
             try:  # a full send buffer mid-handshake: finish it bounded by write_timeout
                 self._tls_call(lambda _: self.sock.do_handshake(), None,  # type: ignore[attr-defined]
                                deadline=time.monotonic() + self.site.write_timeout)
             except (OSError, ValueError):
-                return CLOSE
+                return False
         except (OSError, ValueError):
-            return CLOSE  # not TLS (plain HTTP on this port), or a bad hello: a clean close
+            return False  # not TLS (plain HTTP on this port), or a bad hello: a clean close
         self.handshaken = True
-        return None
+        return True
 
-    def has_input(self) -> bool:
-        """True if a request has (at least partly) arrived, without consuming it."""
-        try:
-            if self.tls and self.sock.pending():  # type: ignore[attr-defined]
-                return True
-            # For TLS, the raw bytes under the TLS layer: any means the client is sending.
-            return bool(socket.socket.recv(self.sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except OSError:
-            return False
+    # -- closing ---------------------------------------------------------------------------
 
-    def begin_linger(self) -> None:
-        """Half-close: send FIN, then read and drop input until the client closes.
-
-        Closing a socket with unread input makes the kernel send RST, which can
-        destroy the response the client has not read yet; lingering avoids that.
-        """
-        self.mode = LINGER
+    def shutdown_write(self) -> None:
+        """Half-close: send FIN, keep reading. Closing a socket with unread input makes
+        the kernel send RST, which can destroy the response the client has not read
+        yet; a lingering close avoids that."""
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
 
-    def linger_read(self) -> int:
-        """Drop what the lingering client sent; CLOSE once it closed. At most
-        `LINGER_READ` bytes a turn: a client sending flat out must not keep this
-        thread here past the linger's deadline (the engine checks it between turns)."""
+    def drop_input(self) -> bool:
+        """Read and drop what a lingering client sent; True once it closed. At most
+        `LINGER_READ` bytes a turn: a client sending flat out must not keep a thread
+        here past the linger's deadline (checked between turns)."""
         try:
             for _ in range(LINGER_READ // RECV_SIZE):
-                data = self.sock.recv(RECV_SIZE, 0 if self.tls else socket.MSG_DONTWAIT)
-                if not data:
-                    return CLOSE
+                if not self.sock.recv(RECV_SIZE, 0 if self.tls else socket.MSG_DONTWAIT):
+                    return True
         except self.site.want_read:
-            return LINGER
+            return False
         except OSError:
-            return CLOSE
-        return LINGER
+            return True
+        return False
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -1,6 +1,7 @@
 """A forked worker's side: its config, its start in the child, and its lines to the
-supervisor: the shared drained flag, and a status pipe on which it says "ready" and
-"recycle me" (SPEC section 8, `max_requests`).
+supervisor: the shared drained flag, a status pipe on which it says "ready" and
+"recycle me" (SPEC section 8, `max_requests`), and the go pipe on which it hears that
+it may serve (`GoPipe`).
 
 Upper layer: imports `config`, `inherit` and `listeners`. `server` gives a worker's
 server a `WorkerLink`, and `supervisor` reads what the workers write.
@@ -47,6 +48,47 @@ class Worker:
 
 
 @dataclass
+class Replacement:
+    """The supervisor's record of a worker being replaced (SIGHUP, ``max_requests``)."""
+
+    old: int
+    new: int
+    deadline: float
+
+
+class GoPipe:
+    """The supervisor's word that its workers may serve: the end of file of a pipe.
+
+    Nothing may be answered before the process manager has heard ``READY=1`` and the
+    pid file exists, and the supervisor announces only once every first worker is
+    ready; so a ready worker waits for the word before it serves, while connections
+    wait in the shared listen backlog. Only the supervisor keeps the write end (a new
+    worker releases the copy fork gave it), so closing it reaches every worker at once:
+    those forked later (replacements, restarts) find it closed, and a supervisor that
+    dies gives the word too (its workers then drain, see `watch_supervisor`).
+    """
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+
+    def release(self) -> None:
+        """Close this process's write end: in the supervisor, that lets the workers serve."""
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def wait(self) -> None:
+        """In a worker: block until every write end is closed."""
+        with contextlib.suppress(OSError):
+            while os.read(self.read_fd, 1):
+                pass
+
+    def close(self) -> None:
+        self.release()
+        os.close(self.read_fd)
+
+
+@dataclass
 class WorkerLink:
     index: int
     #: One byte of shared memory: 1 when drained (POST /drain reaches every worker).
@@ -54,9 +96,16 @@ class WorkerLink:
     status_fd: int
     #: Requests after which to ask for a replacement; None never.
     max_requests: int | None
+    #: The supervisor's word that this worker may serve (None: serve at once).
+    go: GoPipe | None = None
 
     def ready(self) -> None:
         self._send(READY)
+
+    def wait_for_go(self) -> None:
+        """Block until the supervisor has announced the server ready (see `GoPipe`)."""
+        if self.go is not None:
+            self.go.wait()
 
     def recycle(self) -> None:
         self._send(RECYCLE)
@@ -89,7 +138,7 @@ def watch_supervisor(alive_r: int) -> None:
     threading.Thread(target=watch, name="gracehttp-supervisor-watch", daemon=True).start()
 
 
-def enter_worker(signals: Iterable[int], close_fds: Iterable[int]) -> None:
+def enter_worker(signals: Iterable[int], close_fds: Iterable[int], go: GoPipe) -> None:
     """First steps in a forked worker: default handlers, its own process group (a
     terminal's Ctrl-C reaches only the supervisor, which forwards it once), and none
     of the supervisor's descriptors that would keep its pipes from closing."""
@@ -99,6 +148,7 @@ def enter_worker(signals: Iterable[int], close_fds: Iterable[int]) -> None:
     os.setpgid(0, 0)
     for fd in close_fds:
         os.close(fd)
+    go.release()
     found = inherit.inheritance()
     if found.ready_fd is not None:  # the supervisor's, from an upgrade: its death must show
         os.close(found.ready_fd)

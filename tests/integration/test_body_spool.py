@@ -199,8 +199,8 @@ def test_a_closing_answer_with_a_pipelined_request_behind_a_spooled_body_lingers
     """`Connection: close` on a request whose body was collected parked, with the next request
     sent behind it: the client may still be sending, so the server half-closes and drains
     (a close would reset the connection under the answer), as it does for a streamed body."""
+    from gracehttp.connstate import ConnState
     from gracehttp.engine import Engine
-    from gracehttp.transport import LINGER
 
     with running(digest_app) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         engine = server._engine
@@ -212,6 +212,6 @@ def test_a_closing_answer_with_a_pipelined_request_behind_a_spooled_body_lingers
         data = read_until_close(sock)
         assert statuses(data) == [200]
         assert data.endswith(expected(BIG))
-        assert wait_until(lambda: [c.mode for c in tuple(engine.parked.values())] == [LINGER], 5)
+        assert wait_until(lambda: [c.state for c in tuple(engine.parked.values())] == [ConnState.LINGERING], 5)
         sock.close()
         assert wait_until(lambda: not engine.parked, 5)

@@ -252,7 +252,7 @@ def _drain_in_background(server: GracefulServer) -> threading.Thread:
 def test_a_keep_alive_request_sent_just_after_the_drain_began_is_answered() -> None:
     """The keep-alive race: a busy client's next request may be on the wire when the drain
     begins; its connection is kept DRAIN_IDLE_GRACE for it, and the answer closes it."""
-    from gracehttp.engine import DRAIN_IDLE_GRACE
+    from gracehttp.parking import DRAIN_IDLE_GRACE
 
     with running(hello_app) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -319,14 +319,14 @@ def test_a_connection_swept_twice_keeps_its_grace() -> None:
     it. The second must leave the grace the first gave (it once took the grace's deadline
     for an idle one and closed the connection under the client's next request). Called in
     sequence here, the interleaving that the race produces by chance."""
-    from gracehttp.transport import PARK_HEAD
+    from gracehttp.connstate import ConnState
 
     with running(hello_app, drain_timeout=20) as server, \
             socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         engine, conn = _idle_keep_alive(server, sock)
         engine.close_idle()  # the drain's sweep: a grace, as a begun request
-        assert conn.mode == PARK_HEAD
-        engine._sweep(conn)  # the parker's sweep, second
+        assert conn.state is ConnState.READING_HEAD
+        engine.parking.sweep(conn)  # the parker's sweep, second
         sock.sendall(b"GET /2 HTTP/1.1\r\nHost: t\r\n\r\n")
         data = read_until_close(sock, timeout=10)
         assert statuses(data) == [200]
@@ -340,22 +340,22 @@ def test_a_parker_that_finds_the_registration_half_done_arms_the_connection(stat
     registered it, then parks it too. Whatever the half-done state of the registration, the
     connection must end armed and serving, not closed (the old engine closed it: a reset for
     a client whose request had arrived)."""
-    from gracehttp.transport import PARK_IDLE
+    from gracehttp.connstate import ConnState
 
     with running(hello_app) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         engine, conn = _idle_keep_alive(server, sock)
-        assert engine._unpark(conn.fd, conn) is conn  # this thread owns it now
+        assert engine.parking.unpark(conn.fd, conn) is conn  # this thread owns it now
         if state == "flagged, not yet registered":
             engine.ep.unregister(conn.fd)
         else:
             conn.registered = False
-        engine._dispose(conn, PARK_IDLE)
+        engine.parking.dispose(conn, ConnState.IDLE)
         sock.sendall(b"GET /2 HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_response(sock).status == 200
 
 
 def test_a_keep_alive_connection_idle_longer_than_the_grace_closes_at_the_drain() -> None:
-    from gracehttp.engine import DRAIN_IDLE_GRACE
+    from gracehttp.parking import DRAIN_IDLE_GRACE
 
     with running(hello_app, drain_timeout=20) as server, \
             socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:

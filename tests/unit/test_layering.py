@@ -9,16 +9,16 @@ PKG = pathlib.Path(__file__).resolve().parents[2] / "gracehttp"
 
 LAYERS = {
     0: {"errors", "addresses", "state", "inflight", "http.parser", "http.framing", "http.writer", "callbacks", "http",
-        "leadership", "systemd", "inherit"},
+        "leadership", "systemd", "inherit", "connstate"},
     1: {"config", "spool", "wsgi", "response", "health", "routing", "metrics", "accesslog", "debug", "admin"},
     2: {"listeners", "connection", "engine", "shutdown", "signals", "supervisor", "server", "upgrade", "worker",
-        "sites", "site", "transport"},
+        "sites", "site", "transport", "outgoing", "parking", "exchange"},
     3: {"__init__", "__main__", "cli", "group", "reloader"},
 }
 LAYER_OF = {mod: layer for layer, mods in LAYERS.items() for mod in mods}
 # Within the upper layer, this order holds: a module imports only those before it.
-UPPER_ORDER = ["listeners", "upgrade", "signals", "site", "transport", "connection", "engine", "sites", "shutdown",
-               "worker", "supervisor", "server"]
+UPPER_ORDER = ["listeners", "upgrade", "signals", "site", "transport", "outgoing", "exchange", "connection",
+               "parking", "engine", "sites", "shutdown", "worker", "supervisor", "server"]
 
 
 def _modules() -> list[tuple[str, pathlib.Path]]:

@@ -1,0 +1,128 @@
+"""One request's exchange with the app: ``wsgi.input``, the environ, the call, the
+response, and what the connection must do after it.
+
+Upper layer, below `connection`: imports the framer, WSGI, response, spool and
+site modules. It knows nothing of connection states: `Exchange.run` reports an
+`Outcome`, and `gracehttp.connection` turns that into the next state.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gracehttp.errors import ProtocolError
+from gracehttp.http.framing import BodyFramer
+from gracehttp.http.parser import RequestHead
+from gracehttp.response import Responder, SendFile, run_app
+from gracehttp.site import Site
+from gracehttp.spool import BodySpool
+from gracehttp.wsgi import Body, build_environ
+
+#: An unread request body with up to this much still to come is read and dropped
+#: to keep the connection; a larger one closes it (receiving it could take long).
+DISCARD_LIMIT = 65536
+
+
+class Outcome(enum.IntEnum):
+    #: The response promised keep-alive: go on with the next request.
+    NEXT = 0
+    #: The response said Connection: close.
+    CLOSE = 1
+    #: The request body was left unread: close once the client has stopped sending.
+    UNREAD = 2
+    #: The response broke after its head went out (the client went away, the app
+    #: failed mid-body): close at once.
+    ABANDON = 3
+    #: The app failed before any output: answer 500.
+    FAILED = 4
+    #: A protocol error before any output (a bad body the app read): answer its status.
+    REFUSED = 5
+
+
+class Exchange:
+    """Runs the app for the requests of one connection, through the connection's I/O."""
+
+    __slots__ = ("_closing", "_env", "_recv", "_send", "_send_file", "_send_final", "_site", "error")
+
+    def __init__(self, site: Site, env: dict[str, Any], recv: Callable[[], bytes], send: Callable[[bytes], None],
+                 send_final: Callable[[bytes], None], send_file: SendFile) -> None:
+        self._site = site
+        self._env = env
+        self._recv = recv
+        self._send = send
+        self._send_final = send_final
+        self._send_file = send_file
+        self._closing = lambda: site.closing
+        #: With REFUSED: the error to answer.
+        self.error: ProtocolError | None = None
+
+    def run(self, head: RequestHead, rest: bytes, spool: BodySpool | None) -> tuple[Outcome, bytes]:
+        """One request whose body is in `rest` (what followed the head) or `spool`;
+        returns the outcome and the bytes the client sent past this request."""
+        site = self._site
+        keep_alive = head.keep_alive and site.keep_alive and not site.closing
+        limits = site.limits
+        if spool is None:  # the whole body (if any) arrived with the head, in `rest`
+            framer = BodyFramer(head, limits.max_body_bytes, limits.max_header_bytes)
+            body = Body(framer, self._recv, framer.feed(rest))
+        else:  # collected parked: all of it, or the first `max_spool_bytes` (the rest streams)
+            body = Body(spool.framer, self._recv, stored=spool.read)
+        environ = build_environ(self._env, head, body)
+        # A body still arriving when the response starts may never be read: say
+        # Connection: close in the head rather than surprise the client with a close.
+        closing = self._closing if body.finished else (lambda: site.closing or not body.finished)
+        responder = Responder(self._send, self._send_final, self._send_file, head, keep_alive,
+                              site.server_header, closing)
+        inflight = site.inflight
+        inflight.request_started()
+        started = time.perf_counter()
+        active = site.active
+        if active is not None:
+            active[threading.get_ident()] = (head.method, head.target.decode("latin-1")[:200], time.monotonic())
+        try:
+            run_app(site.app, environ, responder)
+        except ProtocolError as exc:
+            self._account(environ, responder.code if responder.headers_sent else exc.status, 0, started)
+            if responder.headers_sent:
+                return Outcome.ABANDON, b""
+            self.error = exc
+            return Outcome.REFUSED, b""
+        except OSError:
+            self._account(environ, responder.code or 499, responder.sent, started)
+            return Outcome.ABANDON, b""  # the client went away or stopped reading (write_timeout)
+        except BaseException:  # SystemExit or KeyboardInterrupt from an app too: never kill the thread
+            site.logger.exception("error in WSGI app %s %s", head.method, head.target.decode("latin-1")[:200])
+            self._account(environ, responder.code if responder.headers_sent else 500, responder.sent, started)
+            return (Outcome.ABANDON if responder.headers_sent else Outcome.FAILED), b""
+        else:
+            self._account(environ, responder.code, responder.sent, started)
+            if responder.overran:
+                site.logger.warning("WSGI app sent more than its Content-Length (%s) for %s %s: cut there, "
+                                    "connection closed", responder.length, head.method,
+                                    head.target.decode("latin-1")[:200])
+        finally:
+            inflight.request_finished()
+            if active is not None:
+                active.pop(threading.get_ident(), None)
+        if not body.finished:
+            try:
+                if not body.discard(DISCARD_LIMIT):
+                    return Outcome.UNREAD, b""
+            except (ProtocolError, OSError):
+                return Outcome.UNREAD, b""
+        return (Outcome.NEXT if responder.keep_alive else Outcome.CLOSE), body.leftover()
+
+    def _account(self, environ: dict[str, Any], status: int, length: int, started: float) -> None:
+        """Metrics and the access log for one answered request (nothing when both are off)."""
+        site = self._site
+        if site.metrics is None and site.access_log is None:
+            return
+        duration = time.perf_counter() - started
+        if site.metrics is not None:
+            site.metrics.observe(environ["REQUEST_METHOD"], status, duration)
+        if site.access_log is not None:
+            site.access_log(environ, status, length, duration)

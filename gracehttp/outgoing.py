@@ -1,0 +1,80 @@
+"""A complete response the server owns, sent as fast as the client takes it.
+
+Upper layer, beside `transport`: imports `transport` only.
+
+Why: an app that returns a list of bytes (what Flask and Django return for
+ordinary views) or a file through ``wsgi.file_wrapper`` is done once it has
+returned; only the client's reading speed is left. Sending the rest with a
+blocking write would hold a request thread for up to ``write_timeout`` per
+client that reads slowly or never, so four such clients could take a 4-thread
+pool. Instead the bytes become the server's own (in memory, or a duplicate of
+the file's descriptor, so the app's ``close()`` can run on its own thread at
+once), whatever the socket takes now is sent, and the rest is sent from the
+parked connection each time the socket is writable, within ``write_timeout``
+of the response's start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from gracehttp.transport import Transport
+
+#: Bytes of a file read for one TLS write (there is no sendfile through TLS).
+FILE_BLOCK = 65536
+
+
+class Outgoing:
+    """Bytes, then optionally `count` bytes of a file from `offset`, still to send."""
+
+    __slots__ = ("_data", "_fd", "_offset", "_remaining", "short")
+
+    def __init__(self, data: bytes, fd: int = -1, offset: int = 0, count: int = 0) -> None:
+        self._data = memoryview(data)
+        self._fd = fd
+        self._offset = offset
+        self._remaining = count if fd >= 0 else 0
+        #: The file ended before `count` bytes: the connection must close after it.
+        self.short = False
+
+    @classmethod
+    def of_file(cls, head: bytes, fd: int, offset: int, count: int) -> Outgoing:
+        """`head`, then the file: `fd` is duplicated, so the caller may close its own."""
+        return cls(head, os.dup(fd), offset, count)
+
+    def pump(self, io: Transport) -> bool:
+        """Send what the socket takes now; True once everything is sent.
+        Raises OSError when the client is gone."""
+        while True:
+            if self._data:
+                sent = io.send_nowait(self._data)
+                if not sent:
+                    return False
+                self._data = self._data[sent:]
+                continue
+            if self._remaining <= 0:
+                self.release()
+                return True
+            if io.tls:
+                block = os.pread(self._fd, min(self._remaining, FILE_BLOCK), self._offset)
+                n = len(block)
+                self._data = memoryview(block)  # sent from memory: TLS retries need the same bytes
+            else:
+                sent_file = io.sendfile_nowait(self._fd, self._offset, self._remaining)
+                if sent_file is None:
+                    return False
+                n = sent_file
+            if n == 0:  # the file is shorter than it was when the head was sent
+                self.short = True
+                self._remaining = 0
+                continue
+            self._offset += n
+            self._remaining -= n
+
+    def release(self) -> None:
+        """Let go of the file (at the end, or when the connection closes first)."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1

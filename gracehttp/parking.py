@@ -1,0 +1,221 @@
+"""Where connections wait while no thread owns them: parked on the epoll set, with
+their deadlines, or queued for a request thread.
+
+Upper layer, below `engine`: imports `connection`, `connstate` and `site`.
+
+Theory of operation
+-------------------
+Every parked descriptor is armed with EPOLLONESHOT (EPOLLIN, or EPOLLOUT for a
+connection WRITING a response), so exactly one thread gets each event and
+nothing fires again until that thread parks the connection again.
+
+Ownership: a connection belongs to exactly one of: a thread, `parked` (fd ->
+connection), or `ready` (the queue of complete requests the reserve poller read
+while every request thread was busy). Whoever `unpark` returns it to owns it (an
+epoll event's thread, the housekeeper expiring it, or the drain's sweep); the
+others get None and leave it alone. Taking is compare-and-take under `_lock`:
+the housekeeper and the drain work from a snapshot, and a connection in it may
+have been closed and its descriptor number reused by a new connection since,
+which they must not take (nor take and put back: a put-back could overwrite a
+connection parked under that number meanwhile, which would then be lost). An
+owner always ends with `dispose`, which parks, queues or closes the connection
+and tells the in-flight counters, so the drain sees every begun request. A
+parker inserts into `parked` *before* arming, and re-checks `closing` *after*,
+so neither an event nor the drain's sweep can miss a connection.
+
+Deadlines are the connection's own (`Connection.enter` sets one per state); the
+housekeeper thread expires those that pass, a tick at a time.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import select
+import threading
+import time
+from collections.abc import Callable
+
+from gracehttp.connection import LINGER_SECONDS, Connection
+from gracehttp.connstate import CLOSED, IDLE, LINGERING, QUEUED, READING_BODY, READING_HEAD, WRITING, ConnState
+from gracehttp.site import Site
+
+_ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
+_ONESHOT_OUT = select.EPOLLOUT | select.EPOLLONESHOT
+#: In the drain, an idle keep-alive connection used less than this long ago gets this
+#: long (from its last response) to send one more request before it is closed.
+DRAIN_IDLE_GRACE = 0.5
+
+#: Parked states whose connection carries a begun request (the drain waits for it).
+_PARKED_BEGUN = frozenset({READING_HEAD, READING_BODY, WRITING})
+
+
+class Parking:
+    def __init__(self, site: Site, ep: select.epoll, logger: logging.Logger,
+                 on_close: Callable[[Connection], None]) -> None:
+        self.site = site
+        self.ep = ep
+        self.logger = logger
+        self.parked: dict[int, Connection] = {}
+        #: Complete requests the reserve poller read while every request thread was busy.
+        self.ready: collections.deque[Connection] = collections.deque()
+        self._lock = threading.Lock()
+        self._on_close = on_close
+        self.stopped = False
+
+    def unpark(self, fd: int, expect: Connection | None = None) -> Connection | None:
+        """Take a parked connection for this thread; None if another owner got it first,
+        or if what is parked under `fd` is not `expect` (its descriptor was reused)."""
+        with self._lock:
+            conn = self.parked.get(fd)
+            if conn is None or (expect is not None and conn is not expect):
+                return None
+            del self.parked[fd]
+            # Counted busy before it leaves the parked set's lock: an idle connection
+            # woken by a new request is never, even for a moment, counted nowhere.
+            self.site.inflight.claim(conn.state in _PARKED_BEGUN)
+        return conn
+
+    def pop_ready(self) -> Connection | None:
+        try:
+            return self.ready.popleft()
+        except IndexError:
+            return None
+
+    def dispose(self, conn: Connection, state: ConnState) -> None:
+        """Park, queue or close an owned connection as its `state` says, then release it
+        to the in-flight counters (a queued one stays counted busy until the request
+        thread that serves it is done)."""
+        if state is QUEUED:
+            self.ready.append(conn)
+            return
+        parked_begun = False
+        try:
+            if state is CLOSED:
+                self.close(conn)
+            elif self.park(conn):
+                parked_begun = state in _PARKED_BEGUN
+        finally:
+            self.site.inflight.release(parked_begun)
+
+    def park(self, conn: Connection) -> bool:
+        """Put an owned connection in the parked set and arm it; False if it was closed."""
+        if self.stopped:
+            self.close(conn)
+            return False
+        state = conn.state
+        fd = conn.fd
+        with self._lock:
+            self.parked[fd] = conn
+        try:
+            self._arm(conn, _ONESHOT_OUT if state is WRITING else _ONESHOT_IN)
+        except OSError:
+            with self._lock:
+                ours = self.parked.get(fd) is conn
+                if ours:
+                    del self.parked[fd]
+            if ours:
+                self.close(conn)
+                return False
+            return True  # an event's thread already owns it
+        if state is IDLE and self.site.closing:
+            self.sweep(conn)  # the drain's sweep may have run just before we parked
+        return True
+
+    def _arm(self, conn: Connection, events: int) -> None:
+        """Arm the connection's descriptor for one event, registering it the first time.
+
+        `registered` is only a hint of which call to make: once the connection is in
+        `parked`, another thread may take it before this one has armed it (one woken
+        by a stale event for a closed connection that had the same descriptor number)
+        and park it in turn, so two parkers can race on the first registration. Both
+        must end with the descriptor armed: "not registered" and "already registered"
+        are answered with the other call, never with closing the connection.
+        """
+        fd = conn.fd
+        first = not conn.registered
+        conn.registered = True
+        try:
+            if first:
+                self.ep.register(fd, events)
+            else:
+                self.ep.modify(fd, events)
+        except FileExistsError:
+            self.ep.modify(fd, events)
+        except FileNotFoundError:
+            try:
+                self.ep.register(fd, events)
+            except FileExistsError:  # the other parker registered it meanwhile
+                self.ep.modify(fd, events)
+
+    def close(self, conn: Connection) -> None:
+        if conn.registered:
+            with contextlib.suppress(OSError, ValueError):
+                self.ep.unregister(conn.fd)
+        conn.close()
+        self._on_close(conn)
+
+    # -- the drain ---------------------------------------------------------------
+
+    def close_idle(self) -> None:
+        """Begin the drain's connection sweep: idle keep-alive connections close cleanly."""
+        self.site.closing = True
+        for conn in tuple(self.parked.values()):
+            if conn.state is IDLE:
+                self.sweep(conn)
+
+    def sweep(self, conn: Connection) -> None:
+        if self.unpark(conn.fd, conn) is None:
+            return
+        if conn.state is not IDLE:
+            # Swept already: the drain's sweep and a thread parking the connection just
+            # as the drain began can both come here. Its grace or linger stands (its
+            # deadline is not an idle deadline, so it must not be judged again).
+            self.dispose(conn, conn.state)
+            return
+        now = time.monotonic()
+        idle_since = conn.deadline - self.site.idle_timeout
+        if conn.has_input():
+            # A request is arriving: it becomes a begun request the drain waits for,
+            # and is answered with Connection: close.
+            self.dispose(conn, conn.enter(READING_HEAD, now + self.site.read_header_timeout))
+        elif now - idle_since < DRAIN_IDLE_GRACE:
+            # Its client was busy a moment ago and its next request may be on the wire:
+            # closing now would lose it (the keep-alive race of RFC 9112 section 9.6).
+            # Wait a little, as a begun request; one that comes is answered with
+            # Connection: close, and a quiet connection then closes.
+            self.dispose(conn, conn.enter(READING_HEAD, idle_since + DRAIN_IDLE_GRACE))
+        else:
+            self.dispose(conn, conn.enter(LINGERING))
+
+    def close_all(self) -> None:
+        """Close every parked and queued connection."""
+        for conn in tuple(self.parked.values()):
+            if self.unpark(conn.fd, conn) is not None:
+                self.dispose(conn, CLOSED)
+        while self.ready:
+            queued = self.pop_ready()
+            if queued is not None:
+                self.dispose(queued, CLOSED)
+
+    # -- deadlines -------------------------------------------------------------
+
+    def tick(self) -> float:
+        """How often the housekeeper looks: a quarter of the shortest deadline it keeps."""
+        site = self.site
+        shortest = min(site.read_header_timeout, site.idle_timeout, LINGER_SECONDS, DRAIN_IDLE_GRACE)
+        return max(0.01, min(0.5, shortest / 4))
+
+    def expire_due(self) -> None:
+        """Act on every parked connection whose deadline has passed."""
+        now = time.monotonic()
+        for conn in tuple(self.parked.values()):
+            if conn.deadline <= now and self.unpark(conn.fd, conn) is not None:
+                between = conn.state is READING_HEAD and conn.requests and not conn.buf
+                if between and self.site.closing and conn.has_input():
+                    # The drain's grace ran out just as the client's next request came:
+                    # give it its own header deadline, and a thread serves it.
+                    self.dispose(conn, conn.enter(READING_HEAD, now + self.site.read_header_timeout))
+                else:
+                    self.dispose(conn, conn.expire())

@@ -1,0 +1,157 @@
+"""With every request thread inside the app, someone still polls: probes are answered,
+connections accepted, bodies collected, and complete requests wait their turn."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from gracehttp import GracefulServer
+from tests.helpers import GatedApp, connect, get, read_response, running, wait_until
+
+
+class BusyApp(GatedApp):
+    """`GatedApp` that also echoes a body's hash and counts the requests it began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with self._lock:
+            self.started += 1
+        if environ["REQUEST_METHOD"] == "POST":
+            body = environ["wsgi.input"].read()
+            out = hashlib.sha256(body).hexdigest().encode()
+            start_response("200 OK", [("Content-Length", str(len(out)))])
+            return [out]
+        return super().__call__(environ, start_response)
+
+
+@contextmanager
+def busy_pool(threads: int = 2) -> Iterator[tuple[GracefulServer, BusyApp]]:
+    """A server whose `threads` request threads are all held in the app."""
+    app = BusyApp()
+    with running(app, threads=threads) as server:
+        holders = [threading.Thread(target=get, args=(server.port, "/slow"), kwargs={"timeout": 15})
+                   for _ in range(threads)]
+        for t in holders:
+            t.start()
+        try:
+            assert wait_until(lambda: app.started == threads), "the pool never filled"
+            yield server, app
+        finally:
+            app.release.set()
+            for t in holders:
+                t.join(15)
+
+
+def test_probes_on_the_main_listener_are_answered_while_every_thread_is_in_the_app() -> None:
+    with busy_pool() as (server, _app):
+        for path in ("/livez", "/readyz", "/health", "/ready"):
+            began = time.monotonic()
+            resp = get(server.port, path, timeout=2)
+            assert resp.status == 200, path
+            assert time.monotonic() - began < 0.5, path
+        with connect(server.port) as sock:  # keep-alive probes too
+            for _ in range(5):
+                sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert read_response(sock).body == b"ok"
+
+
+def test_requests_that_arrive_while_the_pool_is_busy_are_served_when_a_thread_frees() -> None:
+    with busy_pool() as (server, app):
+        results: list[int] = []
+        payload = b"p" * 300_000
+
+        def client(i: int) -> None:
+            if i % 2:
+                resp = get(server.port, "/q", method="POST", body=payload, timeout=15)
+                assert resp.body == hashlib.sha256(payload).hexdigest().encode()
+            else:
+                resp = get(server.port, f"/q{i}", timeout=15)
+            results.append(resp.status)
+
+        clients = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+        for t in clients:
+            t.start()
+        # Their heads and bodies are read while the pool is busy, but the app is not
+        # called for them until a thread is free.
+        assert not wait_until(lambda: app.started > 2, timeout=0.5)
+        assert get(server.port, "/readyz", timeout=2).status == 200
+        app.release.set()
+        for t in clients:
+            t.join(15)
+        assert results == [200] * 6
+
+
+BIG = 4 << 20
+
+
+def big_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    """/big: 4 MiB as a list of blocks; /file: the same from a file; else hello."""
+    if environ["PATH_INFO"] == "/big":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [b"b" * (BIG // 4)] * 4
+    if environ["PATH_INFO"] == "/file":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](open(environ["big.path"], "rb"))
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+
+
+def small_window_client(port: int) -> socket.socket:
+    """A client with a small receive buffer (set before connecting, so the window is
+    small from the start): a 4 MiB response cannot hide in the kernel's buffers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def test_clients_that_never_read_a_complete_response_hold_no_request_thread(tmp_path: Any) -> None:
+    """Four clients ask a 4-thread server for 4 MiB each and read none of it; the rest
+    is sent from the parked connections, so others are served at once, and a reader
+    that finally reads gets every byte, in step for its next request."""
+    path = tmp_path / "big"
+    path.write_bytes(b"f" * BIG)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        environ["big.path"] = str(path)
+        return big_app(environ, start_response)
+
+    with running(app, threads=4) as server:
+        stalled = [small_window_client(server.port) for _ in range(4)]
+        try:
+            for i, sock in enumerate(stalled):
+                sock.sendall(b"GET /%s HTTP/1.1\r\nHost: t\r\n\r\n" % (b"big" if i % 2 else b"file"))
+            began = time.monotonic()
+            assert get(server.port, "/hello", timeout=5).body == b"ok"
+            assert get(server.port, "/readyz", timeout=5).status == 200
+            assert time.monotonic() - began < 1.0
+            for i, sock in enumerate(stalled):
+                resp = read_response(sock)
+                assert resp.body == (b"b" if i % 2 else b"f") * BIG
+                sock.sendall(b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert read_response(sock).body == b"ok"
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+def test_a_parked_response_the_client_never_reads_ends_at_write_timeout() -> None:
+    with running(big_app, threads=2, write_timeout=1.0) as server, small_window_client(server.port) as sock:
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        engine = server._engine
+        assert engine is not None
+        assert wait_until(lambda: engine.open_count == 1, 2)
+        began = time.monotonic()
+        assert wait_until(lambda: engine.open_count == 0, 5), "the stalled response was never given up"
+        assert time.monotonic() - began < 2.5
