@@ -35,7 +35,8 @@ from gracehttp.connstate import (
 from gracehttp.errors import ProtocolError
 from gracehttp.exchange import Exchange, Outcome
 from gracehttp.health import HEALTH_PATHS, answer
-from gracehttp.http.parser import MAX_LEADING_CRLF, RequestHead, find_head_end, parse_head
+from gracehttp.http.framing import HeadScanner
+from gracehttp.http.parser import RequestHead, parse_head
 from gracehttp.http.writer import CONTINUE, error_response, simple_response
 from gracehttp.outgoing import Outgoing
 from gracehttp.site import Site
@@ -46,14 +47,17 @@ from gracehttp.wsgi import base_environ
 
 #: A lingering close waits at most this long for the client to close its side.
 LINGER_SECONDS = 2.0
+#: How long a connection admitted past max_connections has to send its request head
+#: (real clients and health probes send it at once); it is closed otherwise.
+OVERFLOW_GRACE = 0.25
 _HEALTH = frozenset(p.encode() for p in HEALTH_PATHS)
 _SHUTTING_DOWN = frozenset({State.DRAINING, State.STOPPING, State.STOPPED})
 
 
 
 class Connection:
-    __slots__ = ("after_write", "blank_lines", "buf", "deadline", "env", "exchange", "fd", "head_started", "io",
-                 "out", "pending", "ready", "registered", "requests", "scanned", "site", "spool", "state",
+    __slots__ = ("accepted", "after_write", "buf", "deadline", "env", "exchange", "fd", "head_started", "heads",
+                 "io", "out", "overflow", "pending", "ready", "registered", "requests", "site", "spool", "state",
                  "write_started")
 
     def __init__(self, sock: socket.socket, site: Site, server_addr: tuple[str, str], peer: Any) -> None:
@@ -64,7 +68,11 @@ class Connection:
         self.env = base_environ(server_addr[0], server_addr[1], remote[0], remote[1],
                                 "https" if self.io.tls else "http")
         self.state = READING_HEAD
-        self.deadline = time.monotonic() + site.read_header_timeout
+        self.accepted = time.monotonic()
+        self.deadline = self.accepted + site.read_header_timeout
+        #: Admitted past max_connections: closed `OVERFLOW_GRACE` after its accept unless
+        #: it has sent a request head by then (a health probe is answered, then closed).
+        self.overflow = False
         #: When the head now awaited (or being read) began to arrive; 0 before its first byte.
         self.head_started = 0.0
         self.buf = b""
@@ -80,10 +88,7 @@ class Connection:
         self.write_started = 0.0
         self.registered = False
         self.requests = 0
-        #: Empty lines received before the request line now awaited.
-        self.blank_lines = 0
-        #: How far `buf` was searched for the end of the head without finding it.
-        self.scanned = 0
+        self.heads = HeadScanner()
         self.exchange = Exchange(site, self.env, self._recv_body, self.io.send, self._send_final, self._send_file)
 
     # -- the state table -----------------------------------------------------
@@ -113,6 +118,8 @@ class Connection:
         if state is IDLE:
             return time.monotonic() + site.idle_timeout
         if state is READING_HEAD:
+            if self.overflow:
+                return self.accepted + OVERFLOW_GRACE
             return (self.head_started or time.monotonic()) + site.read_header_timeout
         if state is READING_BODY:
             return self.head_started + site.read_timeout
@@ -185,21 +192,8 @@ class Connection:
                 self.pending, self.spool = None, None
                 buf = b""
             else:
-                if buf[:2] == b"\r\n":
-                    # Empty lines before a request line are ignored (RFC 9112 section 2.2),
-                    # a bounded number of them: dropped here, so a stray CRLF after a
-                    # request leaves the connection idle, not holding a begun request.
-                    i = 2
-                    while buf.startswith(b"\r\n", i) and i <= 2 * MAX_LEADING_CRLF:
-                        i += 2
-                    self.blank_lines += i // 2
-                    if self.blank_lines > MAX_LEADING_CRLF:
-                        return self._reject(ProtocolError(400, "bad_request_line", "too many empty lines"))
-                    buf, self.scanned = buf[i:], 0
-                    if not buf:
-                        self.head_started = 0.0
                 try:
-                    end = find_head_end(buf, limits, self.scanned) if buf else -1
+                    buf, end = self.heads.find(buf, limits)
                 except ProtocolError as exc:
                     return self._reject(exc)
                 if end < 0:
@@ -223,18 +217,18 @@ class Connection:
                         return self.enter(CLOSED)
                     if not buf:
                         self.head_started = time.monotonic()
-                    # Scan only the new bytes (and the three before them, for a CRLFCRLF
-                    # split across reads): a head arriving a byte at a time stays linear.
-                    self.scanned = max(0, len(buf) - 3)
+                    self.heads.grew(len(buf))
                     buf += data
                     continue
-                self.scanned = 0
-                self.blank_lines = 0
                 try:
                     head = parse_head(buf[:end], limits)
                 except ProtocolError as exc:
                     return self._reject(exc)
                 buf = buf[end:]
+                if self.overflow and not self._is_probe(head):
+                    # Admitted past max_connections: a real request, served like any other.
+                    self.overflow = False
+                    site.promote(self)
                 max_body = limits.max_body_bytes
                 if max_body is not None and (head.content_length or 0) > max_body:
                     # Refused before anything is collected (and before 100 Continue).
@@ -276,10 +270,9 @@ class Connection:
         None to go on with the connection, whose unread bytes are then in `buf`."""
         site = self.site
         self.requests += 1
-        if (site.health and head.path in _HEALTH and head.method in ("GET", "HEAD") and spool is None
-                and not head.content_length):
+        if spool is None and self._is_probe(head):
             # Health probes never need a request thread: answered here, on any thread.
-            keep = head.keep_alive and site.keep_alive and not site.closing
+            keep = head.keep_alive and site.keep_alive and not site.closing and not self.overflow
             status, ctype, body = answer(head.path.decode(), site.lifecycle, site.inflight.requests)
             self.buf = rest
             try:
@@ -298,6 +291,11 @@ class Connection:
             return self.enter(QUEUED)
         self.enter(IN_APP)
         return self._run(head, rest, spool)
+
+    def _is_probe(self, head: RequestHead) -> bool:
+        """A health probe, which the server answers itself on any thread."""
+        return (self.site.health and head.path in _HEALTH and head.method in ("GET", "HEAD")
+                and not head.content_length and not head.chunked)
 
     def _after_response(self, end: ConnState | None) -> ConnState | None:
         """A response was handed over: WRITING if the client has not taken all of it
@@ -390,7 +388,7 @@ class Connection:
         lingering close (so the 408 is not lost to a reset); anything else closes."""
         state = self.state
         begun = state is READING_BODY or (state is READING_HEAD and (self.buf.strip() or self.io.has_input()))
-        if begun and self.io.handshaken:
+        if begun and self.io.handshaken and not self.overflow:
             reason, detail = ("read_timeout", "request body not received in time") if state is READING_BODY \
                 else ("header_timeout", "request header timeout")
             if self.site.metrics is not None:

@@ -50,6 +50,11 @@ from gracehttp.parking import Parking
 from gracehttp.site import Site
 
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
+#: Overflow connections (admitted past max_connections, see `Engine._admit_past_limit`)
+#: open at once, past which accepting pauses. Each lives at most OVERFLOW_GRACE unless
+#: it sends a request, so this bounds descriptors, not time: a flood of connections that
+#: send nothing is drained from the kernel's queue at this many per grace period.
+OVERFLOW_MAX = 4096
 
 
 class Listener:
@@ -78,6 +83,8 @@ class Engine:
         self._lock = threading.Lock()
         self._paused = False
         self._stopped = False
+        #: Open connections admitted past max_connections (see `_admit_past_limit`).
+        self._overflow = 0
         self._wake_r, self._wake_w = os.pipe()
         #: Written by a request thread that wants the role back from the reserve.
         self._want_r, self._want_w = os.pipe()
@@ -86,6 +93,7 @@ class Engine:
         self._tick_event = threading.Event()
         self.leadership = Leadership()
         self.leadership.on_wanted = self._wanted
+        site.promote = self._promote
         self._threads: list[threading.Thread] = []
         self._n_threads = threads
         self._name = name
@@ -310,9 +318,36 @@ class Engine:
             self._rearm_listener(lst)
             return
         conn = self._adopt(sock, peer, lst)
+        if conn is not None and len(self.open) - self._overflow > self.max_connections:
+            self._admit_past_limit(conn)
         self._rearm_listener(lst)  # after counting the new connection against max_connections
         if conn is not None:
             self._serve(conn, run_app)
+
+    def _admit_past_limit(self, conn: Connection) -> None:
+        """Make room for a connection past ``max_connections``.
+
+        Accepting does not simply pause there: clients holding every slot with
+        nothing (idle keep-alive connections, heads that never finish, connections
+        that send nothing) would then lock out everyone, health probes included.
+        Instead the new connection takes the slot of one that is stalled
+        (`Parking.evict_stalled`), or, when none is, it is admitted as an *overflow*
+        connection: it must send its request head within `OVERFLOW_GRACE` (a real
+        client sends it at once) and is closed otherwise; a health probe on it is
+        answered, any other request is served like any other. Only when
+        `OVERFLOW_MAX` overflow connections are open does accepting pause.
+        """
+        if self.parking.evict_stalled():
+            return
+        conn.overflow = True
+        conn.enter(conn.state)  # its head deadline, now the overflow grace
+        with self._lock:
+            self._overflow += 1
+
+    def _promote(self, conn: object) -> None:
+        """An overflow connection sent a request to serve: it counts as an ordinary one."""
+        with self._lock:
+            self._overflow -= 1
 
     def _adopt(self, sock: socket.socket, peer: object, lst: Listener) -> Connection | None:
         """Wrap an accepted socket, already counted busy; the caller owns it until disposed."""
@@ -330,7 +365,7 @@ class Engine:
         with self._lock:
             if lst.fd not in self.listeners:
                 return
-            if len(self.open) >= self.max_connections:
+            if self._overflow >= OVERFLOW_MAX:
                 self._paused = True
                 return
             with contextlib.suppress(OSError):
@@ -340,7 +375,9 @@ class Engine:
         """A connection closed: it no longer counts, and accepting resumes if it had paused."""
         with self._lock:
             self.open.discard(conn)
-            if self._paused and len(self.open) < self.max_connections:
+            if conn.overflow:
+                self._overflow -= 1
+            if self._paused and self._overflow < OVERFLOW_MAX:
                 self._paused = False
                 for lst in self.listeners.values():
                     with contextlib.suppress(OSError):

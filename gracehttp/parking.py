@@ -47,6 +47,12 @@ _ONESHOT_OUT = select.EPOLLOUT | select.EPOLLONESHOT
 #: long (from its last response) to send one more request before it is closed.
 DRAIN_IDLE_GRACE = 0.5
 
+#: Past max_connections, an idle keep-alive connection may give its slot to a new one
+#: after this long idle (less could close it under a request its client just sent)...
+EVICT_IDLE_AFTER = DRAIN_IDLE_GRACE
+#: ...and a connection that has waited this long for an unfinished request head
+#: (real clients send theirs in one go; a slowloris holds its slot this way).
+EVICT_HEAD_AFTER = 1.0
 #: Parked states whose connection carries a begun request (the drain waits for it).
 _PARKED_BEGUN = frozenset({READING_HEAD, READING_BODY, WRITING})
 
@@ -155,6 +161,35 @@ class Parking:
                 self.ep.unregister(conn.fd)
         conn.close()
         self._on_close(conn)
+
+    def evict_stalled(self) -> bool:
+        """Close one connection that holds a slot without using it, to make room for a
+        new one past max_connections; False if there is none.
+
+        The first keep-alive connection idle for longer than `EVICT_IDLE_AFTER`, as
+        nginx reuses idle keep-alive connections when it runs out; failing that, the
+        connection that has waited longest, more than `EVICT_HEAD_AFTER`, for a request
+        head it has not finished (a slowloris). Requests under way (a body being
+        received, queued, in the app, a response being sent) are never evicted.
+        """
+        now = time.monotonic()
+        oldest: Connection | None = None
+        for conn in tuple(self.parked.values()):
+            state = conn.state
+            if state is IDLE and conn.deadline - self.site.idle_timeout < now - EVICT_IDLE_AFTER:
+                oldest = conn
+                break
+            if state is READING_HEAD and not conn.overflow:
+                began = conn.head_started or conn.accepted
+                if began < now - EVICT_HEAD_AFTER and (oldest is None or began < (oldest.head_started
+                                                                                     or oldest.accepted)):
+                    oldest = conn
+        if oldest is None or self.unpark(oldest.fd, oldest) is None:
+            return False
+        if self.site.metrics is not None:
+            self.site.metrics.bad_request("evicted")
+        self.dispose(oldest, CLOSED)
+        return True
 
     # -- the drain ---------------------------------------------------------------
 

@@ -57,6 +57,9 @@ class Site:
         self.write_timeout = write_timeout
         self.idle_timeout = idle_timeout
         self.tls = tls
+        #: Called when a connection admitted past max_connections sends a request to
+        #: serve (the engine counts it as an ordinary connection from then on).
+        self.promote: Callable[[object], None] = lambda conn: None
         #: Set when the drain begins: responses carry Connection: close from then on.
         self.closing = False
         #: "Nothing to read yet": a TLS socket says it with SSLWantReadError. ssl is

@@ -1,4 +1,4 @@
-"""Request body framing on bytes: raw bytes in, body bytes out, the end found.
+"""Request framing on bytes: where a head ends, and a body's bytes and its end.
 
 Bottom layer: imports only the parser (for `ChunkedDecoder` and `RequestHead`)
 and `gracehttp.errors`; never touches a socket.
@@ -15,7 +15,7 @@ found in one place. See docs/architecture.rst, "Request bodies".
 from __future__ import annotations
 
 from gracehttp.errors import ProtocolError
-from gracehttp.http.parser import ChunkedDecoder, RequestHead
+from gracehttp.http.parser import MAX_LEADING_CRLF, ChunkedDecoder, Limits, RequestHead, find_head_end
 
 
 class BodyFramer:
@@ -64,3 +64,40 @@ class BodyFramer:
             if self._max is not None and self.received > self._max:
                 raise ProtocolError(413, "body_too_large", "request body too large")
         return body
+
+
+class HeadScanner:
+    """Finds the end of a request head in a buffer that grows as bytes arrive.
+
+    Empty lines before the request line are dropped as they come (RFC 9112 section
+    2.2), at most `MAX_LEADING_CRLF` of them, so a stray CRLF after a request leaves
+    nothing of a request begun. Only the bytes added since the last look are
+    searched (and the three before them, for a CRLFCRLF split across reads), so a
+    head arriving a byte at a time costs linear time, not quadratic.
+    """
+
+    __slots__ = ("_blank_lines", "_scanned")
+
+    def __init__(self) -> None:
+        self._blank_lines = 0
+        self._scanned = 0
+
+    def find(self, buf: bytes, limits: Limits) -> tuple[bytes, int]:
+        """(`buf` without leading empty lines, the index past the head's end or -1).
+        Raises `ProtocolError` (400 too many empty lines, 414, 431)."""
+        if buf[:2] == b"\r\n":
+            i = 2
+            while buf.startswith(b"\r\n", i) and i <= 2 * MAX_LEADING_CRLF:
+                i += 2
+            self._blank_lines += i // 2
+            if self._blank_lines > MAX_LEADING_CRLF:
+                raise ProtocolError(400, "bad_request_line", "too many empty lines")
+            buf, self._scanned = buf[i:], 0
+        end = find_head_end(buf, limits, self._scanned) if buf else -1
+        if end >= 0:
+            self._scanned = self._blank_lines = 0
+        return buf, end
+
+    def grew(self, looked_at: int) -> None:
+        """`looked_at` bytes were searched without finding the end; more are coming."""
+        self._scanned = max(0, looked_at - 3)

@@ -8,6 +8,7 @@ import os
 import socket
 import tempfile
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -301,21 +302,39 @@ def test_routes_before_app() -> None:
         server.close()
 
 
-def test_max_connections_pauses_accepting_without_losing_clients() -> None:
+def closed_by_server(sock: socket.socket) -> bool:
+    """True once the server closed `sock` (end of stream); False while it stays open."""
+    sock.settimeout(0.05)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+
+
+def test_past_max_connections_a_client_is_served_and_idle_connections_give_way() -> None:
+    from gracehttp.parking import EVICT_IDLE_AFTER
+
     with running(max_connections=2) as server:
         held = [connect(server.port), connect(server.port)]
         for s in held:
             s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
             assert read_response(s).status == 200
-        result: list[int] = []
-        t = threading.Thread(target=lambda: result.append(get(server.port, timeout=10).status))
-        t.start()
-        t.join(0.3)
-        assert t.is_alive()  # waiting in the backlog, not refused
-        held[0].close()
-        t.join(10)
-        assert result == [200]
-        held[1].close()
+        # Past the limit, a client that sends its request at once is served at once.
+        assert get(server.port, timeout=5).status == 200
+        # A connection that sends nothing past the limit is closed after a short grace.
+        with connect(server.port) as silent:
+            began = time.monotonic()
+            assert read_until_close(silent, 5) == b""
+            assert time.monotonic() - began < 1.0
+        # Once the held keep-alive connections have been idle a while, a new connection
+        # takes the slot of one of them (closed cleanly, as at its idle timeout).
+        time.sleep(EVICT_IDLE_AFTER + 0.1)  # how long "a while" is, not a synchronisation
+        with connect(server.port) as late:
+            assert wait_until(lambda: any(closed_by_server(s) for s in held), 5)
+            late.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(late).status == 200
+        for s in held:
+            s.close()
 
 
 def test_server_header_and_keep_alive_settings() -> None:

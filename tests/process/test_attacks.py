@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Any
 
 from tests.helpers import get, read_until_close, statuses, wait_until
@@ -31,23 +32,44 @@ def back_to_idle(srv: Any, idle: tuple[int, int]) -> None:
 
 
 def test_two_thousand_connections_at_once_beyond_max_connections(start_server: Any) -> None:
+    """Past max_connections a new connection is admitted for OVERFLOW_GRACE: one that
+    sends its request at once, as real clients do, is served; none is reset or lost."""
     srv = start_server(threads=8, max_connections=500, backlog=4096, metrics=False)
     idle = settled(srv.proc.pid)  # started, no connection yet
     socks: list[socket.socket] = []
     try:
         for _ in range(2000):  # bounded: 2,000 connects, each with a 30 s timeout
-            socks.append(socket.create_connection(("127.0.0.1", srv.port), timeout=30))
-        # All 2,000 are connected (the kernel's queue holds them); the server took 500 and paused.
-        assert wait_until(lambda: counts(srv.proc.pid)[0] >= idle[0] + 500, 10)
-        assert counts(srv.proc.pid)[0] <= idle[0] + 500 + 2
-        for sock in socks:
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
             sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            socks.append(sock)
         answers = [statuses(read_until_close(sock, timeout=30)) for sock in socks]
     finally:
         for sock in socks:
             sock.close()
-    assert answers == [[200]] * 2000  # accepting paused at 500 and resumed: nobody lost, nothing crashed
+    assert answers == [[200]] * 2000
     assert not any("accept failed" in line for line in srv.stderr)
+    back_to_idle(srv, idle)
+
+
+def test_connections_that_send_nothing_past_max_connections_cannot_lock_out_a_probe(start_server: Any) -> None:
+    """2,000 connections that send nothing, four times max_connections: past the limit each
+    gets OVERFLOW_GRACE, and once they have waited a while they give their slots to new
+    ones, so a health probe and a request still get through, quickly."""
+    srv = start_server(threads=8, max_connections=500, backlog=4096, metrics=False)
+    idle = settled(srv.proc.pid)
+    socks = []
+    try:
+        for _ in range(2000):
+            socks.append(socket.create_connection(("127.0.0.1", srv.port), timeout=30))
+        for path in ("/readyz", "/"):
+            began = time.monotonic()
+            assert get(srv.port, path, timeout=5).status == 200, path
+            assert time.monotonic() - began < 1.0, path
+        # The ones past the limit were closed at the end of their grace (a FIN: no answer).
+        assert wait_until(lambda: counts(srv.proc.pid)[0] <= idle[0] + 500 + 2, 10), counts(srv.proc.pid)
+    finally:
+        for sock in socks:
+            sock.close()
     back_to_idle(srv, idle)
 
 
