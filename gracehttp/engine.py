@@ -55,6 +55,8 @@ _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
 #: it sends a request, so this bounds descriptors, not time: a flood of connections that
 #: send nothing is drained from the kernel's queue at this many per grace period.
 OVERFLOW_MAX = 4096
+#: Connections taken from the kernel's queue for one listener event.
+ACCEPT_BATCH = 32
 
 
 class Listener:
@@ -300,29 +302,43 @@ class Engine:
     # -- accepting ---------------------------------------------------------------
 
     def _accept(self, lst: Listener, run_app: bool = True) -> None:
-        # Counted busy before the accept, so the drain never sees a moment in which a
-        # connection the kernel handed over is counted nowhere.
+        """Take up to `ACCEPT_BATCH` connections from the kernel's queue, then serve them.
+
+        A batch costs one poll for many connections, which matters in a connection
+        flood: a health probe waits in the kernel's queue behind every connection
+        accepted before it. The first gets this thread (and the app, `run_app`); the
+        others are read now and, with a complete request, queued for the next thread.
+        """
         inflight = self.site.inflight
-        inflight.claim(False)
-        try:
-            sock, peer = lst.sock.accept()
-        except (BlockingIOError, InterruptedError):
-            inflight.release(False)
-            self._rearm_listener(lst)
-            return
-        except OSError as exc:
-            inflight.release(False)
-            # EMFILE/ENFILE/ENOBUFS: back off briefly instead of spinning on the listener.
-            self.logger.warning("accept failed: %s", exc)
-            self._tick_event.wait(0.05)
-            self._rearm_listener(lst)
-            return
-        conn = self._adopt(sock, peer, lst)
-        if conn is not None and len(self.open) - self._overflow > self.max_connections:
-            self._admit_past_limit(conn)
-        self._rearm_listener(lst)  # after counting the new connection against max_connections
-        if conn is not None:
-            self._serve(conn, run_app)
+        accepted: list[Connection] = []
+        for _ in range(ACCEPT_BATCH):
+            # Counted busy before the accept, so the drain never sees a moment in which a
+            # connection the kernel handed over is counted nowhere.
+            inflight.claim(False)
+            try:
+                sock, peer = lst.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                inflight.release(False)
+                break
+            except OSError as exc:
+                inflight.release(False)
+                # EMFILE/ENFILE/ENOBUFS: back off briefly instead of spinning on the listener.
+                self.logger.warning("accept failed: %s", exc)
+                self._tick_event.wait(0.05)
+                break
+            conn = self._adopt(sock, peer, lst)
+            if conn is None:
+                continue
+            if len(self.open) - self._overflow > self.max_connections:
+                self._admit_past_limit(conn)
+            accepted.append(conn)
+            if self._overflow >= OVERFLOW_MAX:
+                break
+        self._rearm_listener(lst)  # after counting the new connections against the limits
+        for conn in accepted[1:]:
+            self._serve(conn, run_app=False)
+        if accepted:
+            self._serve(accepted[0], run_app)
 
     def _admit_past_limit(self, conn: Connection) -> None:
         """Make room for a connection past ``max_connections``.

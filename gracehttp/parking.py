@@ -69,6 +69,8 @@ class Parking:
         self._lock = threading.Lock()
         self._on_close = on_close
         self.stopped = False
+        #: `evict_stalled` found no candidate: none can appear before this time.
+        self._no_victim_until = 0.0
 
     def unpark(self, fd: int, expect: Connection | None = None) -> Connection | None:
         """Take a parked connection for this thread; None if another owner got it first,
@@ -166,29 +168,45 @@ class Parking:
         """Close one connection that holds a slot without using it, to make room for a
         new one past max_connections; False if there is none.
 
-        The first keep-alive connection idle for longer than `EVICT_IDLE_AFTER`, as
-        nginx reuses idle keep-alive connections when it runs out; failing that, the
-        connection that has waited longest, more than `EVICT_HEAD_AFTER`, for a request
-        head it has not finished (a slowloris). Requests under way (a body being
-        received, queued, in the app, a response being sent) are never evicted.
+        A keep-alive connection idle for longer than `EVICT_IDLE_AFTER` (as nginx
+        reuses idle keep-alive connections when it runs out), or one that has waited
+        more than `EVICT_HEAD_AFTER` for a request head it has not finished (a
+        slowloris, or a connection that sent nothing). Requests under way (a body
+        being received, queued, in the app, a response being sent) are never evicted.
+
+        Under a flood this runs for every accept, so it must not cost a scan of every
+        connection each time: the scan stops at the first candidate (the parked set
+        keeps parking order, so the longest parked come first), and a scan that finds
+        none notes when the first candidate can appear and is not repeated before.
         """
         now = time.monotonic()
-        oldest: Connection | None = None
+        if now < self._no_victim_until:
+            return False
+        idle_before, head_before = now - EVICT_IDLE_AFTER, now - EVICT_HEAD_AFTER
+        victim: Connection | None = None
+        soonest = now + min(EVICT_IDLE_AFTER, EVICT_HEAD_AFTER)
         for conn in tuple(self.parked.values()):
             state = conn.state
-            if state is IDLE and conn.deadline - self.site.idle_timeout < now - EVICT_IDLE_AFTER:
-                oldest = conn
-                break
-            if state is READING_HEAD and not conn.overflow:
-                began = conn.head_started or conn.accepted
-                if began < now - EVICT_HEAD_AFTER and (oldest is None or began < (oldest.head_started
-                                                                                     or oldest.accepted)):
-                    oldest = conn
-        if oldest is None or self.unpark(oldest.fd, oldest) is None:
+            if state is IDLE:
+                since = conn.deadline - self.site.idle_timeout
+                if since < idle_before:
+                    victim = conn
+                    break
+                soonest = min(soonest, since + EVICT_IDLE_AFTER)
+            elif state is READING_HEAD and not conn.overflow:
+                since = conn.head_started or conn.accepted
+                if since < head_before:
+                    victim = conn
+                    break
+                soonest = min(soonest, since + EVICT_HEAD_AFTER)
+        if victim is None:
+            self._no_victim_until = soonest
+            return False
+        if self.unpark(victim.fd, victim) is None:
             return False
         if self.site.metrics is not None:
             self.site.metrics.bad_request("evicted")
-        self.dispose(oldest, CLOSED)
+        self.dispose(victim, CLOSED)
         return True
 
     # -- the drain ---------------------------------------------------------------
