@@ -30,6 +30,8 @@ SERVERS = [
     Server("gracehttp", "gracehttp (1 process)", "inproc"),
     Server("gracehttp-w2", "gracehttp workers=2", "inproc"),
     Server("gracehttp-nometrics", "gracehttp metrics=False", "inproc"),
+    # The same, from another checkout (GRACEHTTP_BASELINE=DIR): a before-and-after in one run.
+    Server("gracehttp-baseline", "gracehttp at $GRACEHTTP_BASELINE", "inproc"),
     Server("waitress", "waitress (4 threads)", "inproc"),
     Server("waitress-8", "waitress 8 threads", "inproc"),
     Server("cheroot", "cheroot (10 threads)", "inproc"),
@@ -94,7 +96,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def serve_inproc(name: str, app_name: str, port: int) -> None:
-    sys.path[:0] = [HERE, ROOT]
+    baseline = os.environ.get("GRACEHTTP_BASELINE", "") if name == "gracehttp-baseline" else ""
+    sys.path[:0] = [HERE, *([baseline] if baseline else []), ROOT]
     import apps
 
     app = getattr(apps, APPS[app_name])

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from gracehttp.connstate import (
+    ALLOWED,
     CLOSED,
     IDLE,
     IN_APP,
@@ -52,7 +53,6 @@ LINGER_SECONDS = 2.0
 OVERFLOW_GRACE = 0.25
 _HEALTH = frozenset(p.encode() for p in HEALTH_PATHS)
 _SHUTTING_DOWN = frozenset({State.DRAINING, State.STOPPING, State.STOPPED})
-
 
 
 class Connection:
@@ -98,7 +98,8 @@ class Connection:
         overrides the state's own (the drain's grace). Entering LINGERING half-closes."""
         old = self.state
         if new is not old:
-            check_move(old, new)
+            if new not in ALLOWED[old]:
+                check_move(old, new)  # raises IllegalTransition, naming the move
             self.state = new
             if new is LINGERING:
                 # Half-close (FIN) now, then read until the client closes: closing with
@@ -106,6 +107,8 @@ class Connection:
                 self.io.shutdown_write()
         if deadline is not None:
             self.deadline = deadline
+        elif new is IN_APP or new is QUEUED:
+            self.deadline = math.inf  # the app's time, or a thread's: no deadline of the server's
         elif new is not old or (new is not IDLE and new is not LINGERING):
             # READING_HEAD, READING_BODY and WRITING count from a start time kept on the
             # connection, so entering them again gives the same deadline unless a new
@@ -173,8 +176,7 @@ class Connection:
             spool = self.spool
             if spool is not None:  # a body being collected: take what has arrived
                 if time.monotonic() > self.deadline:
-                    # Bounded also for a client that keeps the socket buffer full: this
-                    # loop may never see "nothing yet", so the deadline is checked here.
+                    # Checked here too: a client sending flat out never lets this loop wait.
                     return self._reject(ProtocolError(408, "read_timeout", "request body not received in time"))
                 arrived = self.io.recv_nowait()
                 if arrived is None:
@@ -192,23 +194,23 @@ class Connection:
                 self.pending, self.spool = None, None
                 buf = b""
             else:
-                try:
-                    buf, end = self.heads.find(buf, limits)
-                except ProtocolError as exc:
-                    return self._reject(exc)
+                end = -1
+                if buf:
+                    try:
+                        buf, end = self.heads.find(buf, limits)
+                    except ProtocolError as exc:
+                        return self._reject(exc)
                 if end < 0:
                     data = self.io.recv_nowait()
                     if data is None:
                         self.buf = buf
                         if buf:
                             return self.enter(READING_HEAD)
-                        # Nothing of a request yet: idle after a response; a connection that
-                        # has not sent its first request stays a begun one (READING_HEAD), so
-                        # the drain does not close it under a client about to send.
+                        # Nothing of a request yet. A connection that has sent none stays
+                        # READING_HEAD: the drain must not close it under a client about to send.
                         if not self.requests:
                             return READING_HEAD
-                        # Idle from now if a request was answered; otherwise (empty lines
-                        # only) the idle deadline it had stands.
+                        # Idle from now after an answer; after empty lines only, as it was.
                         return self.enter(IDLE, None if answered == self.requests
                                           else time.monotonic() + site.idle_timeout)
                     if not data:
@@ -234,10 +236,9 @@ class Connection:
                     # Refused before anything is collected (and before 100 Continue).
                     return self._reject(ProtocolError(413, "body_too_large", "request body too large"))
                 if head.chunked or (head.content_length or 0) > len(buf):
-                    # Not all here (or chunked, whose end only decoding finds): collect it
-                    # parked before the app runs, so a slow sender holds no thread. A client
-                    # that sent Expect: 100-continue is told to go on first; it is never told
-                    # so later, once the response may have begun.
+                    # Not all here (or chunked): collect it parked before the app runs, so a
+                    # slow sender holds no thread. Expect: 100-continue is answered now, never
+                    # later, when the response may have begun.
                     if head.expect_continue:
                         try:
                             if self.io.send_nowait(CONTINUE) != len(CONTINUE):
@@ -258,11 +259,13 @@ class Connection:
             after = self._answer(head, buf, spool, run_app)
             if after is not None:
                 return after
-            # The response promised keep-alive, so even in the drain the client may send
-            # again: a pipelined request is answered (with Connection: close), and an idle
-            # connection gets the drain's grace (`parking`), never a close under it.
+            # Keep-alive was promised, so even in the drain a pipelined request is answered
+            # (with Connection: close) and an idle connection gets the drain's grace.
             buf = self.buf
-            self.head_started = time.monotonic() if buf else 0.0
+            if not buf:  # nothing pipelined: idle until the client sends (no read to learn it)
+                self.head_started = 0.0
+                return self.enter(IDLE, time.monotonic() + site.idle_timeout)
+            self.head_started = time.monotonic()
 
     def _answer(self, head: RequestHead, rest: bytes, spool: BodySpool | None,
                 run_app: bool) -> ConnState | None:
@@ -340,7 +343,9 @@ class Connection:
             self.write_started = time.monotonic()
 
     def _send_final(self, data: bytes) -> None:
-        self._hand_over(Outgoing(data))
+        sent = self.io.send_nowait(data)  # the usual case: the socket takes all of it
+        if sent != len(data):
+            self._hand_over(Outgoing(data[sent:]))
 
     def _send_file(self, head: bytes, fd: int, offset: int, count: int) -> None:
         self._hand_over(Outgoing.of_file(head, fd, offset, count))
@@ -360,8 +365,7 @@ class Connection:
             self.buf = unread
             return self._after_response(None)
         if outcome is Outcome.CLOSE:
-            # If the client sent more (a pipelined request), it may still be sending, so
-            # the close lingers instead of risking a reset under the answer.
+            # A client that sent more may still be sending: linger, not risk a reset.
             self.buf = unread
             return self._after_response(LINGERING if unread else CLOSED)
         if outcome is Outcome.UNREAD:

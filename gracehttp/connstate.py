@@ -85,12 +85,13 @@ OWNERS: dict[ConnState, str] = {
 #: The states in which a connection carries a request the drain must wait for.
 BEGUN = frozenset({_S.READING_HEAD, _S.READING_BODY, _S.QUEUED, _S.IN_APP, _S.WRITING})
 
-_ALLOWED = tuple(TRANSITIONS[s] for s in ConnState)
+#: `TRANSITIONS` indexed by state number, for the per-request check.
+ALLOWED = tuple(TRANSITIONS[s] for s in ConnState)
 
 
 def check_move(old: ConnState, new: ConnState) -> None:
     """Raise `IllegalTransition` unless the table allows ``old -> new``."""
-    if new not in _ALLOWED[old]:
+    if new not in ALLOWED[old]:
         raise IllegalTransition(f"connection {old.name} -> {new.name} is not allowed")
 
 

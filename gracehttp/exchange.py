@@ -68,13 +68,14 @@ class Exchange:
         limits = site.limits
         if spool is None:  # the whole body (if any) arrived with the head, in `rest`
             framer = BodyFramer(head, limits.max_body_bytes, limits.max_header_bytes)
-            body = Body(framer, self._recv, framer.feed(rest))
+            body = Body(framer, self._recv, framer.feed(rest) if rest or not framer.done else b"")
         else:  # collected parked: all of it, or the first `max_spool_bytes` (the rest streams)
-            body = Body(spool.framer, self._recv, stored=spool.read)
+            framer = spool.framer
+            body = Body(framer, self._recv, stored=spool.read)
         environ = build_environ(self._env, head, body)
         # A body still arriving when the response starts may never be read: say
         # Connection: close in the head rather than surprise the client with a close.
-        closing = self._closing if body.finished else (lambda: site.closing or not body.finished)
+        closing = self._closing if framer.done else (lambda: site.closing or not body.finished)
         responder = Responder(self._send, self._send_final, self._send_file, head, keep_alive,
                               site.server_header, closing)
         inflight = site.inflight
@@ -108,7 +109,7 @@ class Exchange:
             inflight.request_finished()
             if active is not None:
                 active.pop(threading.get_ident(), None)
-        if not body.finished:
+        if not framer.done:
             try:
                 if not body.discard(DISCARD_LIMIT):
                     return Outcome.UNREAD, b""
