@@ -39,7 +39,7 @@ from gracehttp.health import HEALTH_PATHS, answer
 from gracehttp.http.framing import HeadScanner
 from gracehttp.http.parser import RequestHead, parse_head
 from gracehttp.http.writer import CONTINUE, error_response, simple_response
-from gracehttp.outgoing import Outgoing
+from gracehttp.outgoing import Sender
 from gracehttp.site import Site
 from gracehttp.spool import BodySpool
 from gracehttp.state import State
@@ -56,17 +56,17 @@ _SHUTTING_DOWN = frozenset({State.DRAINING, State.STOPPING, State.STOPPED})
 
 
 class Connection:
-    __slots__ = ("accepted", "after_write", "buf", "deadline", "env", "exchange", "fd", "head_started", "heads",
-                 "io", "out", "overflow", "pending", "ready", "registered", "requests", "site", "spool", "state",
-                 "write_started")
+    __slots__ = ("accepted", "after_write", "buf", "deadline", "exchange", "fd", "head_started", "heads", "io",
+                 "overflow", "peer", "pending", "ready", "registered", "requests", "sender", "server_addr", "site",
+                 "spool", "state")
 
-    def __init__(self, sock: socket.socket, site: Site, server_addr: tuple[str, str], peer: Any) -> None:
-        self.io = Transport(sock, site)
+    def __init__(self, sock: socket.socket, site: Site, server_addr: tuple[str, str], peer: Any,
+                 tuned: bool = False) -> None:
+        self.io = Transport(sock, site, tuned)
         self.fd = self.io.fd
         self.site = site
-        remote = (str(peer[0]), str(peer[1])) if sock.family != socket.AF_UNIX else ("", "")
-        self.env = base_environ(server_addr[0], server_addr[1], remote[0], remote[1],
-                                "https" if self.io.tls else "http")
+        self.peer: Any = peer if sock.family != socket.AF_UNIX else None
+        self.server_addr = server_addr
         self.state = READING_HEAD
         self.accepted = time.monotonic()
         self.deadline = self.accepted + site.read_header_timeout
@@ -83,13 +83,14 @@ class Connection:
         self.ready: tuple[RequestHead, bytes, BodySpool | None] | None = None
         #: The rest of a complete response (WRITING); what follows once it is sent
         #: (None: the next request; LINGERING or CLOSED: the connection ends).
-        self.out: Outgoing | None = None
+        self.sender = Sender(self.io)
         self.after_write: ConnState | None = None
-        self.write_started = 0.0
         self.registered = False
         self.requests = 0
         self.heads = HeadScanner()
-        self.exchange = Exchange(site, self.env, self._recv_body, self.io.send, self._send_final, self._send_file)
+        #: Made at the first request for the app: a connection that never sends one
+        #: (a flood, a probe) costs less.
+        self.exchange: Exchange | None = None
 
     # -- the state table -----------------------------------------------------
 
@@ -127,7 +128,7 @@ class Connection:
         if state is READING_BODY:
             return self.head_started + site.read_timeout
         if state is WRITING:
-            return self.write_started + site.write_timeout
+            return self.sender.started + site.write_timeout
         if state is LINGERING:
             return time.monotonic() + LINGER_SECONDS
         return math.inf  # QUEUED, IN_APP (the app's time), CLOSED
@@ -279,9 +280,8 @@ class Connection:
             status, ctype, body = answer(head.path.decode(), site.lifecycle, site.inflight.requests)
             self.buf = rest
             try:
-                self._hand_over(Outgoing(simple_response(status, body, content_type=ctype, close=not keep,
-                                                         head_only=head.method == "HEAD",
-                                                         server=site.server_header)))
+                self.sender.send(simple_response(status, body, content_type=ctype, close=not keep,
+                                             head_only=head.method == "HEAD", server=site.server_header))
             except OSError:
                 return self.enter(CLOSED)
             return self._after_response(None if keep else LINGERING)
@@ -303,60 +303,49 @@ class Connection:
     def _after_response(self, end: ConnState | None) -> ConnState | None:
         """A response was handed over: WRITING if the client has not taken all of it
         (then `end` follows), else `end`, or None to go on with the next request."""
-        if self.out is not None:
+        sender = self.sender
+        if sender.pending:
             self.after_write = end
             return self.enter(WRITING)
+        if sender.short:  # a file that shrank: its length was promised, so only a close tells
+            sender.short = False
+            end = LINGERING if self.buf else CLOSED
         return None if end is None else self.enter(end)
 
     def _flush(self) -> ConnState | None:
         """Send more of a parked response; WRITING while some is left, the state that
         follows it once sent (None: go on with the next request)."""
-        out = self.out
-        assert out is not None
+        sender = self.sender
         try:
-            if time.monotonic() >= self.deadline or not out.pump(self.io):
-                if time.monotonic() < self.deadline:
-                    return WRITING
-                out.release()  # write_timeout: the client took too long to read
-                self.out = None
+            if time.monotonic() >= self.deadline:  # write_timeout: the client took too long
+                sender.drop()
                 return self.enter(CLOSED)
+            if not sender.flush():
+                return WRITING
         except OSError:
-            out.release()
-            self.out = None
+            sender.drop()
             return self.enter(CLOSED)
-        self.out = None
-        end = self.after_write
-        if out.short:  # a file that shrank: its length was promised, so only a close tells
-            end = LINGERING if self.buf else CLOSED
-        if end is not None:
-            return self.enter(end)
-        self.head_started = time.monotonic() if self.buf else 0.0
-        return None
-
-    def _hand_over(self, out: Outgoing) -> None:
-        """A complete response: send what the socket takes now, keep the rest for WRITING."""
-        if not out.pump(self.io):
-            self.out = out
-            self.write_started = time.monotonic()
-        elif out.short:
-            self.out = out  # sent, but short: `_flush` sees it and ends the connection
-            self.write_started = time.monotonic()
-
-    def _send_final(self, data: bytes) -> None:
-        sent = self.io.send_nowait(data)  # the usual case: the socket takes all of it
-        if sent != len(data):
-            self._hand_over(Outgoing(data[sent:]))
-
-    def _send_file(self, head: bytes, fd: int, offset: int, count: int) -> None:
-        self._hand_over(Outgoing.of_file(head, fd, offset, count))
+        after = self._after_response(self.after_write)
+        if after is None:
+            self.head_started = time.monotonic() if self.buf else 0.0
+        return after
 
     def _recv_body(self) -> bytes:
         return self.io.recv_until(self.head_started + self.site.read_timeout)
 
+    def _new_exchange(self) -> Exchange:
+        peer, (host, port) = self.peer, self.server_addr
+        env = base_environ(host, port, str(peer[0]) if peer else "", str(peer[1]) if peer else "",
+                           "https" if self.io.tls else "http")
+        self.exchange = Exchange(self.site, env, self._recv_body, self.io.send, self.sender.send,
+                                 self.sender.send_file)
+        return self.exchange
+
     def _run(self, head: RequestHead, rest: bytes, spool: BodySpool | None) -> ConnState | None:
         """Run the app for one request (state IN_APP); None to go on with the connection."""
         try:
-            outcome, unread = self.exchange.run(head, rest, spool)
+            exchange = self.exchange or self._new_exchange()
+            outcome, unread = exchange.run(head, rest, spool)
         finally:
             if spool is not None:
                 spool.close()
@@ -371,14 +360,12 @@ class Connection:
         if outcome is Outcome.UNREAD:
             return self._after_response(LINGERING)
         if outcome is Outcome.REFUSED:
-            assert self.exchange.error is not None
-            return self._reject(self.exchange.error)
+            assert exchange.error is not None
+            return self._reject(exchange.error)
         if outcome is Outcome.FAILED:
             self.io.send_quietly(error_response(500, "internal server error", server=self.site.server_header))
             return self.enter(LINGERING)
-        if self.out is not None:  # ABANDON: the response cannot be finished; drop the rest
-            self.out.release()
-            self.out = None
+        self.sender.drop()  # ABANDON: the response cannot be finished
         return self.enter(CLOSED)
 
     def _reject(self, exc: ProtocolError) -> ConnState:
@@ -399,9 +386,7 @@ class Connection:
                 self.site.metrics.bad_request(reason)
             self.io.send_quietly(error_response(408, detail, server=self.site.server_header))
             return self.enter(LINGERING)
-        if self.out is not None:
-            self.out.release()
-            self.out = None
+        self.sender.drop()
         return self.enter(CLOSED)
 
     def has_input(self) -> bool:
@@ -414,6 +399,5 @@ class Connection:
             self.spool.close()
         if self.ready is not None and self.ready[2] is not None:
             self.ready[2].close()
-        if self.out is not None:
-            self.out.release()
+        self.sender.drop()
         self.io.close()

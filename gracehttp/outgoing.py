@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 from gracehttp.transport import Transport
 
@@ -78,3 +79,54 @@ class Outgoing:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
+
+
+class Sender:
+    """One connection's complete responses: each goes out with one non-blocking send
+    (the usual case: the socket takes all of it); what the socket does not take is
+    kept, and the connection waits WRITING until `flush` has sent it."""
+
+    __slots__ = ("_io", "_out", "short", "started")
+
+    def __init__(self, io: Transport) -> None:
+        self._io = io
+        self._out: Outgoing | None = None
+        #: When the response now kept began to go out (its write_timeout counts from here).
+        self.started = 0.0
+        #: A file ended before the length its head promised: only a close can tell the client.
+        self.short = False
+
+    @property
+    def pending(self) -> bool:
+        return self._out is not None
+
+    def send(self, data: bytes) -> None:
+        sent = self._io.send_nowait(data)
+        if sent != len(data):
+            self._keep(Outgoing(data[sent:]))
+
+    def send_file(self, head: bytes, fd: int, offset: int, count: int) -> None:
+        self._keep(Outgoing.of_file(head, fd, offset, count))
+
+    def _keep(self, out: Outgoing) -> None:
+        if out.pump(self._io):
+            self.short = out.short
+        else:
+            self._out = out
+            self.started = time.monotonic()
+
+    def flush(self) -> bool:
+        """Send more of the kept response; True once it is all sent. Raises OSError
+        when the client is gone."""
+        out = self._out
+        if out is None or not out.pump(self._io):
+            return out is None
+        self._out = None
+        self.short = out.short
+        return True
+
+    def drop(self) -> None:
+        """Give up the kept response (the client is gone, or too slow)."""
+        if self._out is not None:
+            self._out.release()
+            self._out = None

@@ -35,13 +35,16 @@ LINGER_READ = 16 * RECV_SIZE
 class Transport:
     __slots__ = ("fd", "handshaken", "rcv_timeout", "site", "sock", "tls")
 
-    def __init__(self, sock: socket.socket, site: Site) -> None:
+    def __init__(self, sock: socket.socket, site: Site, tuned: bool = False) -> None:
+        """`tuned`: the socket has TCP_NODELAY and the site's timeouts already (set on
+        the listening socket, which accepted sockets inherit)."""
         self.site = site
         self.fd = sock.fileno()
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, site.rcvtimeo)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, site.sndtimeo)
+        if not tuned:
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, site.rcvtimeo)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, site.sndtimeo)
         self.tls = site.tls is not None
         self.handshaken = not self.tls
         if site.tls is not None:
