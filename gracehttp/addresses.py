@@ -1,4 +1,4 @@
-"""Listener addresses: parsing the spellings of SPEC section 1, and naming bound sockets.
+"""Listener addresses: parsing the spellings `Config` accepts, and naming bound sockets.
 
 Bottom layer: imports only `gracehttp.errors`. Parsing is pure, so `Config`
 validates an address without binding anything.

@@ -1,4 +1,5 @@
-"""The admin listener's app (SPEC section 6): /metrics, POST /drain and /undrain, /debug/*.
+"""The admin listener's app: /metrics, POST /drain and /undrain, /debug/*
+(docs/architecture.rst, "Admin listener and metrics").
 
 Middle layer: imports `config`, `debug`, `metrics`, `state`, `inflight`. The
 health endpoints are answered before this app, by the connection, as on the

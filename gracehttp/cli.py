@@ -1,4 +1,4 @@
-"""The command line (SPEC section 11): ``gracehttp [options] MODULE:APP``.
+"""The command line (docs/architecture.rst, "Command line"): ``gracehttp [options] MODULE:APP``.
 
 Top layer: the only module that exits the process. Every flag is generated from
 the `Config` field declarations (`gracehttp.config.flags_of`), like the
@@ -9,7 +9,7 @@ the ``--config`` file, ``GRACEHTTP_*`` variables, the flags. A mistake (an unkno
 module or attribute, an app that is not callable, a bad value) is one line on
 stderr naming what to fix, and exit status 2; ``--log-level debug`` adds the
 traceback. After serving, the exit status is 0 when every request drained and
-every shutdown callback succeeded, 1 otherwise (SPEC section 5).
+every shutdown callback succeeded, 1 otherwise (docs/architecture.rst, "The shutdown sequence").
 """
 
 from __future__ import annotations

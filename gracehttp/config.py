@@ -53,7 +53,7 @@ def setting(default: Any, help: str, parse: Callable[[str], Any] | None = None, 
 
 @dataclass
 class Config:
-    """The server's settings (SPEC section 1). Invalid values raise `ConfigError`."""
+    """The server's settings (the README's configuration table). Invalid values raise `ConfigError`."""
 
     addr: str = setting(":8080", "main listener: host:port, :port, :0, [::1]:port, unix:/path or fd://N", str,
                         topic="listeners", flags=("--bind", "-b"))

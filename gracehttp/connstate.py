@@ -60,7 +60,8 @@ TRANSITIONS: dict[ConnState, frozenset[ConnState]] = {
 
 #: What bounds each state: the deadline set on entry (from the server's settings).
 DEADLINES: dict[ConnState, str] = {
-    _S.READING_HEAD: "read_header_timeout from the head's first byte (from accept for a new connection)",
+    _S.READING_HEAD: "read_header_timeout from the head's first byte (from accept for a new connection; "
+                     "0.25 s from accept past max_connections)",
     _S.READING_BODY: "read_timeout from the head's first byte, checked on every read",
     _S.QUEUED: "none of its own: it is served in arrival order as threads free up; a forcible stop closes it",
     _S.IN_APP: "the app's; every wait of a streamed body or response is bounded by read_timeout/write_timeout",

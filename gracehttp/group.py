@@ -1,4 +1,4 @@
-"""`ServiceGroup` and `wait_group` (SPEC section 7): several servers and background
+"""`ServiceGroup` and `wait_group` (docs/architecture.rst, "Service groups"): several servers and background
 workers under one lifecycle.
 
 Top layer: imports `server`, `config`, `signals` and `callbacks`.

@@ -1,4 +1,4 @@
-"""The health endpoints of SPEC section 3, as precomputed answers and as WSGI apps.
+"""The health endpoints (docs/architecture.rst), as precomputed answers and as WSGI apps.
 
 Middle layer: imports `state` and `http.writer`. The connection answers these
 paths itself, before the app, without counting them as in-flight, so a probe is
@@ -29,7 +29,7 @@ def _phase(lifecycle: Lifecycle) -> str:
 
 
 def answer(path: str, lifecycle: Lifecycle, in_flight: int) -> tuple[int, str, bytes]:
-    """(status, content type, body) for one health path, per the table of SPEC section 3."""
+    """(status, content type, body) for one health path, per the README's health table."""
     phase = _phase(lifecycle)
     if path == "/livez":
         return 200, _TEXT, b"ok"

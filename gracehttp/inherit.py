@@ -1,5 +1,6 @@
 """Listening sockets this process was handed at birth: by systemd's socket activation
-(SPEC section 9) or by the gracehttp process it upgrades (section 8).
+or by the gracehttp process it upgrades
+(docs/architecture.rst, "Process manager integration" and "Workers and upgrades").
 
 Bottom layer: standard library only.
 

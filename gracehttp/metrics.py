@@ -1,4 +1,5 @@
-"""Prometheus metrics (SPEC section 6): the fixed names, bounded labels, one registry per server.
+"""Prometheus metrics: the fixed names, bounded labels, one registry per server
+(docs/architecture.rst, "Admin listener and metrics").
 
 Middle layer: imports `state` and `inflight`.
 

@@ -1,4 +1,4 @@
-"""Routes over werkzeug's routing (SPEC section 4): `Router`, `RouteRegistrar`, and the
+"""Routes over werkzeug's routing (docs/architecture.rst, "Routes"): `Router`, `RouteRegistrar`, and the
 WSGI app that tries the routes before the user's app.
 
 Middle layer: imports werkzeug only.

@@ -1,4 +1,4 @@
-"""`GracefulServer`: binds, serves, and shuts down by the sequence of SPEC section 5.
+"""`GracefulServer`: binds, serves, and shuts down by the sequence in docs/architecture.rst.
 
 Upper layer: imports config, lifecycle, listeners, engine, shutdown, signals.
 
@@ -42,7 +42,7 @@ from gracehttp.upgrade import Upgrader, report_ready
 from gracehttp.worker import WorkerLink
 
 F = Callable[..., Any]
-#: SIGUSR2 upgrades the process (SPEC section 8); so does SIGHUP without workers.
+#: SIGUSR2 upgrades the process (docs/architecture.rst, "Workers and upgrades"); so does SIGHUP without workers.
 UPGRADE_SIGNALS = (signal.SIGUSR2, signal.SIGHUP)
 
 

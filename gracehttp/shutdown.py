@@ -1,4 +1,4 @@
-"""The graceful shutdown sequence of SPEC section 5, and its report.
+"""The graceful shutdown sequence (docs/architecture.rst), and its report.
 
 Upper layer: imports `state`, `inflight`, `engine`, `callbacks`.
 

@@ -1,9 +1,9 @@
-"""Workers (SPEC section 8): a supervisor process that owns the listeners and keeps
+"""Workers (docs/architecture.rst, "Workers and upgrades"): a supervisor process that owns the listeners and keeps
 `workers` forked processes serving them, replaces them without dropping a request,
 and upgrades itself.
 
 Upper layer, just below `server` (which hands a worker's serving to it as the
-`serve_worker` callable). STYLE.md puts the supervisor on top, but SPEC's
+`serve_worker` callable). The supervisor would sit on top, but the public
 ``GracefulServer(Config(workers=2)).serve_forever()`` must reach it from the
 server, so it sits below it instead.
 

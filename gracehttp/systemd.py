@@ -1,4 +1,5 @@
-"""The process's word to its manager: the pid file and systemd's ``sd_notify`` (SPEC section 9).
+"""The process's word to its manager: the pid file and systemd's ``sd_notify``
+(docs/architecture.rst, "Process manager integration").
 
 Bottom layer: standard library only. Both are best-effort and never raise into
 the server: a manager that is not listening must not stop requests being served.

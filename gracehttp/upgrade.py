@@ -1,4 +1,4 @@
-"""Zero-downtime upgrades (SPEC section 8), the tableflip model: start the next
+"""Zero-downtime upgrades (docs/architecture.rst, "Workers and upgrades"), the tableflip model: start the next
 generation with the listening sockets, wait until it says it is ready, and only
 then let the caller drain.
 

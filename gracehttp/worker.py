@@ -1,6 +1,6 @@
 """A forked worker's side: its config, its start in the child, and its lines to the
 supervisor: the shared drained flag, a status pipe on which it says "ready" and
-"recycle me" (SPEC section 8, `max_requests`), and the go pipe on which it hears that
+"recycle me" (`max_requests`; docs/architecture.rst, "Workers and upgrades"), and the go pipe on which it hears that
 it may serve (`GoPipe`).
 
 Upper layer: imports `config`, `inherit` and `listeners`. `server` gives a worker's

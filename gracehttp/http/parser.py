@@ -3,7 +3,7 @@
 Bottom layer: imports only `gracehttp.errors`; never touches a socket, so tests
 feed it one byte at a time or at every split point.
 
-Every refusal is a `ProtocolError` carrying the status of SPEC section 10 and a
+Every refusal is a `ProtocolError` carrying its HTTP status (the README lists them) and a
 short reason slug. The rules follow RFC 9112 strictly where leniency has been a
 request-smuggling vector (gunicorn, waitress and cheroot advisories): CRLF line
 endings only, no obsolete line folding, no whitespace before the colon, one
@@ -41,7 +41,7 @@ FORBIDDEN_TRAILERS = frozenset(
 
 @dataclass(frozen=True)
 class Limits:
-    """The parser's limits; defaults match `Config` (SPEC section 1)."""
+    """The parser's limits; defaults match `Config`."""
 
     max_request_line: int = 8192
     max_header_bytes: int = 65536

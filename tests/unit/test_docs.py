@@ -25,3 +25,19 @@ def test_readme_opens_with_the_two_commands() -> None:
     head = README[:600]
     assert "pip install -e . && python examples/hello.py" in head
     assert "pip install -e '.[test]' && python -m pytest" in head
+
+
+ARCHITECTURE = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "architecture.rst").read_text()
+
+
+def test_architecture_state_table_matches_connstate() -> None:
+    from gracehttp.connstate import table_rst
+
+    start = ARCHITECTURE.index(".. connstate-start") + len(".. connstate-start")
+    assert ARCHITECTURE[start:ARCHITECTURE.index(".. connstate-end")].strip() == table_rst()
+
+
+def test_the_code_points_to_the_docs_not_to_an_outside_spec() -> None:
+    package = pathlib.Path(__file__).resolve().parents[2] / "gracehttp"
+    for path in package.rglob("*.py"):
+        assert "SPEC section" not in path.read_text(), path
