@@ -62,7 +62,8 @@ class Config:
     listeners: tuple[socket.socket, ...] = setting((), "already-bound sockets to serve on", topic="listeners")
     app: WSGIApp | None = setting(None, "the WSGI callable; None serves the registered routes", topic="serving")
     threads: int = setting(32, "request-handling threads (a bounded pool)", int, topic="serving")
-    max_connections: int = setting(1024, "open client connections per process; past it, accepting pauses", int,
+    max_connections: int = setting(1024, "client connections per process that may wait on their client; past "
+                                   "it, stalled ones give way and new ones get 0.25 s to send a request", int,
                                    topic="listeners")
     backlog: int = setting(1024, "listen backlog", int, topic="listeners")
     read_header_timeout: float = setting(10.0, "seconds to receive the request line and headers", float,

@@ -65,7 +65,7 @@ class Connection:
         self.io = Transport(sock, site, tuned)
         self.fd = self.io.fd
         self.site = site
-        self.peer: Any = peer if sock.family != socket.AF_UNIX else None
+        self.peer: Any = peer if isinstance(peer, tuple) else None  # a Unix socket's peer has no address
         self.server_addr = server_addr
         self.state = READING_HEAD
         self.accepted = time.monotonic()

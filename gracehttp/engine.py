@@ -46,6 +46,7 @@ import time
 from gracehttp.connection import Connection
 from gracehttp.connstate import ConnState
 from gracehttp.leadership import Leadership
+from gracehttp.listeners import Listener
 from gracehttp.parking import Parking
 from gracehttp.site import Site
 
@@ -60,26 +61,6 @@ OVERFLOW_MAX = 4096
 #: it waits behind every connection ready by then, so each connection left queued would
 #: wait a whole round of the others (with 1,000 busy keep-alive clients, seconds).
 ACCEPT_BATCH = 1024
-
-
-class Listener:
-    __slots__ = ("fd", "server_addr", "sock", "tuned")
-
-    def __init__(self, sock: socket.socket, site: Site) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
-        #: TCP sockets accepted from it inherit TCP_NODELAY and the read and write
-        #: timeouts set here, which saves three system calls per connection.
-        self.tuned = sock.family != socket.AF_UNIX
-        if self.tuned:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, site.rcvtimeo)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, site.sndtimeo)
-        if sock.family == socket.AF_UNIX:
-            self.server_addr = ("localhost", "")
-        else:
-            host, port = sock.getsockname()[:2]
-            self.server_addr = (str(host), str(port))
 
 
 class Engine:
@@ -111,7 +92,7 @@ class Engine:
         self._name = name
         for sock in sockets:
             sock.setblocking(False)
-            lst = Listener(sock, site)
+            lst = Listener(sock, site.rcvtimeo, site.sndtimeo)
             self.listeners[lst.fd] = lst
         self.ep.register(self._wake_r, select.EPOLLIN)  # level-triggered: wakes every thread
         self.ep.register(self._want_r, 0)  # armed by the reserve poller while it leads
@@ -316,8 +297,8 @@ class Engine:
 
         Fair to new connections (see `ACCEPT_BATCH`), and cheap in a flood: a health
         probe waits in the kernel's queue behind every connection accepted before it.
-        The first gets this thread (and the app, `run_app`); the others are read now
-        and, with a complete request, queued for the next thread, in arrival order.
+        The first gets this thread (and the app, `run_app`); the others are parked
+        unread, and their first events come in arrival order.
         """
         inflight = self.site.inflight
         accepted: list[Connection] = []
@@ -326,7 +307,7 @@ class Engine:
             # connection the kernel handed over is counted nowhere.
             inflight.claim(False)
             try:
-                sock, peer = lst.sock.accept()
+                sock, peer = lst.accept()
             except (BlockingIOError, InterruptedError):
                 inflight.release(False)
                 break
@@ -346,7 +327,9 @@ class Engine:
                 break
         self._rearm_listener(lst)  # after counting the new connections against the limits
         for conn in accepted[1:]:
-            self._serve(conn, run_app=False)
+            # Parked unread: an epoll registration is all it costs now, so the kernel's
+            # queue drains as fast as it can; one that has sent its request is ready at once.
+            self.parking.dispose(conn, conn.state)
         if accepted:
             self._serve(accepted[0], run_app)
 
