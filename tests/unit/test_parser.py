@@ -189,3 +189,29 @@ def test_chunked_round_trip_at_random_splits(chunks: list[bytes], data: st.DataO
         last = cut
     assert decoder.done
     assert out == b"".join(chunks)
+
+
+def test_a_head_arriving_a_byte_at_a_time_is_scanned_in_linear_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each look for the head's end searches only the bytes added since the last one (and
+    three before them): a 60 KB head sent a byte at a time is searched about once, not
+    60,000 times over (quadratic: seconds of CPU per such client)."""
+    from gracehttp.http import framing
+
+    searched = 0
+    real = framing.find_head_end
+
+    def counting(buf: bytes, limits: Limits, start: int = 0) -> int:
+        nonlocal searched
+        searched += len(buf) - start
+        return real(buf, limits, start)
+
+    monkeypatch.setattr(framing, "find_head_end", counting)
+    head = b"GET / HTTP/1.1\r\nHost: t\r\n" + b"X-Pad: " + b"p" * 60_000 + b"\r\n\r\n"
+    scanner, buf, end = framing.HeadScanner(), b"", -1
+    for i in range(len(head)):
+        if buf:
+            scanner.grew(len(buf))
+        buf += head[i:i + 1]
+        buf, end = scanner.find(buf, Limits(max_header_bytes=65536))
+    assert end == len(head)
+    assert searched < 5 * len(head)
