@@ -48,6 +48,8 @@ from gracehttp.wsgi import base_environ
 
 #: A lingering close waits at most this long for the client to close its side.
 LINGER_SECONDS = 2.0
+#: Pipelined requests answered in one turn before the connection yields to the others.
+PIPELINE_TURN = 16
 #: How long a connection admitted past max_connections has to send its request head
 #: (real clients and health probes send it at once); it is closed otherwise.
 OVERFLOW_GRACE = 0.25
@@ -58,7 +60,7 @@ _SHUTTING_DOWN = frozenset({State.DRAINING, State.STOPPING, State.STOPPED})
 class Connection:
     __slots__ = ("accepted", "after_write", "buf", "deadline", "exchange", "fd", "head_started", "heads", "io",
                  "overflow", "peer", "pending", "ready", "registered", "requests", "sender", "server_addr", "site",
-                 "spool", "state")
+                 "spool", "state", "yielding")
 
     def __init__(self, sock: socket.socket, site: Site, server_addr: tuple[str, str], peer: Any,
                  tuned: bool = False) -> None:
@@ -88,6 +90,8 @@ class Connection:
         self.registered = False
         self.requests = 0
         self.heads = HeadScanner()
+        #: Parked with complete requests in `buf` after a turn (armed for writability).
+        self.yielding = False
         #: Made at the first request for the app: a connection that never sends one
         #: (a flood, a probe) costs less.
         self.exchange: Exchange | None = None
@@ -144,6 +148,7 @@ class Connection:
         kept in `ready`, and the connection is QUEUED for a request thread.
         """
         state = self.state
+        self.yielding = False
         if state is LINGERING:
             if time.monotonic() >= self.deadline or self.io.drop_input():
                 return self.enter(CLOSED)
@@ -267,6 +272,12 @@ class Connection:
                 self.head_started = 0.0
                 return self.enter(IDLE, time.monotonic() + site.idle_timeout)
             self.head_started = time.monotonic()
+            if self.requests - answered >= PIPELINE_TURN:
+                # A client pipelining many requests gets this many per turn, then goes to
+                # the back of the line: parked until its socket is writable (at once, if it
+                # reads its answers), behind every connection that was ready before it.
+                self.buf, self.yielding = buf, True
+                return self.enter(READING_HEAD)
 
     def _answer(self, head: RequestHead, rest: bytes, spool: BodySpool | None,
                 run_app: bool) -> ConnState | None:

@@ -117,7 +117,7 @@ class Parking:
         with self._lock:
             self.parked[fd] = conn
         try:
-            self._arm(conn, _ONESHOT_OUT if state is WRITING else _ONESHOT_IN)
+            self._arm(conn, _ONESHOT_OUT if state is WRITING or conn.yielding else _ONESHOT_IN)
         except OSError:
             with self._lock:
                 ours = self.parked.get(fd) is conn

@@ -239,3 +239,29 @@ def test_the_head_end_is_found_scanning_only_new_bytes_at_every_split() -> None:
         if end < 0:
             end = find_head_end(first + rest, Limits(), max(0, len(first) - 3))
         assert end == want, cut
+
+
+# -- pipelining ------------------------------------------------------------------------
+
+
+def test_a_client_pipelining_many_requests_takes_turns_with_others() -> None:
+    """5,000 pipelined requests on one connection: after a turn of them it goes to the back
+    of the line, so another client's request is answered long before the 5,000th."""
+    n = 5000
+    with running(hello_app, threads=1) as server, connect(server.port, timeout=10) as a:
+        a.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * n)
+        resp = get(server.port, "/b", timeout=10)
+        assert resp.status == 200
+        received = b""
+        a.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while chunk := a.recv(1 << 20):
+                received += chunk
+        assert received.count(b"HTTP/1.1 200") < n, "the other client waited for all 5,000"
+        a.setblocking(True)
+        a.settimeout(10)
+        while received.count(b"HTTP/1.1 200") < n:  # and every one is answered, in order
+            chunk = a.recv(1 << 20)
+            assert chunk
+            received += chunk
+        assert statuses(received) == [200] * n
