@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from gracehttp import GracefulServer
-from tests.helpers import GatedApp, connect, get, read_response, running, wait_until
+from tests.helpers import GatedApp, connect, get, hello_app, read_response, running, wait_until
 
 
 class BusyApp(GatedApp):
@@ -155,3 +155,26 @@ def test_a_parked_response_the_client_never_reads_ends_at_write_timeout() -> Non
         began = time.monotonic()
         assert wait_until(lambda: engine.open_count == 0, 5), "the stalled response was never given up"
         assert time.monotonic() - began < 2.5
+
+
+def test_a_connection_is_counted_in_flight_from_before_its_accept(monkeypatch: Any) -> None:
+    """The drain ends when nothing is counted in flight; a connection the kernel has handed
+    over but the engine has not counted yet would be invisible to it. So the engine counts
+    first and accepts second: at every accept, one more is already counted busy."""
+    from gracehttp.listeners import Listener
+
+    seen: list[int] = []
+    real = Listener.accept
+
+    def accept(self: Listener) -> Any:
+        result = real(self)  # raises BlockingIOError once the queue is empty
+        seen.append(server.inflight_busy())
+        return result
+
+    monkeypatch.setattr(Listener, "accept", accept)
+    with running(hello_app) as server:
+        server.inflight_busy = lambda: server._inflight.busy  # type: ignore[attr-defined]
+        for _ in range(5):
+            assert get(server.port, timeout=5).status == 200
+    assert seen
+    assert all(busy >= 1 for busy in seen), seen
