@@ -118,12 +118,15 @@ class Engine:
             t.start()
             self._threads.append(t)
 
-    def stop_accepting(self) -> None:
+    def stop_accepting(self, final: bool = False) -> None:
         """Close the listeners after taking every connection already in the accept queue.
 
         The taken connections are parked as begun requests, which the drain waits
         for, so a client whose connect() completed before this call gets its
-        answer, not a reset.
+        answer, not a reset. `final`: no other process keeps these listeners (not a
+        hand-over to a new generation or worker), so new connections are shut out
+        first (`Listener.refuse_new`): none can land in the queue after the last
+        accept, where closing would reset it.
         """
         with self._lock:
             listeners = list(self.listeners.values())
@@ -132,6 +135,8 @@ class Engine:
         for lst in listeners:
             with contextlib.suppress(OSError):
                 self.ep.unregister(lst.fd)
+            if final:
+                lst.refuse_new()
             while True:
                 inflight.claim(False)
                 try:

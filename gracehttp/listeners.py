@@ -9,9 +9,11 @@ background thread swallowing them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import socket
 import stat
+import struct
 
 from gracehttp import inherit
 from gracehttp.addresses import Address, parse_address
@@ -182,3 +184,19 @@ class Listener:
         enums (a tenth of the cost of taking a connection, which counts in a flood)."""
         fd, peer = self.sock._accept()  # type: ignore[attr-defined]
         return socket.socket(*self.kind, fileno=fd), peer
+
+    def refuse_new(self) -> None:
+        """Let no new connection into the kernel's queue (TCP): a socket filter that drops
+        every packet, so a SYN goes unanswered (its client retries, and finds the port
+        closed) and a handshake cannot complete. Then what is queued can be accepted to
+        the last, and closing leaves nothing in the queue to reset."""
+        if not self.tuned:
+            return  # Unix sockets run no filter on connect
+        drop_all = ctypes.create_string_buffer(struct.pack("HBBI", _BPF_RET_K, 0, 0, 0))
+        program = struct.pack("HP", 1, ctypes.addressof(drop_all))  # struct sock_fprog
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
+
+
+_SO_ATTACH_FILTER = 26  # Linux, <asm-generic/socket.h>
+_BPF_RET_K = 0x06  # "return k": with k = 0, drop the packet

@@ -64,7 +64,7 @@ def run_sequence(*, plan: ShutdownPlan, started: float, lifecycle: Lifecycle, en
     if plan.handoff and lifecycle.advance(State.DRAINING):
         logger.info("handing over to the new generation: draining")
         if admin is not None:
-            admin.stop_accepting()
+            admin.stop_accepting(final=False)
     elif lifecycle.advance(State.DRAINING):
         logger.info("shutting down: readiness is now 503; draining")
         if plan.drain_delay > 0 and not abort.is_set():
@@ -72,7 +72,7 @@ def run_sequence(*, plan: ShutdownPlan, started: float, lifecycle: Lifecycle, en
     if engine is not None:
         engine.close_idle()  # from here on responses carry Connection: close
         if not plan.drain_reject:
-            engine.stop_accepting()
+            engine.stop_accepting(final=not plan.handoff)
         while True:
             pending = inflight.pending
             if pending:
@@ -90,11 +90,11 @@ def run_sequence(*, plan: ShutdownPlan, started: float, lifecycle: Lifecycle, en
     lifecycle.advance(State.STOPPING)
     if engine is not None:
         grace = THREAD_STOP_GRACE if drained else IDLE_THREAD_EXIT
-        engine.stop_accepting()
+        engine.stop_accepting(final=not plan.handoff)
         engine.close_all()
         stuck = engine.stop(min(final_deadline, time.monotonic() + grace))
         if admin is not None:
-            admin.stop_accepting()
+            admin.stop_accepting(final=not plan.handoff)
             admin.close_all()
             stuck += admin.stop(min(final_deadline, time.monotonic() + grace))
         if stuck:
