@@ -58,9 +58,9 @@ _SHUTTING_DOWN = frozenset({State.DRAINING, State.STOPPING, State.STOPPED})
 
 
 class Connection:
-    __slots__ = ("accepted", "after_write", "buf", "deadline", "exchange", "fd", "head_started", "heads", "io",
-                 "overflow", "peer", "pending", "ready", "registered", "requests", "sender", "server_addr", "site",
-                 "spool", "state", "yielding")
+    __slots__ = ("accepted", "after_write", "buf", "close_after", "deadline", "exchange", "fd", "head_started",
+                 "heads", "io", "overflow", "peer", "pending", "ready", "registered", "requests", "sender",
+                 "server_addr", "site", "spool", "state", "yielding")
 
     def __init__(self, sock: socket.socket, site: Site, server_addr: tuple[str, str], peer: Any,
                  tuned: bool = False) -> None:
@@ -90,6 +90,8 @@ class Connection:
         self.registered = False
         self.requests = 0
         self.heads = HeadScanner()
+        #: Answer with Connection: close (a connection admitted past max_connections).
+        self.close_after = False
         #: Parked with complete requests in `buf` after a turn (armed for writability).
         self.yielding = False
         #: Made at the first request for the app: a connection that never sends one
@@ -128,6 +130,8 @@ class Connection:
         if state is READING_HEAD:
             if self.overflow:
                 return self.accepted + OVERFLOW_GRACE
+            if not self.requests:  # a new connection's first head: from accept, whatever it sends
+                return self.accepted + site.read_header_timeout
             return (self.head_started or time.monotonic()) + site.read_header_timeout
         if state is READING_BODY:
             return self.head_started + site.read_timeout
@@ -170,6 +174,7 @@ class Connection:
             after = self._run(*ready)
             if after is not None:
                 return after
+            self.head_started = time.monotonic() if self.buf else 0.0
         return self._read(run_app)
 
     def _read(self, run_app: bool) -> ConnState:
@@ -216,9 +221,12 @@ class Connection:
                         # READING_HEAD: the drain must not close it under a client about to send.
                         if not self.requests:
                             return READING_HEAD
-                        # Idle from now after an answer; after empty lines only, as it was.
-                        return self.enter(IDLE, None if answered == self.requests
-                                          else time.monotonic() + site.idle_timeout)
+                        if answered == self.requests:
+                            # Woken, but no request came of it (empty lines, part of a TLS
+                            # record): the state and deadline it had stand, the drain's grace
+                            # included (READING_HEAD after a sweep), so none is extended.
+                            return self.state if self.state is READING_HEAD else self.enter(IDLE)
+                        return self.enter(IDLE, time.monotonic() + site.idle_timeout)
                     if not data:
                         if buf.strip():
                             self._reject(ProtocolError(400, "incomplete_head", "request head incomplete"))
@@ -234,8 +242,17 @@ class Connection:
                     return self._reject(exc)
                 buf = buf[end:]
                 if self.overflow and not self._is_probe(head):
-                    # Admitted past max_connections: a real request, served like any other.
+                    if head.chunked or (head.content_length or 0) > len(buf):
+                        # Past max_connections nothing waits on a client: no slot to collect
+                        # a body in. A clear answer; the client may retry.
+                        self.io.send_quietly(simple_response(503, b"server busy\n", close=True,
+                                                             extra=(("Retry-After", "1"),),
+                                                             server=site.server_header))
+                        return self.enter(LINGERING)
+                    # A complete request: served like any other, then the connection closes,
+                    # so it never becomes one more waiting on its client.
                     self.overflow = False
+                    self.close_after = True
                     site.promote(self)
                 max_body = limits.max_body_bytes
                 if max_body is not None and (head.content_length or 0) > max_body:
@@ -356,7 +373,7 @@ class Connection:
         """Run the app for one request (state IN_APP); None to go on with the connection."""
         try:
             exchange = self.exchange or self._new_exchange()
-            outcome, unread = exchange.run(head, rest, spool)
+            outcome, unread = exchange.run(head, rest, spool, self.close_after)
         finally:
             if spool is not None:
                 spool.close()
@@ -384,21 +401,6 @@ class Connection:
             self.site.metrics.bad_request(exc.reason)
         self.io.send_quietly(error_response(exc.status, exc.detail, server=self.site.server_header))
         return self.enter(LINGERING)
-
-    def expire(self) -> ConnState:
-        """The parked connection's deadline passed: a begun request gets 408 and a
-        lingering close (so the 408 is not lost to a reset); anything else closes."""
-        state = self.state
-        begun = state is READING_BODY or (state is READING_HEAD and (self.buf.strip() or self.io.has_input()))
-        if begun and self.io.handshaken and not self.overflow:
-            reason, detail = ("read_timeout", "request body not received in time") if state is READING_BODY \
-                else ("header_timeout", "request header timeout")
-            if self.site.metrics is not None:
-                self.site.metrics.bad_request(reason)
-            self.io.send_quietly(error_response(408, detail, server=self.site.server_header))
-            return self.enter(LINGERING)
-        self.sender.drop()
-        return self.enter(CLOSED)
 
     def has_input(self) -> bool:
         return bool(self.buf.strip()) or self.io.has_input()

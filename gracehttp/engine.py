@@ -14,8 +14,8 @@ probes, collect heads and bodies and queue complete requests (`Parking.ready`),
 which request threads take, oldest first, before they poll again. One
 housekeeping thread expires deadlines.
 
-A listener event accepts one connection, re-arms the listener (unless
-``max_connections`` is reached) and serves the new connection directly. A
+A listener event accepts every connection queued (`ACCEPT_BATCH`), re-arms the
+listener and serves the first on this thread; the others are parked. A
 connection that has nothing more to do now is parked (`gracehttp.parking`,
 which states the ownership rules).
 
@@ -250,6 +250,7 @@ class Engine:
             gen = lead.reserve_acquire()
             if not gen:
                 continue
+            self._drain_want()  # a wish from an earlier turn must not end this one at once
             with contextlib.suppress(OSError):
                 self.ep.modify(self._want_r, _ONESHOT_IN)
             try:
@@ -268,9 +269,12 @@ class Engine:
                     if fd == self._wake_r:
                         return
                     if fd == self._want_r:
-                        with contextlib.suppress(OSError):
-                            os.read(self._want_r, 64)
-                        break
+                        self._drain_want()
+                        if lead.waiting:
+                            break
+                        with contextlib.suppress(OSError):  # stale: keep leading, listen again
+                            self.ep.modify(self._want_r, _ONESHOT_IN)
+                        continue
                     lst = self.listeners.get(fd)
                     if lst is not None:
                         self._accept(lst, run_app=False)
@@ -279,7 +283,13 @@ class Engine:
                         if conn is not None:
                             self._serve(conn, run_app=False)
             finally:
+                self._drain_want()
                 lead.reserve_leave(gen)
+
+    def _drain_want(self) -> None:
+        with contextlib.suppress(OSError):
+            while os.read(self._want_r, 64):
+                pass
 
     def _wanted(self) -> None:
         """A request thread wants the role the reserve holds (called under its mutex)."""

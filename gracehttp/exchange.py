@@ -60,11 +60,13 @@ class Exchange:
         #: With REFUSED: the error to answer.
         self.error: ProtocolError | None = None
 
-    def run(self, head: RequestHead, rest: bytes, spool: BodySpool | None) -> tuple[Outcome, bytes]:
+    def run(self, head: RequestHead, rest: bytes, spool: BodySpool | None,
+            close: bool = False) -> tuple[Outcome, bytes]:
         """One request whose body is in `rest` (what followed the head) or `spool`;
-        returns the outcome and the bytes the client sent past this request."""
+        returns the outcome and the bytes the client sent past this request. `close`:
+        answer with Connection: close whatever the request asks."""
         site = self._site
-        keep_alive = head.keep_alive and site.keep_alive and not site.closing
+        keep_alive = head.keep_alive and site.keep_alive and not site.closing and not close
         limits = site.limits
         if spool is None:  # the whole body (if any) arrived with the head, in `rest`
             framer = BodyFramer(head, limits.max_body_bytes, limits.max_header_bytes)
@@ -110,6 +112,8 @@ class Exchange:
             if active is not None:
                 active.pop(threading.get_ident(), None)
         if not framer.done:
+            if not responder.keep_alive:
+                return Outcome.UNREAD, b""  # the rest is dropped by the lingering close, parked
             try:
                 if not body.discard(DISCARD_LIMIT):
                     return Outcome.UNREAD, b""

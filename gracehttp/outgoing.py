@@ -109,7 +109,12 @@ class Sender:
         self._keep(Outgoing.of_file(head, fd, offset, count))
 
     def _keep(self, out: Outgoing) -> None:
-        if out.pump(self._io):
+        try:
+            done = out.pump(self._io)
+        except BaseException:
+            out.release()  # the client is gone: the duplicated file must not outlive it
+            raise
+        if done:
             self.short = out.short
         else:
             self._out = out

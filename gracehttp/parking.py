@@ -39,6 +39,7 @@ from collections.abc import Callable
 
 from gracehttp.connection import LINGER_SECONDS, Connection
 from gracehttp.connstate import CLOSED, IDLE, LINGERING, QUEUED, READING_BODY, READING_HEAD, WRITING, ConnState
+from gracehttp.http.writer import error_response
 from gracehttp.site import Site
 
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
@@ -202,7 +203,11 @@ class Parking:
         if victim is None:
             self._no_victim_until = soonest
             return False
+        state = victim.state
         if self.unpark(victim.fd, victim) is None:
+            return False
+        if victim.state is not state:  # served and parked again since the look: no longer stalled
+            self.dispose(victim, victim.state)
             return False
         if self.site.metrics is not None:
             self.site.metrics.bad_request("evicted")
@@ -254,6 +259,25 @@ class Parking:
 
     # -- deadlines -------------------------------------------------------------
 
+    def _expire(self, conn: Connection) -> ConnState:
+        """A parked connection's deadline passed: a begun request gets 408 and a lingering
+        close (so the 408 is not lost to a reset); anything else closes."""
+        state, io = conn.state, conn.io
+        begun = state is READING_BODY or (state is READING_HEAD and (conn.buf.strip() or io.has_input()))
+        if conn.overflow and state is READING_HEAD and not conn.buf and io.has_input():
+            # Admitted past max_connections, it sent in time, but a busy server had not read
+            # it yet: an ordinary connection's head deadline, and its event is served.
+            return conn.enter(READING_HEAD, conn.accepted + self.site.read_header_timeout)
+        if begun and io.handshaken and not conn.overflow:
+            reason, detail = ("read_timeout", "request body not received in time") if state is READING_BODY \
+                else ("header_timeout", "request header timeout")
+            if self.site.metrics is not None:
+                self.site.metrics.bad_request(reason)
+            io.send_quietly(error_response(408, detail, server=self.site.server_header))
+            return conn.enter(LINGERING)
+        conn.sender.drop()
+        return conn.enter(CLOSED)
+
     def tick(self) -> float:
         """How often the housekeeper looks: a quarter of the shortest deadline it keeps."""
         site = self.site
@@ -265,10 +289,13 @@ class Parking:
         now = time.monotonic()
         for conn in tuple(self.parked.values()):
             if conn.deadline <= now and self.unpark(conn.fd, conn) is not None:
+                if conn.deadline > now:  # served and parked again since the snapshot: not due
+                    self.dispose(conn, conn.state)
+                    continue
                 between = conn.state is READING_HEAD and conn.requests and not conn.buf
                 if between and self.site.closing and conn.has_input():
                     # The drain's grace ran out just as the client's next request came:
                     # give it its own header deadline, and a thread serves it.
                     self.dispose(conn, conn.enter(READING_HEAD, now + self.site.read_header_timeout))
                 else:
-                    self.dispose(conn, conn.expire())
+                    self.dispose(conn, self._expire(conn))

@@ -73,7 +73,9 @@ class Site:
             import ssl
 
             self.want_read += (ssl.SSLWantReadError,)
-            self.gone += (ssl.SSLEOFError,)
+            # Any other TLS error on a read (a bad record MAC, a failed decryption) ends
+            # the connection too; it is the client's doing, not worth a traceback.
+            self.gone += (ssl.SSLError,)
             self.want_write = (ssl.SSLWantWriteError,)
         #: "The socket takes nothing now" for a non-blocking write (a TLS write may
         #: need to read first: a key update).

@@ -147,4 +147,6 @@ def refused(port: int) -> bool:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     except (ConnectionRefusedError, ConnectionResetError):
         return True  # a reset: the handshake raced the listener's close
+    except TimeoutError:
+        return False  # a SYN dropped while a final stop shuts new connections out: not yet
     return False
