@@ -233,7 +233,8 @@ class Connection:
                         return self.enter(CLOSED)
                     if not buf:
                         self.head_started = time.monotonic()
-                    self.heads.grew(len(buf))
+                    if buf:
+                        self.heads.grew(len(buf))
                     buf += data
                     continue
                 try:
@@ -302,7 +303,7 @@ class Connection:
         None to go on with the connection, whose unread bytes are then in `buf`."""
         site = self.site
         self.requests += 1
-        if spool is None and self._is_probe(head):
+        if spool is None and head.path in _HEALTH and self._is_probe(head):
             # Health probes never need a request thread: answered here, on any thread.
             keep = head.keep_alive and site.keep_alive and not site.closing and not self.overflow
             status, ctype, body = answer(head.path.decode(), site.lifecycle, site.inflight.requests)
@@ -380,7 +381,10 @@ class Connection:
         self.io.reset_read_timeout()
         if outcome is Outcome.NEXT:
             self.buf = unread
-            return self._after_response(None)
+            sender = self.sender
+            if sender.pending or sender.short:
+                return self._after_response(None)
+            return None  # the usual case: all sent, go on with the next request
         if outcome is Outcome.CLOSE:
             # A client that sent more may still be sending: linger, not risk a reset.
             self.buf = unread

@@ -25,6 +25,9 @@ from gracehttp.wsgi import Body, build_environ
 #: An unread request body with up to this much still to come is read and dropped
 #: to keep the connection; a larger one closes it (receiving it could take long).
 DISCARD_LIMIT = 65536
+#: The framer of every request without a body: done from the start, never fed (a done
+#: framer is only read), so one serves all threads.
+NO_BODY = BodyFramer(None)
 
 
 class Outcome(enum.IntEnum):
@@ -68,9 +71,13 @@ class Exchange:
         site = self._site
         keep_alive = head.keep_alive and site.keep_alive and not site.closing and not close
         limits = site.limits
-        if spool is None:  # the whole body (if any) arrived with the head, in `rest`
+        if spool is None and not head.content_length and not head.chunked:
+            framer = NO_BODY  # most requests: nothing to frame; what follows is all in `rest`
+            body = Body(framer, self._recv)
+        elif spool is None:  # the whole body arrived with the head, in `rest`
             framer = BodyFramer(head, limits.max_body_bytes, limits.max_header_bytes)
-            body = Body(framer, self._recv, framer.feed(rest) if rest or not framer.done else b"")
+            body = Body(framer, self._recv, framer.feed(rest))
+            rest = framer.leftover
         else:  # collected parked: all of it, or the first `max_spool_bytes` (the rest streams)
             framer = spool.framer
             body = Body(framer, self._recv, stored=spool.read)
@@ -119,7 +126,7 @@ class Exchange:
                     return Outcome.UNREAD, b""
             except (ProtocolError, OSError):
                 return Outcome.UNREAD, b""
-        return (Outcome.NEXT if responder.keep_alive else Outcome.CLOSE), body.leftover()
+        return (Outcome.NEXT if responder.keep_alive else Outcome.CLOSE), rest if spool is None else body.leftover()
 
     def _account(self, environ: dict[str, Any], status: int, length: int, started: float) -> None:
         """Metrics and the access log for one answered request (nothing when both are off)."""

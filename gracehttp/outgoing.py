@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 
 from gracehttp.transport import Transport
@@ -86,22 +87,27 @@ class Sender:
     (the usual case: the socket takes all of it); what the socket does not take is
     kept, and the connection waits WRITING until `flush` has sent it."""
 
-    __slots__ = ("_io", "_out", "short", "started")
+    __slots__ = ("_io", "_out", "pending", "short", "started")
 
     def __init__(self, io: Transport) -> None:
         self._io = io
         self._out: Outgoing | None = None
+        #: A response is kept, not all sent yet (the connection is WRITING).
+        self.pending = False
         #: When the response now kept began to go out (its write_timeout counts from here).
         self.started = 0.0
         #: A file ended before the length its head promised: only a close can tell the client.
         self.short = False
 
-    @property
-    def pending(self) -> bool:
-        return self._out is not None
-
     def send(self, data: bytes) -> None:
-        sent = self._io.send_nowait(data)
+        io = self._io
+        if io.tls:
+            sent = io.send_nowait(data)
+        else:  # the hot path, inlined: one non-blocking send
+            try:
+                sent = io.sock.send(data, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
         if sent != len(data):
             self._keep(Outgoing(data[sent:]))
 
@@ -117,7 +123,7 @@ class Sender:
         if done:
             self.short = out.short
         else:
-            self._out = out
+            self._out, self.pending = out, True
             self.started = time.monotonic()
 
     def flush(self) -> bool:
@@ -126,7 +132,7 @@ class Sender:
         out = self._out
         if out is None or not out.pump(self._io):
             return out is None
-        self._out = None
+        self._out, self.pending = None, False
         self.short = out.short
         return True
 
@@ -134,4 +140,4 @@ class Sender:
         """Give up the kept response (the client is gone, or too slow)."""
         if self._out is not None:
             self._out.release()
-            self._out = None
+            self._out, self.pending = None, False
