@@ -144,7 +144,9 @@ class GatedApp:
 def refused(port: int) -> bool:
     """True once nothing listens on `port` (the listener closed)."""
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        # A short timeout: a SYN dropped by a final stop's filter is not retried for 1 s, and
+        # the caller polls again anyway.
+        socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
     except (ConnectionRefusedError, ConnectionResetError):
         return True  # a reset: the handshake raced the listener's close
     except TimeoutError:
