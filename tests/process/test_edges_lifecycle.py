@@ -1,7 +1,7 @@
 """Edges of the lifecycle against real processes: nothing answered before the server has
-announced that it is ready, workers that refuse or serve every connection at SIGTERM, and
-a drain whose whole wait is `drain_timeout` (README: "What happens on SIGTERM", "Health
-endpoints", and the systemd paragraph)."""
+announced that it is ready, and workers that refuse or serve every connection at SIGTERM
+(README: "What happens on SIGTERM", "Health endpoints", and the systemd paragraph). The
+drain's budget is tested in test_shutdown.py."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 
 from tests.helpers import wait_until
 from tests.process.test_activation import activate, high_fd
-from tests.process.test_shutdown import in_flight, slow_in_flight
+from tests.process.test_shutdown import in_flight
 
 
 def read_answer(sock: socket.socket, timeout: float = 5.0) -> bytes:
@@ -203,24 +203,3 @@ def test_workers_refuse_or_serve_every_connection_at_sigterm(start_server: Any) 
     assert failures == [], f"signal at {signalled:.3f}; served={served} refused={refused}; {failures[:5]}"
     assert refused > 0  # the listeners did close while the workers drained
     assert code == 0, "".join(srv.stderr)[-3000:]
-
-
-# -- the drain's wait is drain_timeout, nothing more -----------------------------------------
-
-
-def test_a_request_that_outlives_drain_timeout_adds_no_hidden_wait(start_server: Any) -> None:
-    srv = start_server(drain_timeout=1.0, shutdown_timeout=5.0)
-    t, results = slow_in_flight(srv.port, 10)
-    sent = time.time()
-    srv.proc.send_signal(signal.SIGTERM)
-    code, exited = srv.wait_exit(10)
-    assert 0.95 <= exited - sent < 1.6, f"SIGTERM to exit took {exited - sent:.2f}s"
-    # Still orderly: the stuck request is abandoned by name, the callbacks ran, exit status 1.
-    assert code == 1
-    assert [text for _, text in srv.events()] == ["callback 1", "callback 2", "process callback",
-                                                  "report drained=False left=1 errors=0"]
-    assert wait_until(lambda: any("were abandoned" in line for line in srv.stderr), 5)
-    assert any("drain ended with 1 requests still in flight" in line for line in srv.stderr)
-    t.join(15)
-    assert results
-    assert results[0][0] != 200
