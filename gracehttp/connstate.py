@@ -83,8 +83,9 @@ OWNERS: dict[ConnState, str] = {
     _S.CLOSED: "nobody",
 }
 
-#: The states in which a connection carries a request the drain must wait for.
-BEGUN = frozenset({_S.READING_HEAD, _S.READING_BODY, _S.QUEUED, _S.IN_APP, _S.WRITING})
+#: Parked states whose connection carries a begun request, which the drain waits for
+#: (QUEUED and IN_APP ones are counted busy instead).
+PARKED_BEGUN = frozenset({_S.READING_HEAD, _S.READING_BODY, _S.WRITING})
 
 #: `TRANSITIONS` indexed by state number, for the per-request check.
 ALLOWED = tuple(TRANSITIONS[s] for s in ConnState)

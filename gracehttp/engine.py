@@ -70,7 +70,7 @@ class Engine:
         self.logger = logger
         self.max_connections = max_connections
         self.ep = select.epoll()
-        self.parking = Parking(site, self.ep, logger, self._closed)
+        self.parking = Parking(site, self.ep, self._closed)
         self.open: set[Connection] = set()
         self.listeners: dict[int, Listener] = {}
         self._lock = threading.Lock()

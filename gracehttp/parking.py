@@ -31,14 +31,23 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import logging
 import select
 import threading
 import time
 from collections.abc import Callable
 
 from gracehttp.connection import LINGER_SECONDS, Connection
-from gracehttp.connstate import CLOSED, IDLE, LINGERING, QUEUED, READING_BODY, READING_HEAD, WRITING, ConnState
+from gracehttp.connstate import (
+    CLOSED,
+    IDLE,
+    LINGERING,
+    PARKED_BEGUN,
+    QUEUED,
+    READING_BODY,
+    READING_HEAD,
+    WRITING,
+    ConnState,
+)
 from gracehttp.http.writer import error_response
 from gracehttp.site import Site
 
@@ -54,16 +63,12 @@ EVICT_IDLE_AFTER = DRAIN_IDLE_GRACE
 #: ...and a connection that has waited this long for an unfinished request head
 #: (real clients send theirs in one go; a slowloris holds its slot this way).
 EVICT_HEAD_AFTER = 1.0
-#: Parked states whose connection carries a begun request (the drain waits for it).
-_PARKED_BEGUN = frozenset({READING_HEAD, READING_BODY, WRITING})
 
 
 class Parking:
-    def __init__(self, site: Site, ep: select.epoll, logger: logging.Logger,
-                 on_close: Callable[[Connection], None]) -> None:
+    def __init__(self, site: Site, ep: select.epoll, on_close: Callable[[Connection], None]) -> None:
         self.site = site
         self.ep = ep
-        self.logger = logger
         self.parked: dict[int, Connection] = {}
         #: Complete requests the reserve poller read while every request thread was busy.
         self.ready: collections.deque[Connection] = collections.deque()
@@ -83,7 +88,7 @@ class Parking:
             del self.parked[fd]
             # Counted busy before it leaves the parked set's lock: an idle connection
             # woken by a new request is never, even for a moment, counted nowhere.
-            self.site.inflight.claim(conn.state in _PARKED_BEGUN)
+            self.site.inflight.claim(conn.state in PARKED_BEGUN)
         return conn
 
     def pop_ready(self) -> Connection | None:
@@ -104,7 +109,7 @@ class Parking:
             if state is CLOSED:
                 self.close(conn)
             elif self.park(conn):
-                parked_begun = state in _PARKED_BEGUN
+                parked_begun = state in PARKED_BEGUN
         finally:
             self.site.inflight.release(parked_begun)
 
@@ -263,7 +268,7 @@ class Parking:
         """A parked connection's deadline passed: a begun request gets 408 and a lingering
         close (so the 408 is not lost to a reset); anything else closes."""
         state, io = conn.state, conn.io
-        begun = state is READING_BODY or (state is READING_HEAD and (conn.buf.strip() or io.has_input()))
+        begun = state is READING_BODY or (state is READING_HEAD and conn.has_input())
         if conn.overflow and state is READING_HEAD and not conn.buf and io.has_input():
             # Admitted past max_connections, it sent in time, but a busy server had not read
             # it yet: an ordinary connection's head deadline, and its event is served.
