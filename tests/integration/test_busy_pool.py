@@ -178,3 +178,47 @@ def test_a_connection_is_counted_in_flight_from_before_its_accept(monkeypatch: A
             assert get(server.port, timeout=5).status == 200
     assert seen
     assert all(busy >= 1 for busy in seen), seen
+
+
+def test_requests_queued_for_a_thread_are_answered_through_the_drain() -> None:
+    """SIGTERM while complete requests wait for a free thread: the drain waits for them,
+    and each is answered (with Connection: close), none dropped."""
+    with busy_pool() as (server, app):
+        results: list[tuple[int, str]] = []
+
+        def client(i: int) -> None:
+            resp = get(server.port, f"/q{i}", timeout=15)
+            results.append((resp.status, resp.headers.get("connection", "")))
+
+        clients = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+        for t in clients:
+            t.start()
+        engine = server._engine
+        assert engine is not None
+        assert wait_until(lambda: len(engine.parking.ready) == 3, 5), "the requests were not queued"
+        stopper = threading.Thread(target=server.shutdown)
+        stopper.start()
+        assert wait_until(lambda: server.is_shutting_down, 5)
+        app.release.set()
+        for t in clients:
+            t.join(15)
+        stopper.join(15)
+        assert results == [(200, "close")] * 3
+        assert server.shutdown().drained
+
+
+def test_a_response_still_being_sent_at_sigterm_is_sent_whole() -> None:
+    """A client reading a 4 MiB answer slowly when the drain begins gets all of it: the drain
+    waits for a connection that is writing, within drain_timeout."""
+    with running(big_app, threads=2, drain_timeout=10) as server, small_window_client(server.port) as sock:
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        engine = server._engine
+        assert engine is not None
+        assert wait_until(lambda: any(c.state.name == "WRITING" for c in tuple(engine.parked.values())), 5)
+        stopper = threading.Thread(target=server.shutdown)
+        stopper.start()
+        assert wait_until(lambda: server.is_shutting_down, 5)
+        resp = read_response(sock)
+        assert resp.body == b"b" * BIG
+        stopper.join(15)
+        assert server.shutdown().drained
