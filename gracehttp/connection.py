@@ -35,7 +35,7 @@ from gracehttp.connstate import (
 )
 from gracehttp.errors import ProtocolError
 from gracehttp.exchange import Exchange, Outcome
-from gracehttp.health import HEALTH_PATHS, answer
+from gracehttp.health import PROBE_PATHS, is_probe, probe_response
 from gracehttp.http.framing import HeadScanner
 from gracehttp.http.parser import RequestHead, parse_head
 from gracehttp.http.writer import CONTINUE, error_response, simple_response
@@ -43,7 +43,7 @@ from gracehttp.outgoing import Sender
 from gracehttp.site import Site
 from gracehttp.spool import BodySpool
 from gracehttp.state import State
-from gracehttp.transport import Transport
+from gracehttp.transport import RECV_SIZE, Transport
 from gracehttp.wsgi import base_environ
 
 #: A lingering close waits at most this long for the client to close its side.
@@ -53,7 +53,6 @@ PIPELINE_TURN = 16
 #: How long a connection admitted past max_connections has to send its request head
 #: (real clients and health probes send it at once); it is closed otherwise.
 OVERFLOW_GRACE = 0.25
-_HEALTH = frozenset(p.encode() for p in HEALTH_PATHS)
 _SHUTTING_DOWN = frozenset({State.DRAINING, State.STOPPING, State.STOPPED})
 
 
@@ -183,15 +182,20 @@ class Connection:
         limits = site.limits
         buf = self.buf
         answered = self.requests
+        # A plain socket that gave less than a full read is drained: no second read to
+        # learn it (TLS may hold decrypted bytes that epoll does not show).
+        drained = False
+        plain = not self.io.tls
         while True:
             spool = self.spool
             if spool is not None:  # a body being collected: take what has arrived
                 if time.monotonic() > self.deadline:
                     # Checked here too: a client sending flat out never lets this loop wait.
                     return self._reject(ProtocolError(408, "read_timeout", "request body not received in time"))
-                arrived = self.io.recv_nowait()
+                arrived = None if drained else self.io.recv_nowait()
                 if arrived is None:
                     return READING_BODY
+                drained = plain and len(arrived) < RECV_SIZE
                 if not arrived:  # the client stopped sending mid-body (it may still read)
                     return self._reject(ProtocolError(400, "incomplete_body", "request body incomplete"))
                 try:
@@ -212,7 +216,7 @@ class Connection:
                     except ProtocolError as exc:
                         return self._reject(exc)
                 if end < 0:
-                    data = self.io.recv_nowait()
+                    data = None if drained else self.io.recv_nowait()
                     if data is None:
                         self.buf = buf
                         if buf:
@@ -231,10 +235,11 @@ class Connection:
                         if buf.strip():
                             self._reject(ProtocolError(400, "incomplete_head", "request head incomplete"))
                         return self.enter(CLOSED)
-                    if not buf:
-                        self.head_started = time.monotonic()
+                    drained = plain and len(data) < RECV_SIZE
                     if buf:
                         self.heads.grew(len(buf))
+                    else:
+                        self.head_started = time.monotonic()
                     buf += data
                     continue
                 try:
@@ -242,7 +247,7 @@ class Connection:
                 except ProtocolError as exc:
                     return self._reject(exc)
                 buf = buf[end:]
-                if self.overflow and not self._is_probe(head):
+                if self.overflow and not (site.health and is_probe(head)):
                     if head.chunked or (head.content_length or 0) > len(buf):
                         # Past max_connections nothing waits on a client: no slot to collect
                         # a body in. A clear answer; the client may retry.
@@ -303,14 +308,13 @@ class Connection:
         None to go on with the connection, whose unread bytes are then in `buf`."""
         site = self.site
         self.requests += 1
-        if spool is None and head.path in _HEALTH and self._is_probe(head):
+        if spool is None and head.path in PROBE_PATHS and site.health and is_probe(head):
             # Health probes never need a request thread: answered here, on any thread.
             keep = head.keep_alive and site.keep_alive and not site.closing and not self.overflow
-            status, ctype, body = answer(head.path.decode(), site.lifecycle, site.inflight.requests)
             self.buf = rest
             try:
-                self.sender.send(simple_response(status, body, content_type=ctype, close=not keep,
-                                             head_only=head.method == "HEAD", server=site.server_header))
+                self.sender.send(probe_response(head, site.lifecycle, site.inflight.requests, keep,
+                                                site.server_header))
             except OSError:
                 return self.enter(CLOSED)
             return self._after_response(None if keep else LINGERING)
@@ -323,11 +327,6 @@ class Connection:
             return self.enter(QUEUED)
         self.enter(IN_APP)
         return self._run(head, rest, spool)
-
-    def _is_probe(self, head: RequestHead) -> bool:
-        """A health probe, which the server answers itself on any thread."""
-        return (self.site.health and head.path in _HEALTH and head.method in ("GET", "HEAD")
-                and not head.content_length and not head.chunked)
 
     def _after_response(self, end: ConnState | None) -> ConnState | None:
         """A response was handed over: WRITING if the client has not taken all of it

@@ -131,22 +131,13 @@ class Engine:
         with self._lock:
             listeners = list(self.listeners.values())
             self.listeners.clear()
-        inflight = self.site.inflight
         for lst in listeners:
             with contextlib.suppress(OSError):
                 self.ep.unregister(lst.fd)
             if final:
                 lst.refuse_new()
-            while True:
-                inflight.claim(False)
-                try:
-                    sock, peer = lst.sock.accept()
-                except OSError:
-                    inflight.release(False)
-                    break
-                conn = self._adopt(sock, peer, lst)
-                if conn is not None:
-                    self.parking.dispose(conn, ConnState.READING_HEAD)
+            while taken := self._take(lst, ACCEPT_BATCH):
+                self.parking.park_fresh(taken)
             lst.sock.close()
 
     def close_idle(self) -> None:
@@ -311,42 +302,56 @@ class Engine:
         """Take every connection in the kernel's queue (up to `ACCEPT_BATCH`), then serve them.
 
         Fair to new connections (see `ACCEPT_BATCH`), and cheap in a flood: a health
-        probe waits in the kernel's queue behind every connection accepted before it.
+        probe waits in the kernel's queue behind every connection accepted before it,
+        so the batch costs one claim and one release of the in-flight counters, one
+        lock of the open set and one of the parked set, not one of each per connection.
         The first gets this thread (and the app, `run_app`); the others are parked
         unread, and their first events come in arrival order.
         """
-        inflight = self.site.inflight
-        accepted: list[Connection] = []
-        for _ in range(ACCEPT_BATCH):
-            # Counted busy before the accept, so the drain never sees a moment in which a
-            # connection the kernel handed over is counted nowhere.
-            inflight.claim(False)
-            try:
-                sock, peer = lst.accept()
-            except (BlockingIOError, InterruptedError):
-                inflight.release(False)
-                break
-            except OSError as exc:
-                inflight.release(False)
-                # EMFILE/ENFILE/ENOBUFS: back off briefly instead of spinning on the listener.
-                self.logger.warning("accept failed: %s", exc)
-                self._tick_event.wait(0.05)
-                break
-            conn = self._adopt(sock, peer, lst)
-            if conn is None:
-                continue
-            if len(self.open) - self._overflow > self.max_connections:
-                self._admit_past_limit(conn)
-            accepted.append(conn)
-            if self._overflow >= OVERFLOW_MAX:
-                break
+        with self._lock:
+            room = self.max_connections - (len(self.open) - self._overflow)
+            batch = max(1, min(ACCEPT_BATCH, room + OVERFLOW_MAX - self._overflow))
+        accepted = self._take(lst, batch)
+        for conn in accepted[max(0, room):]:
+            self._admit_past_limit(conn)
         self._rearm_listener(lst)  # after counting the new connections against the limits
-        for conn in accepted[1:]:
+        if accepted:
             # Parked unread: an epoll registration is all it costs now, so the kernel's
             # queue drains as fast as it can; one that has sent its request is ready at once.
-            self.parking.dispose(conn, conn.state)
-        if accepted:
+            self.parking.park_fresh(accepted[1:])
             self._serve(accepted[0], run_app)
+
+    def _take(self, lst: Listener, batch: int) -> list[Connection]:
+        """Accept up to `batch` connections, counted busy and open; the caller owns them.
+
+        The whole batch is counted busy before the first accept, so the drain never
+        sees a moment in which a connection the kernel handed over is counted nowhere;
+        what the queue did not have is given back after.
+        """
+        inflight = self.site.inflight
+        inflight.claim(False, batch)
+        taken: list[Connection] = []
+        site, addr, tuned = self.site, lst.server_addr, lst.tuned
+        try:
+            for _ in range(batch):
+                try:
+                    sock, peer = lst.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    # EMFILE/ENFILE/ENOBUFS: back off briefly instead of spinning on the listener.
+                    self.logger.warning("accept failed: %s", exc)
+                    self._tick_event.wait(0.05)
+                    break
+                try:
+                    taken.append(Connection(sock, site, addr, peer, tuned))
+                except OSError:
+                    sock.close()
+        finally:
+            inflight.release(False, batch - len(taken))
+            with self._lock:
+                self.open.update(taken)
+        return taken
 
     def _admit_past_limit(self, conn: Connection) -> None:
         """Make room for a connection past ``max_connections``.
@@ -372,18 +377,6 @@ class Engine:
         """An overflow connection sent a request to serve: it counts as an ordinary one."""
         with self._lock:
             self._overflow -= 1
-
-    def _adopt(self, sock: socket.socket, peer: object, lst: Listener) -> Connection | None:
-        """Wrap an accepted socket, already counted busy; the caller owns it until disposed."""
-        try:
-            conn = Connection(sock, self.site, lst.server_addr, peer, lst.tuned)
-        except OSError:
-            sock.close()
-            self.site.inflight.release(False)
-            return None
-        with self._lock:
-            self.open.add(conn)
-        return conn
 
     def _rearm_listener(self, lst: Listener) -> None:
         with self._lock:

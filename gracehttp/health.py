@@ -1,8 +1,9 @@
 """The health endpoints (docs/architecture.rst), as precomputed answers and as WSGI apps.
 
-Middle layer: imports `state` and `http.writer`. The connection answers these
-paths itself, before the app, without counting them as in-flight, so a probe is
-answered even when every request thread is busy in the app.
+Middle layer: imports `state`, `http.parser` and `http.writer`. The connection
+answers these paths itself (`is_probe`, `probe_response`), before the app, without
+counting them as in-flight, so a probe is answered even when every request thread
+is busy in the app.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from gracehttp.http.writer import REASONS
+from gracehttp.http.parser import RequestHead
+from gracehttp.http.writer import REASONS, simple_response
 from gracehttp.state import Lifecycle, State
 
 HEALTH_PATHS = frozenset({"/livez", "/readyz", "/health", "/ready"})
+#: HEALTH_PATHS as the parser gives them, for a cheap first test on every request.
+PROBE_PATHS = frozenset(p.encode() for p in HEALTH_PATHS)
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
 
@@ -45,6 +49,20 @@ def answer(path: str, lifecycle: Lifecycle, in_flight: int) -> tuple[int, str, b
         body = json.dumps({"ready": True, "in_flight_requests": in_flight}, separators=(",", ":"))
         return 200, _JSON, body.encode()
     return 503, _JSON, json.dumps({"ready": False, "reason": phase}, separators=(",", ":")).encode()
+
+
+def is_probe(head: RequestHead) -> bool:
+    """A request the server answers itself: GET or HEAD of a health path, without a body."""
+    return (head.path in PROBE_PATHS and head.method in ("GET", "HEAD")
+            and not head.content_length and not head.chunked)
+
+
+def probe_response(head: RequestHead, lifecycle: Lifecycle, in_flight: int, keep_alive: bool,
+                   server: str | None) -> bytes:
+    """The whole HTTP response to a probe (`is_probe`)."""
+    status, ctype, body = answer(head.path.decode(), lifecycle, in_flight)
+    return simple_response(status, body, content_type=ctype, close=not keep_alive,
+                           head_only=head.method == "HEAD", server=server)
 
 
 def health_wsgi_app(lifecycle: Lifecycle, in_flight: Callable[[], int],

@@ -21,7 +21,10 @@ from collections.abc import Callable
 
 class InFlight:
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Entered as the bare lock: `with` on a Condition is a Python-level call, and these
+        # counters change several times per request and per accepted connection.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self.requests = 0
         self.busy = 0
         self.heads = 0
@@ -32,7 +35,7 @@ class InFlight:
         self.on_limit: Callable[[], None] | None = None
 
     def request_started(self) -> None:
-        with self._cond:
+        with self._lock:
             self.requests += 1
             self.total += 1
             hit = self.total == self.limit
@@ -40,24 +43,25 @@ class InFlight:
             self.on_limit()
 
     def request_finished(self) -> None:
-        with self._cond:
+        with self._lock:
             self.requests -= 1
             if self.requests == 0:
                 self._cond.notify_all()
 
-    def claim(self, was_head: bool) -> None:
-        """A thread took a connection (from the parked set when `was_head`/idle, or accept)."""
-        with self._cond:
-            self.busy += 1
+    def claim(self, was_head: bool, count: int = 1) -> None:
+        """A thread took `count` connections (from the parked set when `was_head`/idle,
+        or accept, which claims a batch before taking it)."""
+        with self._lock:
+            self.busy += count
             if was_head:
-                self.heads -= 1
+                self.heads -= count
 
-    def release(self, to_head: bool) -> None:
-        """A thread let go of a connection, parking it as a begun request when `to_head`."""
-        with self._cond:
+    def release(self, to_head: bool, count: int = 1) -> None:
+        """A thread let go of `count` connections, parking them as begun requests when `to_head`."""
+        with self._lock:
             if to_head:
-                self.heads += 1
-            self.busy -= 1
+                self.heads += count
+            self.busy -= count
             if self.busy == 0 and self.heads == 0:
                 self._cond.notify_all()
 

@@ -137,6 +137,36 @@ class Parking:
             self.sweep(conn)  # the drain's sweep may have run just before we parked
         return True
 
+    def park_fresh(self, conns: list[Connection]) -> None:
+        """Park connections just accepted (unread, awaiting their first head) and release
+        them to the in-flight counters: `dispose` for a batch, with one lock for it all."""
+        if not conns:
+            return
+        if self.stopped:
+            for conn in conns:
+                self.dispose(conn, conn.state)
+            return
+        parked = self.parked
+        with self._lock:
+            for conn in conns:
+                parked[conn.fd] = conn
+        lost = 0
+        for conn in conns:
+            try:
+                self._arm(conn, _ONESHOT_IN)
+            except OSError:
+                with self._lock:
+                    ours = parked.get(conn.fd) is conn
+                    if ours:
+                        del parked[conn.fd]
+                if ours:
+                    self.close(conn)
+                    lost += 1
+        inflight = self.site.inflight
+        if lost:
+            inflight.release(False, lost)
+        inflight.release(True, len(conns) - lost)  # READING_HEAD: parked as begun
+
     def _arm(self, conn: Connection, events: int) -> None:
         """Arm the connection's descriptor for one event, registering it the first time.
 
