@@ -14,8 +14,9 @@ probes, collect heads and bodies and queue complete requests (`Parking.ready`),
 which request threads take, oldest first, before they poll again. One
 housekeeping thread expires deadlines.
 
-A listener event accepts every connection queued (`ACCEPT_BATCH`), re-arms the
-listener and serves the first on this thread; the others are parked. A
+A listener event accepts every connection queued when it is served (up to
+`ACCEPT_BATCH`), parks them, re-arms the listener and serves the first on this
+thread (see `Engine._accept` for why in that order). A
 connection that has nothing more to do now is parked (`gracehttp.parking`,
 which states the ownership rules).
 
@@ -46,7 +47,7 @@ import time
 from gracehttp.connection import Connection
 from gracehttp.connstate import ConnState
 from gracehttp.leadership import Leadership
-from gracehttp.listeners import Listener
+from gracehttp.listeners import ACCEPT_BATCH, Listener
 from gracehttp.parking import Parking
 from gracehttp.site import Site
 
@@ -56,11 +57,6 @@ _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
 #: it sends a request, so this bounds descriptors, not time: a flood of connections that
 #: send nothing is drained from the kernel's queue at this many per grace period.
 OVERFLOW_MAX = 4096
-#: Connections taken from the kernel's queue for one listener event: all of them, in
-#: practice. The listener is one event among the connections': re-armed after a batch,
-#: it waits behind every connection ready by then, so each connection left queued would
-#: wait a whole round of the others (with 1,000 busy keep-alive clients, seconds).
-ACCEPT_BATCH = 1024
 
 
 class Engine:
@@ -299,26 +295,31 @@ class Engine:
     # -- accepting ---------------------------------------------------------------
 
     def _accept(self, lst: Listener, run_app: bool = True) -> None:
-        """Take every connection in the kernel's queue (up to `ACCEPT_BATCH`), then serve them.
+        """Take the connections in the kernel's queue (up to `ACCEPT_BATCH`), then serve them.
 
-        Fair to new connections (see `ACCEPT_BATCH`), and cheap in a flood: a health
-        probe waits in the kernel's queue behind every connection accepted before it,
-        so the batch costs one claim and one release of the in-flight counters, one
-        lock of the open set and one of the parked set, not one of each per connection.
-        The first gets this thread (and the app, `run_app`); the others are parked
-        unread, and their first events come in arrival order.
+        All of them: the listener is one event among the connections', so each one left
+        queued would wait a whole round of the others (with 1,000 busy keep-alive
+        clients, seconds). But only those queued now (`Listener.queued`), not those
+        that arrive while the batch is taken: in a flood of connections, a batch that
+        chased arrivals would hold back every request already accepted, a health probe's
+        among them. For the same reason the listener is re-armed after the batch is
+        parked: an accepted connection whose request is in goes before the next batch.
+        A batch costs one claim and one release of the in-flight counters, and one lock
+        each of the open and the parked set. The first gets this thread (and the app,
+        `run_app`); the others are parked unread, their first events in arrival order.
         """
         with self._lock:
             room = self.max_connections - (len(self.open) - self._overflow)
-            batch = max(1, min(ACCEPT_BATCH, room + OVERFLOW_MAX - self._overflow))
-        accepted = self._take(lst, batch)
+            batch = min(ACCEPT_BATCH, room + OVERFLOW_MAX - self._overflow, lst.queued())
+        accepted = self._take(lst, max(1, batch))
         for conn in accepted[max(0, room):]:
             self._admit_past_limit(conn)
-        self._rearm_listener(lst)  # after counting the new connections against the limits
         if accepted:
             # Parked unread: an epoll registration is all it costs now, so the kernel's
             # queue drains as fast as it can; one that has sent its request is ready at once.
             self.parking.park_fresh(accepted[1:])
+        self._rearm_listener(lst)  # after counting the new connections against the limits
+        if accepted:
             self._serve(accepted[0], run_app)
 
     def _take(self, lst: Listener, batch: int) -> list[Connection]:

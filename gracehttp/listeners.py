@@ -185,6 +185,17 @@ class Listener:
         fd, peer = self.sock._accept()  # type: ignore[attr-defined]
         return socket.socket(*self.kind, fileno=fd), peer
 
+    def queued(self) -> int:
+        """Connections in the kernel's accept queue now; `ACCEPT_BATCH` where it cannot
+        tell (a Unix socket). For TCP, TCP_INFO's "unacked" of a listening socket."""
+        if not self.tuned:
+            return ACCEPT_BATCH
+        try:
+            info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+        except OSError:
+            return ACCEPT_BATCH
+        return int(_QUEUED.unpack_from(info, 24)[0])
+
     def refuse_new(self) -> None:
         """Let no new connection into the kernel's queue (TCP): a socket filter that drops
         every packet, so a SYN goes unanswered (its client retries, and finds the port
@@ -198,5 +209,10 @@ class Listener:
             self.sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
 
 
+#: Connections taken from the kernel's queue for one listener event, at most: what is
+#: queued when the event is served (`Listener.queued`), not what arrives meanwhile.
+ACCEPT_BATCH = 1024
+_TCP_INFO_SIZE = 32  # up to tcpi_unacked (offset 24), which a listener fills with its queue's length
+_QUEUED = struct.Struct("I")
 _SO_ATTACH_FILTER = 26  # Linux, <asm-generic/socket.h>
 _BPF_RET_K = 0x06  # "return k": with k = 0, drop the packet

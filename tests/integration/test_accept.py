@@ -1,0 +1,129 @@
+"""Accepting in a flood: a batch takes what the kernel has queued, and what it accepted
+goes before the next batch, so a health probe is not held back by the connections that
+keep arriving behind it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+import pytest
+
+from gracehttp.config import Config
+from gracehttp.engine import Engine
+from gracehttp.inflight import InFlight
+from gracehttp.listeners import ACCEPT_BATCH, Listener
+from gracehttp.sites import main_engine
+from gracehttp.state import Lifecycle, State
+from tests.helpers import hello_app, read_response
+
+
+def _queue(port: int, count: int) -> list[socket.socket]:
+    """`count` connections whose handshakes completed: in the listener's accept queue."""
+    return [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+
+
+def _close(socks: list[socket.socket]) -> None:
+    for s in socks:
+        s.close()
+
+
+@contextmanager
+def engine_on_listener(**fields: object) -> Iterator[tuple[Engine, Listener, int]]:
+    """An engine that is not started: the test drives its accepting and polling itself."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(256)
+    port = sock.getsockname()[1]
+    cfg = Config(addr="127.0.0.1:0", app=hello_app, **fields)  # type: ignore[arg-type]
+    lifecycle = Lifecycle()
+    lifecycle.to(State.STARTING)
+    lifecycle.to(State.READY)
+    engine = main_engine(cfg, hello_app, lifecycle, InFlight(), logging.getLogger("test-accept"), None, None,
+                         [sock])
+    (lst,) = engine.listeners.values()
+    engine.ep.register(lst.fd, select.EPOLLIN | select.EPOLLONESHOT)
+    try:
+        yield engine, lst, port
+    finally:
+        engine.parking.close_all()
+        engine.ep.close()
+        sock.close()
+
+
+def test_a_listener_reports_its_accept_queue() -> None:
+    with engine_on_listener() as (_, lst, port):
+        assert lst.queued() == 0
+        clients = _queue(port, 5)
+        try:
+            assert lst.queued() == 5
+            lst.accept()[0].close()
+            assert lst.queued() == 4
+        finally:
+            _close(clients)
+
+
+def test_a_unix_listener_cannot_tell_and_takes_a_full_batch(tmp_path: object) -> None:
+    path = os.path.join(str(tmp_path), "s.sock")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    sock.listen(8)
+    try:
+        assert Listener(sock, b"", b"").queued() == ACCEPT_BATCH
+    finally:
+        sock.close()
+
+
+def test_a_batch_takes_what_was_queued_and_a_probe_in_it_goes_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe connects behind 20 idle connections and sends its request; 30 more
+    connect after the listener event's batch was sized (`queued` says 21, as when they
+    arrive while the batch is taken). The batch takes 21, not 51, and the next event
+    served is the probe's, not the listener's: the batch is parked before the listener
+    is re-armed, so a probe is not held back behind every connection still arriving."""
+    with engine_on_listener() as (engine, lst, port):
+        idle = _queue(port, 20)
+        probe = socket.create_connection(("127.0.0.1", port), timeout=5)
+        probe.sendall(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
+        later = _queue(port, 30)
+        try:
+            assert lst.queued() == 51
+            monkeypatch.setattr(Listener, "queued", lambda self: 21)
+            assert engine.ep.poll(1, 1)[0][0] == lst.fd
+            engine._accept(lst, run_app=False)
+            monkeypatch.undo()
+            assert engine.open_count == 21
+            assert lst.queued() == 30
+            events = engine.ep.poll(1, 1)
+            assert events
+            assert events[0][0] != lst.fd, "the listener went before the accepted probe"
+            conn = engine.parking.unpark(events[0][0])
+            assert conn is not None
+            engine._serve(conn, run_app=False)
+            response = read_response(probe)
+            assert response.status == 200
+            assert response.body == b"ok"
+            assert engine.ep.poll(1, 1)[0][0] == lst.fd  # then the rest, in the next batch
+        finally:
+            _close(idle + later + [probe])
+
+
+@pytest.mark.parametrize("count", [3, 40])
+def test_every_connection_of_a_batch_is_counted_then_given_back(count: int) -> None:
+    """Claimed as a batch before the first accept, released as a batch when parked: what
+    the drain waits for ends at the parked heads, one per connection, none left busy."""
+    with engine_on_listener() as (engine, lst, port):
+        clients = _queue(port, count)
+        try:
+            engine._accept(lst, run_app=False)
+            inflight = engine.site.inflight
+            assert engine.open_count == count
+            assert inflight.busy == 0
+            assert inflight.heads == count
+        finally:
+            _close(clients)
+        with suppress(OSError):
+            engine.parking.close_all()
