@@ -310,7 +310,9 @@ class Engine:
         """
         with self._lock:
             room = self.max_connections - (len(self.open) - self._overflow)
-            batch = min(ACCEPT_BATCH, room + OVERFLOW_MAX - self._overflow, lst.queued())
+            # Past the limit (room < 0: overflow connections promoted by their requests) the
+            # overflow's own bound still admits up to OVERFLOW_MAX of them.
+            batch = min(ACCEPT_BATCH, max(room, 0) + OVERFLOW_MAX - self._overflow, lst.queued())
         accepted = self._take(lst, max(1, batch))
         for conn in accepted[max(0, room):]:
             self._admit_past_limit(conn)

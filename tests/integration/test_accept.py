@@ -19,7 +19,7 @@ from gracehttp.inflight import InFlight
 from gracehttp.listeners import ACCEPT_BATCH, Listener
 from gracehttp.sites import main_engine
 from gracehttp.state import Lifecycle, State
-from tests.helpers import hello_app, read_response
+from tests.helpers import hello_app, read_response, wait_until
 
 
 def _queue(port: int, count: int) -> list[socket.socket]:
@@ -127,3 +127,32 @@ def test_every_connection_of_a_batch_is_counted_then_given_back(count: int) -> N
             _close(clients)
         with suppress(OSError):
             engine.parking.close_all()
+
+
+def test_past_the_limit_a_batch_still_takes_up_to_the_overflow_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overflow connections that send a request count as ordinary ones, so the open count
+    can stay past max_connections; new connections are still admitted as overflow, up to
+    OVERFLOW_MAX of them (4 here), not one per listener event."""
+    import gracehttp.engine
+
+    monkeypatch.setattr(gracehttp.engine, "OVERFLOW_MAX", 4)
+    with engine_on_listener(max_connections=1) as (engine, lst, port):
+        first = _queue(port, 4)
+        later: list[socket.socket] = []
+        try:
+            for s in first:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert wait_until(lambda: lst.queued() == 4)
+            engine._accept(lst, run_app=False)
+            while (events := engine.ep.poll(0.2, 1)) and events[0][0] != lst.fd:
+                conn = engine.parking.unpark(events[0][0])
+                if conn is not None:
+                    engine._serve(conn, run_app=False)  # a request: promoted, queued for a thread
+            assert engine.open_count == 4
+            assert engine._overflow == 0  # all promoted: 3 past max_connections=1
+            later = _queue(port, 10)
+            assert wait_until(lambda: lst.queued() == 10)
+            engine._accept(lst, run_app=False)
+            assert engine.open_count == 8  # 4 more, as overflow
+        finally:
+            _close(first + later)
