@@ -316,10 +316,9 @@ class Engine:
         accepted = self._take(lst, max(1, batch))
         for conn in accepted[max(0, room):]:
             self._admit_past_limit(conn)
-        if accepted:
-            # Parked unread: an epoll registration is all it costs now, so the kernel's
-            # queue drains as fast as it can; one that has sent its request is ready at once.
-            self.parking.park_fresh(accepted[1:])
+        # Parked unread: an epoll registration is all it costs now, so the kernel's queue
+        # drains as fast as it can; one that has sent its request is ready at once.
+        self.parking.park_fresh(accepted[1:])
         self._rearm_listener(lst)  # after counting the new connections against the limits
         if accepted:
             self._serve(accepted[0], run_app)

@@ -119,20 +119,10 @@ class Parking:
             self.close(conn)
             return False
         state = conn.state
-        fd = conn.fd
         with self._lock:
-            self.parked[fd] = conn
-        try:
-            self._arm(conn, _ONESHOT_OUT if state is WRITING or conn.yielding else _ONESHOT_IN)
-        except OSError:
-            with self._lock:
-                ours = self.parked.get(fd) is conn
-                if ours:
-                    del self.parked[fd]
-            if ours:
-                self.close(conn)
-                return False
-            return True  # an event's thread already owns it
+            self.parked[conn.fd] = conn
+        if not self._arm_parked(conn, _ONESHOT_OUT if state is WRITING or conn.yielding else _ONESHOT_IN):
+            return False
         if state is IDLE and self.site.closing:
             self.sweep(conn)  # the drain's sweep may have run just before we parked
         return True
@@ -150,22 +140,30 @@ class Parking:
         with self._lock:
             for conn in conns:
                 parked[conn.fd] = conn
-        lost = 0
-        for conn in conns:
-            try:
-                self._arm(conn, _ONESHOT_IN)
-            except OSError:
-                with self._lock:
-                    ours = parked.get(conn.fd) is conn
-                    if ours:
-                        del parked[conn.fd]
-                if ours:
-                    self.close(conn)
-                    lost += 1
+        closed = sum(not self._arm_parked(conn, _ONESHOT_IN) for conn in conns)
         inflight = self.site.inflight
-        if lost:
-            inflight.release(False, lost)
-        inflight.release(True, len(conns) - lost)  # READING_HEAD: parked as begun
+        if closed:
+            inflight.release(False, closed)
+        inflight.release(True, len(conns) - closed)  # READING_HEAD: parked as begun
+
+    def _arm_parked(self, conn: Connection, events: int) -> bool:
+        """Arm a connection just put in the parked set; False if that failed and it was closed.
+
+        True also when arming failed but another thread has already taken it from the
+        parked set (woken by a stale event for its descriptor number): that one owns it.
+        """
+        try:
+            self._arm(conn, events)
+        except OSError:
+            fd = conn.fd
+            with self._lock:
+                ours = self.parked.get(fd) is conn
+                if ours:
+                    del self.parked[fd]
+            if ours:
+                self.close(conn)
+                return False
+        return True
 
     def _arm(self, conn: Connection, events: int) -> None:
         """Arm the connection's descriptor for one event, registering it the first time.
