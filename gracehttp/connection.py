@@ -25,7 +25,9 @@ from gracehttp.connstate import (
     CLOSED,
     IDLE,
     IN_APP,
+    LINGER_SECONDS,
     LINGERING,
+    OVERFLOW_GRACE,
     QUEUED,
     READING_BODY,
     READING_HEAD,
@@ -46,13 +48,8 @@ from gracehttp.state import State
 from gracehttp.transport import RECV_SIZE, Transport
 from gracehttp.wsgi import base_environ
 
-#: A lingering close waits at most this long for the client to close its side.
-LINGER_SECONDS = 2.0
 #: Pipelined requests answered in one turn before the connection yields to the others.
 PIPELINE_TURN = 16
-#: How long a connection admitted past max_connections has to send its request head
-#: (real clients and health probes send it at once); it is closed otherwise.
-OVERFLOW_GRACE = 0.25
 _SHUTTING_DOWN = frozenset({State.DRAINING, State.STOPPING, State.STOPPED})
 
 
@@ -191,17 +188,17 @@ class Connection:
             if spool is not None:  # a body being collected: take what has arrived
                 if time.monotonic() > self.deadline:
                     # Checked here too: a client sending flat out never lets this loop wait.
-                    return self._reject(ProtocolError(408, "read_timeout", "request body not received in time"))
+                    return self.reject(ProtocolError(408, "read_timeout", "request body not received in time"))
                 arrived = None if drained else self.io.recv_nowait()
                 if arrived is None:
                     return READING_BODY
                 drained = plain and len(arrived) < RECV_SIZE
                 if not arrived:  # the client stopped sending mid-body (it may still read)
-                    return self._reject(ProtocolError(400, "incomplete_body", "request body incomplete"))
+                    return self.reject(ProtocolError(400, "incomplete_body", "request body incomplete"))
                 try:
                     spool.feed(arrived)
                 except ProtocolError as exc:  # bad chunk framing, or past max_body_bytes
-                    return self._reject(exc)
+                    return self.reject(exc)
                 if not spool.done and not spool.full:
                     continue
                 assert self.pending is not None
@@ -214,7 +211,7 @@ class Connection:
                     try:
                         buf, end = self.heads.find(buf, limits)
                     except ProtocolError as exc:
-                        return self._reject(exc)
+                        return self.reject(exc)
                 if end < 0:
                     data = None if drained else self.io.recv_nowait()
                     if data is None:
@@ -233,7 +230,7 @@ class Connection:
                         return self.enter(IDLE, time.monotonic() + site.idle_timeout)
                     if not data:
                         if buf.strip():
-                            self._reject(ProtocolError(400, "incomplete_head", "request head incomplete"))
+                            self.reject(ProtocolError(400, "incomplete_head", "request head incomplete"))
                         return self.enter(CLOSED)
                     drained = plain and len(data) < RECV_SIZE
                     if buf:
@@ -245,16 +242,15 @@ class Connection:
                 try:
                     head = parse_head(buf[:end], limits)
                 except ProtocolError as exc:
-                    return self._reject(exc)
+                    return self.reject(exc)
                 buf = buf[end:]
                 if self.overflow and not (site.health and is_probe(head)):
                     if head.chunked or (head.content_length or 0) > len(buf):
                         # Past max_connections nothing waits on a client: no slot to collect
                         # a body in. A clear answer; the client may retry.
-                        self.io.send_quietly(simple_response(503, b"server busy\n", close=True,
-                                                             extra=(("Retry-After", "1"),),
-                                                             server=site.server_header))
-                        return self.enter(LINGERING)
+                        return self._refuse(simple_response(503, b"server busy\n", close=True,
+                                                            extra=(("Retry-After", "1"),),
+                                                            server=site.server_header))
                     # A complete request: served like any other, then the connection closes,
                     # so it never becomes one more waiting on its client.
                     self.overflow = False
@@ -263,7 +259,7 @@ class Connection:
                 max_body = limits.max_body_bytes
                 if max_body is not None and (head.content_length or 0) > max_body:
                     # Refused before anything is collected (and before 100 Continue).
-                    return self._reject(ProtocolError(413, "body_too_large", "request body too large"))
+                    return self.reject(ProtocolError(413, "body_too_large", "request body too large"))
                 if head.chunked or (head.content_length or 0) > len(buf):
                     # Not all here (or chunked): collect it parked before the app runs, so a
                     # slow sender holds no thread. Expect: 100-continue is answered now, never
@@ -280,7 +276,7 @@ class Connection:
                     try:
                         spool.feed(buf)
                     except ProtocolError as exc:
-                        return self._reject(exc)
+                        return self.reject(exc)
                     buf = b""
                     if not spool.done and not spool.full:
                         continue
@@ -319,9 +315,8 @@ class Connection:
                 return self.enter(CLOSED)
             return self._after_response(None if keep else LINGERING)
         if site.drain_reject and site.lifecycle.state in _SHUTTING_DOWN:
-            self.io.send_quietly(simple_response(
+            return self._refuse(simple_response(
                 503, b"shutting down\n", close=True, extra=(("Retry-After", "5"),), server=site.server_header))
-            return self.enter(LINGERING)
         if not run_app:
             self.ready = (head, rest, spool)
             return self.enter(QUEUED)
@@ -392,17 +387,22 @@ class Connection:
             return self._after_response(LINGERING)
         if outcome is Outcome.REFUSED:
             assert exchange.error is not None
-            return self._reject(exchange.error)
+            return self.reject(exchange.error)
         if outcome is Outcome.FAILED:
-            self.io.send_quietly(error_response(500, "internal server error", server=self.site.server_header))
-            return self.enter(LINGERING)
+            return self._refuse(error_response(500, "internal server error", server=self.site.server_header))
         self.sender.drop()  # ABANDON: the response cannot be finished
         return self.enter(CLOSED)
 
-    def _reject(self, exc: ProtocolError) -> ConnState:
+    def reject(self, exc: ProtocolError) -> ConnState:
+        """Answer a request the server refuses (counted by reason) and close lingering."""
         if self.site.metrics is not None:
             self.site.metrics.bad_request(exc.reason)
-        self.io.send_quietly(error_response(exc.status, exc.detail, server=self.site.server_header))
+        return self._refuse(error_response(exc.status, exc.detail, server=self.site.server_header))
+
+    def _refuse(self, response: bytes) -> ConnState:
+        """A closing answer, sent as far as the client takes it now, then a lingering close
+        (so the answer is not lost to a reset while the client is still sending)."""
+        self.io.send_quietly(response)
         return self.enter(LINGERING)
 
     def has_input(self) -> bool:

@@ -58,16 +58,22 @@ TRANSITIONS: dict[ConnState, frozenset[ConnState]] = {
     _S.CLOSED: frozenset(),
 }
 
+#: A lingering close waits at most this long for the client to close its side.
+LINGER_SECONDS = 2.0
+#: How long a connection admitted past max_connections has to send its request head
+#: (real clients and health probes send it at once); it is closed otherwise.
+OVERFLOW_GRACE = 0.25
+
 #: What bounds each state: the deadline set on entry (from the server's settings).
 DEADLINES: dict[ConnState, str] = {
     _S.READING_HEAD: "read_header_timeout from the head's first byte (from accept for a new connection; "
-                     "0.25 s from accept past max_connections)",
+                     f"{OVERFLOW_GRACE:g} s from accept past max_connections)",
     _S.READING_BODY: "read_timeout from the head's first byte, checked on every read",
     _S.QUEUED: "none of its own: it is served in arrival order as threads free up; a forcible stop closes it",
     _S.IN_APP: "the app's; every wait of a streamed body or response is bounded by read_timeout/write_timeout",
     _S.WRITING: "write_timeout from the start of the response",
     _S.IDLE: "idle_timeout from the end of the last response",
-    _S.LINGERING: "2 s from the closing answer",
+    _S.LINGERING: f"{LINGER_SECONDS:g} s from the closing answer",
     _S.CLOSED: "-",
 }
 

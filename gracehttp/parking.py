@@ -36,10 +36,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from gracehttp.connection import LINGER_SECONDS, Connection
+from gracehttp.connection import Connection
 from gracehttp.connstate import (
     CLOSED,
     IDLE,
+    LINGER_SECONDS,
     LINGERING,
     PARKED_BEGUN,
     QUEUED,
@@ -48,7 +49,7 @@ from gracehttp.connstate import (
     WRITING,
     ConnState,
 )
-from gracehttp.http.writer import error_response
+from gracehttp.errors import ProtocolError
 from gracehttp.site import Site
 
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
@@ -302,12 +303,9 @@ class Parking:
             # it yet: an ordinary connection's head deadline, and its event is served.
             return conn.enter(READING_HEAD, conn.accepted + self.site.read_header_timeout)
         if begun and io.handshaken and not conn.overflow:
-            reason, detail = ("read_timeout", "request body not received in time") if state is READING_BODY \
-                else ("header_timeout", "request header timeout")
-            if self.site.metrics is not None:
-                self.site.metrics.bad_request(reason)
-            io.send_quietly(error_response(408, detail, server=self.site.server_header))
-            return conn.enter(LINGERING)
+            if state is READING_BODY:
+                return conn.reject(ProtocolError(408, "read_timeout", "request body not received in time"))
+            return conn.reject(ProtocolError(408, "header_timeout", "request header timeout"))
         conn.sender.drop()
         return conn.enter(CLOSED)
 

@@ -61,10 +61,6 @@ class BodySpool:
     def full(self) -> bool:
         return self.limit is not None and self.length >= self.limit and not self.framer.done
 
-    @property
-    def leftover(self) -> bytes:
-        return self.framer.leftover
-
     def feed(self, data: bytes) -> None:
         """Take raw bytes from the socket; raises `ProtocolError` (bad chunk framing, 413)."""
         self._store(self.framer.feed(data))

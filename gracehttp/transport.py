@@ -140,10 +140,7 @@ class Transport:
     def send_quietly(self, data: bytes) -> None:
         """Best-effort send of an error page to a client that may be gone or not reading."""
         with contextlib.suppress(OSError):
-            if self.tls:
-                self.sock.send(data)
-            else:
-                self.sock.send(data, socket.MSG_DONTWAIT)
+            self.send_nowait(data)
 
     def _tls_call(self, op: Any, arg: Any, deadline: float) -> Any:
         """``op(arg)`` on the non-blocking TLS socket, waiting in poll while OpenSSL wants

@@ -49,7 +49,7 @@ def test_any_split_gives_the_body_and_the_bytes_after_it(body: bytes, size: int,
     assert spool.done
     assert spool.length == len(body)
     assert read_all(spool) == body
-    assert spool.leftover == after
+    assert spool.framer.leftover == after
 
 
 def test_a_large_body_goes_to_a_temporary_file_and_reads_back_whole() -> None:
