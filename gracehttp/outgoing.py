@@ -48,6 +48,12 @@ class Outgoing:
     def pump(self, io: Transport) -> bool:
         """Send what the socket takes now; True once everything is sent.
         Raises OSError when the client is gone."""
+        if self._remaining > 0 and not io.tls:
+            with io.nonblocking():  # once for every sendfile of this turn
+                return self._pump(io)
+        return self._pump(io)
+
+    def _pump(self, io: Transport) -> bool:
         while True:
             if self._data:
                 sent = io.send_nowait(self._data)

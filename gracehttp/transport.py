@@ -22,6 +22,7 @@ import os
 import select
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from gracehttp.errors import ProtocolError
@@ -125,17 +126,24 @@ class Transport:
         except self.site.want_write_any:
             return 0
 
+    @contextlib.contextmanager
+    def nonblocking(self) -> Iterator[None]:
+        """Plain sockets only: non-blocking for the block, for `sendfile_nowait`."""
+        os.set_blocking(self.fd, False)
+        try:
+            yield
+        finally:
+            os.set_blocking(self.fd, True)
+
     def sendfile_nowait(self, fd: int, offset: int, count: int) -> int | None:
         """Send up to `count` bytes of file `fd` from `offset` without waiting (plain
-        sockets only); the count sent, 0 at the file's end, None when the socket takes
-        nothing now. Raises OSError when the client is gone."""
-        os.set_blocking(self.fd, False)  # sendfile has no per-call "don't wait" flag
+        sockets, inside `nonblocking`: sendfile has no per-call "don't wait" flag); the
+        count sent, 0 at the file's end, None when the socket takes nothing now.
+        Raises OSError when the client is gone."""
         try:
             return os.sendfile(self.fd, fd, offset, count)
         except (BlockingIOError, InterruptedError):
             return None
-        finally:
-            os.set_blocking(self.fd, True)
 
     def send_quietly(self, data: bytes) -> None:
         """Best-effort send of an error page to a client that may be gone or not reading."""
