@@ -55,7 +55,7 @@ _SHUTTING_DOWN = frozenset({State.DRAINING, State.STOPPING, State.STOPPED})
 
 class Connection:
     __slots__ = ("accepted", "after_write", "buf", "close_after", "deadline", "exchange", "fd", "head_started",
-                 "heads", "io", "overflow", "peer", "pending", "ready", "registered", "requests", "sender",
+                 "heads", "io", "overflow", "peer", "ready", "registered", "requests", "sender",
                  "server_addr", "site", "spool", "state", "yielding")
 
     def __init__(self, sock: socket.socket, site: Site, server_addr: tuple[str, str], peer: Any,
@@ -74,9 +74,8 @@ class Connection:
         #: When the head now awaited (or being read) began to arrive; 0 before its first byte.
         self.head_started = 0.0
         self.buf = b""
-        #: The body being collected (READING_BODY), for the head `pending`.
+        #: The body being collected (READING_BODY), with its head.
         self.spool: BodySpool | None = None
-        self.pending: RequestHead | None = None
         #: A complete request waiting in the engine's ready queue for a request thread.
         self.ready: tuple[RequestHead, bytes, BodySpool | None] | None = None
         #: The rest of a complete response (WRITING); what follows once it is sent
@@ -201,9 +200,8 @@ class Connection:
                     return self.reject(exc)
                 if not spool.done and not spool.full:
                     continue
-                assert self.pending is not None
-                head = self.pending
-                self.pending, self.spool = None, None
+                head = spool.head
+                self.spool = None
                 buf = b""
             else:
                 end = -1
@@ -271,7 +269,7 @@ class Connection:
                         except OSError:
                             return self.enter(CLOSED)
                     spool = self.spool = BodySpool(head, max_body, limits.max_header_bytes, site.max_spool_bytes)
-                    self.pending, self.buf = head, b""
+                    self.buf = b""
                     self.enter(READING_BODY)
                     try:
                         spool.feed(buf)
@@ -280,7 +278,7 @@ class Connection:
                     buf = b""
                     if not spool.done and not spool.full:
                         continue
-                    self.pending, self.spool = None, None
+                    self.spool = None
             after = self._answer(head, buf, spool, run_app)
             if after is not None:
                 return after

@@ -41,10 +41,11 @@ class BodySpool:
     (`done`) or `limit` body bytes are stored (`full`: the app then reads the rest
     as it arrives, through the same `framer`)."""
 
-    __slots__ = ("_file", "_mem", "_read_at", "framer", "length", "limit")
+    __slots__ = ("_file", "_mem", "_read_at", "framer", "head", "length", "limit")
 
     def __init__(self, head: RequestHead, max_body: int | None, max_trailer_bytes: int = 65536,
                  limit: int | None = None) -> None:
+        self.head = head
         self.framer = BodyFramer(head, max_body, max_trailer_bytes)
         self.limit = limit
         self._mem = bytearray()
