@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -239,6 +240,25 @@ def test_the_head_end_is_found_scanning_only_new_bytes_at_every_split() -> None:
         if end < 0:
             end = find_head_end(first + rest, Limits(), max(0, len(first) - 3))
         assert end == want, cut
+
+
+def test_requests_trickled_a_byte_at_a_time_are_answered_whole() -> None:
+    """A short read parks a plain connection without a second read to learn it is
+    drained; each byte that arrives after must still wake it. Two pipelined requests,
+    heads and a body sent one byte per segment (TCP_NODELAY, the server's turn between
+    bytes), are both answered, the body whole."""
+    body = b"0123456789" * 3
+    raw = (b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+           + b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    with running(echo_app, threads=2) as server, connect(server.port) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(raw)):
+            sock.sendall(raw[i:i + 1])
+            time.sleep(0.002)  # the trickling client's pace: one segment per byte
+        data = read_until_close(sock)
+    assert statuses(data) == [200, 200]
+    assert b"\r\n\r\n%d %s" % (len(body), hashlib.sha256(body).hexdigest().encode()) in data
+    assert data.endswith(b"\r\n\r\n0 " + hashlib.sha256(b"").hexdigest().encode())
 
 
 # -- pipelining ------------------------------------------------------------------------
