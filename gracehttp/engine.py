@@ -47,7 +47,7 @@ import time
 from gracehttp.connection import Connection
 from gracehttp.connstate import ConnState
 from gracehttp.leadership import Leadership
-from gracehttp.listeners import ACCEPT_BATCH, Listener
+from gracehttp.listeners import ACCEPT_BATCH, Listener, reserve_descriptors
 from gracehttp.parking import Parking
 from gracehttp.site import Site
 
@@ -57,6 +57,7 @@ _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
 #: it sends a request, so this bounds descriptors, not time: a flood of connections that
 #: send nothing is drained from the kernel's queue at this many per grace period.
 OVERFLOW_MAX = 4096
+_SPARE_DESCRIPTORS = 256
 
 
 class Engine:
@@ -90,6 +91,8 @@ class Engine:
             sock.setblocking(False)
             lst = Listener(sock, site.rcvtimeo, site.sndtimeo)
             self.listeners[lst.fd] = lst
+        # Every connection it may hold at once, and some for files and the app's own use.
+        reserve_descriptors(max_connections + OVERFLOW_MAX + _SPARE_DESCRIPTORS)
         self.ep.register(self._wake_r, select.EPOLLIN)  # level-triggered: wakes every thread
         self.ep.register(self._want_r, 0)  # armed by the reserve poller while it leads
 

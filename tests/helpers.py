@@ -152,3 +152,11 @@ def refused(port: int) -> bool:
     except TimeoutError:
         return False  # a SYN dropped while a final stop shuts new connections out: not yet
     return False
+
+
+def fd_table(pid: int) -> int:
+    """The size of a process's descriptor table (not the count of open descriptors)."""
+    with open(f"/proc/{pid}/status") as f:
+        found = re.search(r"^FDSize:\s+(\d+)", f.read(), re.M)
+    assert found is not None
+    return int(found.group(1))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import select
 import socket
 from collections.abc import Iterator
@@ -16,10 +17,10 @@ import pytest
 from gracehttp.config import Config
 from gracehttp.engine import Engine
 from gracehttp.inflight import InFlight
-from gracehttp.listeners import ACCEPT_BATCH, Listener
+from gracehttp.listeners import ACCEPT_BATCH, Listener, reserve_descriptors
 from gracehttp.sites import main_engine
 from gracehttp.state import Lifecycle, State
-from tests.helpers import hello_app, read_response, wait_until
+from tests.helpers import fd_table, hello_app, read_response, wait_until
 
 
 def _queue(port: int, count: int) -> list[socket.socket]:
@@ -156,3 +157,25 @@ def test_past_the_limit_a_batch_still_takes_up_to_the_overflow_bound(monkeypatch
             assert engine.open_count == 8  # 4 more, as overflow
         finally:
             _close(first + later)
+
+
+def test_reserving_descriptors_grows_the_table_once_and_touches_nothing_open() -> None:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    size = fd_table(os.getpid())
+    want = min(soft, size * 4)
+    if want <= size:
+        pytest.skip(f"the soft RLIMIT_NOFILE ({soft}) leaves no room to grow a table of {size}")
+    assert reserve_descriptors(want) == want
+    assert fd_table(os.getpid()) >= want
+    assert reserve_descriptors(soft * 2) == soft  # never past the limit, and no error
+    # Something open in the very slot asked for is left alone.
+    r, w = os.pipe()
+    high = os.dup2(w, want - 1)
+    try:
+        assert reserve_descriptors(want) == want
+        os.write(high, b"x")
+        assert os.read(r, 1) == b"x"
+    finally:
+        for fd in (r, w, high):
+            os.close(fd)
+

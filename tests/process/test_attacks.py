@@ -5,11 +5,15 @@ values and a normal request is served."""
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import time
 from typing import Any
 
-from tests.helpers import get, read_until_close, statuses, wait_until
+import pytest
+
+from gracehttp.engine import OVERFLOW_MAX
+from tests.helpers import fd_table, get, read_until_close, statuses, wait_until
 
 
 def counts(pid: int) -> tuple[int, int]:
@@ -49,6 +53,31 @@ def test_two_thousand_connections_at_once_beyond_max_connections(start_server: A
     assert answers == [[200]] * 2000
     assert not any("accept failed" in line for line in srv.stderr)
     back_to_idle(srv, idle)
+
+
+@pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 2048,
+                    reason="needs a soft RLIMIT_NOFILE of 2,048 for the server and the clients")
+def test_a_flood_of_connections_never_waits_for_the_descriptor_table_to_grow(start_server: Any) -> None:
+    """The kernel grows a process's descriptor table by doubling, on the accept that needs
+    a slot past its end, and in a threaded process each growth waits an RCU grace period
+    (10-35 ms measured, holding up every connection and probe behind that accept). The
+    server grows it at start for every connection it may hold (max_connections and the
+    overflow past it), so a flood of 1,000 connections finds it big enough."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    srv = start_server(threads=4, max_connections=500, backlog=4096, metrics=False)
+    pid = srv.proc.pid
+    size = fd_table(pid)
+    assert size >= min(soft, 500 + OVERFLOW_MAX)
+    socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=30) for _ in range(1000)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        answers = [statuses(read_until_close(sock, timeout=30)) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    assert answers == [[200]] * 1000
+    assert fd_table(pid) == size
 
 
 def test_connections_that_send_nothing_past_max_connections_cannot_lock_out_a_probe(start_server: Any) -> None:
