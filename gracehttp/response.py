@@ -104,8 +104,8 @@ class Responder:
         """Choose the framing and render the head (called once, when output starts)."""
         if not self.status:
             raise AssertionError("the app returned without calling start_response")
-        extra = [self._extra, "Date: ", http_date(), "\r\n"]
         length: int | None = None
+        own_date = own_server = False
         for name, value in self.headers:
             low = name.lower()
             if low == "content-length":
@@ -115,12 +115,22 @@ class Responder:
             elif low == "connection":
                 if "close" in value.lower():
                     self.keep_alive = False
+            elif low == "date":
+                own_date = True
+            elif low == "server":
+                own_server = True
             elif low in _HOP_BY_HOP:
                 raise HeaderError(f"hop-by-hop header {name!r} is the server's to set (PEP 3333)")
-        headers = [(k, v) for k, v in self.headers if k.lower() != "connection"]
+        # The app's own Date or Server wins; the server adds its own only where it set none.
+        extra = ["" if own_server else self._extra, "" if own_date else f"Date: {http_date()}\r\n"]
+        code = self.code
+        # No Content-Length in a 1xx or 204 (RFC 9110 section 8.6); a 304's is the app's
+        # word for the length the 200 would have had, so it stays.
+        dropped = ("connection", "content-length") if code == 204 or code < 200 else ("connection",)
+        headers = [(k, v) for k, v in self.headers if k.lower() not in dropped]
         if self.keep_alive and self._closing():
             self.keep_alive = False  # the drain began while the app ran: tell the client now
-        no_body = self.code in NO_BODY_STATUSES or self.code < 200
+        no_body = code in NO_BODY_STATUSES or code < 200
         if length is not None and body_length is not None and body_length < length and not no_body \
                 and not self.head_only:
             # The whole body is known and ends short of the app's Content-Length: the

@@ -12,6 +12,7 @@ framing header, a single ``chunked`` transfer coding.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from gracehttp.errors import ProtocolError
@@ -29,6 +30,18 @@ MAX_CHUNK_LINE = 4096
 MAX_CHUNK_SIZE_DIGITS = 16
 #: Empty lines tolerated before a request line (RFC 9112 section 2.2).
 MAX_LEADING_CRLF = 8
+
+_TOKEN_RE = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED_RE = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+#: The chunk extensions after a chunk size, from their first ";" (RFC 9112 section 7.1.1):
+#: ``*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )``.
+_CHUNK_EXTENSIONS = re.compile(
+    rb"(?:[ \t]*;[ \t]*" + _TOKEN_RE + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN_RE + rb"|" + _QUOTED_RE + rb"))?)*")
+#: A Host value: ``uri-host [ ":" port ]`` (RFC 9112 section 3.2, RFC 3986 section 3.2.2):
+#: an IP literal in brackets, or a reg-name (an IPv4 address is one too); empty is allowed.
+_HOST = re.compile(
+    rb"(?:\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+)\]"
+    rb"|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
 
 #: Fields that must not appear in a chunked trailer: they would change how the
 #: message is framed or routed after the fact (RFC 9110 section 6.5.1).
@@ -143,6 +156,7 @@ def parse_head(head: bytes, limits: Limits) -> RequestHead:
     connection = b""
     expect = b""
     hosts = 0
+    host = b""
     content_types = 0
     for line in lines[1:]:
         name, value = parse_field_line(line)
@@ -154,6 +168,7 @@ def parse_head(head: bytes, limits: Limits) -> RequestHead:
             transfer_codings.extend(c.strip(b" \t").lower() for c in value.split(b","))
         elif lname == b"host":
             hosts += 1
+            host = value
         elif lname == b"connection":
             connection += b"," + value.lower()
         elif lname == b"expect":
@@ -163,6 +178,8 @@ def parse_head(head: bytes, limits: Limits) -> RequestHead:
 
     if hosts > 1 or (version == "HTTP/1.1" and hosts != 1):
         raise _bad("bad_host", "an HTTP/1.1 request needs exactly one Host (RFC 9112 section 3.2)")
+    if host and _HOST.fullmatch(host) is None:
+        raise _bad("bad_host", "invalid Host (RFC 9112 section 3.2)")
     if content_types > 1:
         raise _bad("bad_header", "several Content-Type fields")
     chunked = False
@@ -342,9 +359,11 @@ class ChunkedDecoder:
 def _parse_chunk_size(line: bytes) -> int:
     if b"\r" in line or b"\n" in line or line.translate(None, _HEAD_OK):
         raise _bad("bad_chunk", "control character in chunk size line")
-    size, semi, _ext = line.partition(b";")
+    size, semi, ext = line.partition(b";")
     if semi:
         size = size.rstrip(b" \t")  # BWS before a chunk extension (RFC 9112 section 7.1.1)
+        if _CHUNK_EXTENSIONS.fullmatch(semi + ext) is None:
+            raise _bad("bad_chunk", "malformed chunk extension")
     if not size or len(size) > MAX_CHUNK_SIZE_DIGITS or size.translate(None, _HEX):
         raise _bad("bad_chunk", "malformed chunk size")
     return int(size, 16)

@@ -15,7 +15,13 @@ from http import HTTPStatus
 _TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _VALUE_CTL = bytes([*range(0, 9), *range(10, 32), 127])
 
-REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
+#: Reason phrases: RFC 9110's names where they differ from older ones that Python's
+#: `HTTPStatus` keeps on some versions ("Request Entity Too Large", "Request-URI Too Long").
+REASONS: dict[int, str] = {
+    **{s.value: s.phrase for s in HTTPStatus},
+    413: "Content Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
+    421: "Misdirected Request", 422: "Unprocessable Content",
+}
 LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 

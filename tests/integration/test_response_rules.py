@@ -21,6 +21,13 @@ def app(environ: dict[str, Any], start_response: Any) -> Any:
     if path in ("/204", "/304"):
         start_response(f"{path[1:]} No Body", PLAIN)
         return [b"must not be sent"]
+    if path in ("/204-length", "/304-length"):  # a framework that sets Content-Length on every response
+        start_response(f"{path[1:4]} No Body", [*PLAIN, ("Content-Length", "16")])
+        return [b"must not be sent"]
+    if path == "/own-date-server":
+        start_response("200 OK", [*PLAIN, ("Date", "Tue, 01 Jan 2030 00:00:00 GMT"), ("server", "mine/1.0"),
+                                  ("Content-Length", "2")])
+        return [b"ok"]
     if path == "/long":  # says 4, yields 10
         start_response("200 OK", [("Content-Length", "4")])
         return [b"12345", b"67890"]
@@ -101,3 +108,30 @@ def test_less_body_than_content_length_closes_the_connection(server: Any) -> Non
         data = read_until_close(sock)
     assert data.endswith(b"\r\n\r\n1234")  # the client sees the short body end at the close
     assert statuses(data) == [200]  # and the pipelined request is not answered on a broken stream
+
+
+def _head_fields(data: bytes) -> list[tuple[bytes, bytes]]:
+    head = data.split(b"\r\n\r\n", 1)[0]
+    return [(n.strip().lower(), v.strip()) for n, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:])]
+
+
+def test_an_apps_own_date_and_server_headers_win_and_are_sent_once(server: Any) -> None:
+    raw = b"GET /own-date-server HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    fields = _head_fields(exchange(server.port, raw))
+    assert [v for n, v in fields if n == b"date"] == [b"Tue, 01 Jan 2030 00:00:00 GMT"]
+    assert [v for n, v in fields if n == b"server"] == [b"mine/1.0"]
+    # Without its own, the app's response gets exactly one of the server's Date.
+    fields = _head_fields(exchange(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"))
+    assert len([v for n, v in fields if n == b"date"]) == 1
+
+
+def test_a_204_drops_the_apps_content_length_and_a_304_keeps_it(server: Any) -> None:
+    """RFC 9110 section 8.6: no Content-Length in a 204; a 304's is the length the 200 would
+    have had, which only the app knows. Neither has a body, and the next response follows."""
+    for path, length in (("/204-length", []), ("/304-length", [b"16"])):
+        data = exchange(server.port, f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"
+                                     "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        assert statuses(data) == [int(path[1:4]), 200], path
+        assert [v for n, v in _head_fields(data) if n == b"content-length"] == length, path
+        assert b"must not be sent" not in data
+

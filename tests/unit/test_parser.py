@@ -131,6 +131,15 @@ BAD = {
         b"GET / HTTP/1.1\r\n" + H + b"X\t: a\r\n\r\n",
         b"GET / HTTP/1.1\r\n\r\n",                          # no Host
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",    # two Hosts
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",            # invalid Hosts (RFC 9112 section 3.2)
+        b"GET / HTTP/1.1\r\nHost: a/../b@c\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a:b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: x\"y\r\n\r\n",           # validated in HTTP/1.0 too, when sent
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n20;invalid=\r\n",  # chunk extensions
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n2;\r\nab\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n2;a=\"b\r\nab\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n2;a=b c\r\nab\r\n0\r\n\r\n",
         b"GET / HTTP/1.x\r\n" + H + b"\r\n",                # malformed versions
         b"GET / HTTP/111\r\n" + H + b"\r\n",
         b"GET / FTP/1.1\r\n" + H + b"\r\n",
@@ -215,3 +224,23 @@ def test_a_head_arriving_a_byte_at_a_time_is_scanned_in_linear_time(monkeypatch:
         buf, end = scanner.find(buf, Limits(max_header_bytes=65536))
     assert end == len(head)
     assert searched < 5 * len(head)
+
+
+@pytest.mark.parametrize("host", [b"example.com", b"example.com:8080", b"127.0.0.1:80", b"[::1]:8080",
+                                  b"[v1.fe]", b"xn--bcher-kva.example", b"ex%41mple", b"a-b_c~d!$&'()*+,;="])
+def test_valid_hosts_are_accepted(host: bytes) -> None:
+    (head,) = [h for h, _ in parse_stream([b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"])]
+    assert dict(head.headers)[b"Host"] == host
+
+
+def test_an_empty_host_is_accepted() -> None:
+    """RFC 9112 section 3.2: a client sends an empty Host when the target has no authority."""
+    assert len(parse_stream([b"GET / HTTP/1.1\r\nHost:\r\n\r\n"])) == 1
+
+
+@pytest.mark.parametrize("ext", [b";a", b";a=b", b" ; a = b", b';a="x y"', b';a="q\\"d"', b";a;b=c;d=\"\""])
+def test_well_formed_chunk_extensions_are_ignored(ext: bytes) -> None:
+    raw = b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n2" + ext + b"\r\nab\r\n0\r\n\r\n"
+    ((_, body),) = parse_stream([raw])
+    assert body == b"ab"
+
