@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.workers > 1:
         return server.exit_code
     report = server.shutdown()
-    return 0 if report.drained and not report.callback_errors else 1
+    return 0 if report.drained and not report.callback_errors and not server.exit_code else 1
 
 
 if __name__ == "__main__":

@@ -66,19 +66,20 @@ def probe_response(head: RequestHead, lifecycle: Lifecycle, in_flight: int, keep
 
 
 def health_wsgi_app(lifecycle: Lifecycle, in_flight: Callable[[], int],
-                    paths: frozenset[str] = HEALTH_PATHS) -> Callable[..., Iterable[bytes]]:
-    """A WSGI app serving `paths` (matched on the last path segment, so it mounts anywhere)."""
+                    endpoint: str) -> Callable[..., Iterable[bytes]]:
+    """One health endpoint (`endpoint`, a health path) as a WSGI app.
+
+    It answers at whatever path it is mounted on, ignoring ``PATH_INFO``: mounted at
+    ``/mine/health`` by a dispatcher (which moves the prefix to ``SCRIPT_NAME``, leaving
+    ``PATH_INFO`` empty), it answers there, as the endpoint would at its own path.
+    """
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = "/" + environ.get("PATH_INFO", "").rstrip("/").rsplit("/", 1)[-1]
-        if path not in paths:
-            start_response("404 Not Found", [("Content-Type", _TEXT), ("Content-Length", "9")])
-            return [b"not found"]
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             start_response("405 Method Not Allowed",
                            [("Allow", "GET, HEAD"), ("Content-Type", _TEXT), ("Content-Length", "18")])
             return [b"method not allowed"]
-        status, ctype, body = answer(path, lifecycle, in_flight())
+        status, ctype, body = answer(endpoint, lifecycle, in_flight())
         start_response(f"{status} {REASONS[status]}", [("Content-Type", ctype),
                                                        ("Content-Length", str(len(body)))])
         return [body]

@@ -70,7 +70,8 @@ class GracefulServer:
         self._report: ShutdownReport | None = None
         self._tls = self.config.tls_context()
         self._upgrader = Upgrader(self.config.upgrade_timeout, self.logger)
-        #: With ``workers > 1``, the supervisor's result: 0 when every worker drained cleanly.
+        #: 1 when a process callback failed; with ``workers > 1`` also when a worker did
+        #: not drain cleanly (the supervisor's result).
         self.exit_code = 0
         #: A forked worker's lines to its supervisor, which owns the pid file.
         self._worker = _worker
@@ -150,7 +151,8 @@ class GracefulServer:
 
             self._metrics = Metrics(self._lifecycle, self._inflight, self._open_connections)
         self._engine = main_engine(cfg, self._app, self._lifecycle, self._inflight, self.logger, self._tls,
-                                   self._metrics, [lst.sock for lst in self._listeners])
+                                   self._metrics, [lst.sock for lst in self._listeners],
+                                   multiprocess=self._worker is not None)
         if self._admin_listeners:
             self._admin = admin_engine(cfg, self._engine, self._inflight, self._metrics, lambda: self.addresses,
                                        [lst.sock for lst in self._admin_listeners])
@@ -192,7 +194,7 @@ class GracefulServer:
                 dispatcher.restore()
         if self._sequence is not None:
             self._sequence.join()
-        process_callbacks.run(time.monotonic() + self.config.shutdown_timeout, self.logger)
+        self._run_process_callbacks()
 
     listen_and_serve = serve_forever
 
@@ -201,7 +203,13 @@ class GracefulServer:
         self.exit_code = Supervisor(self.config, self._serve_worker, self.logger).run()
         self._lifecycle.to(State.STOPPED)
         self._stopped.set()
-        process_callbacks.run(time.monotonic() + self.config.shutdown_timeout, self.logger)
+        self._run_process_callbacks()
+
+    def _run_process_callbacks(self) -> None:
+        """The process's callbacks (`gracehttp.register_shutdown_callback`); one that fails
+        sets `exit_code` to 1, as a failing server callback fails the report."""
+        if process_callbacks.run(time.monotonic() + self.config.shutdown_timeout, self.logger):
+            self.exit_code = 1
 
     def _serve_worker(self, config: Config, link: WorkerLink) -> int:
         """In a forked worker: serve the inherited listeners; 0 if it drained cleanly."""
@@ -212,7 +220,7 @@ class GracefulServer:
         for sig in SHUTDOWN_SIGNALS + UPGRADE_SIGNALS:  # a late one must not kill a worker that is exiting
             signal.signal(sig, signal.SIG_IGN)
         report = worker.shutdown()
-        return 0 if report.drained and not report.callback_errors else 1
+        return 0 if report.drained and not report.callback_errors and not worker.exit_code else 1
 
     def _on_signal(self, signum: int, count: int) -> None:
         name = signal.Signals(signum).name
@@ -396,12 +404,13 @@ class GracefulServer:
 
     @property
     def health_app(self) -> Callable[..., Iterable[bytes]]:
-        return health_wsgi_app(self._lifecycle, lambda: self._inflight.requests)
+        """``/health`` (its JSON) as a WSGI app, answering wherever it is mounted."""
+        return health_wsgi_app(self._lifecycle, lambda: self._inflight.requests, "/health")
 
     @property
     def readiness_app(self) -> Callable[..., Iterable[bytes]]:
-        return health_wsgi_app(self._lifecycle, lambda: self._inflight.requests,
-                               frozenset({"/readyz", "/ready"}))
+        """``/ready`` (its JSON) as a WSGI app, answering wherever it is mounted."""
+        return health_wsgi_app(self._lifecycle, lambda: self._inflight.requests, "/ready")
 
 
 def serve(app: Callable[..., Iterable[bytes]], addr: str = ":8080", **config_fields: Any) -> None:

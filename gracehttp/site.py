@@ -36,8 +36,10 @@ class Site:
                  read_timeout: float, write_timeout: float, idle_timeout: float,
                  tls: ssl.SSLContext | None, metrics: Metrics | None = None,
                  access_log: AccessLog | None = None, track_requests: bool = False,
-                 max_spool_bytes: int | None = None) -> None:
+                 max_spool_bytes: int | None = None, multiprocess: bool = False) -> None:
         self.app = app
+        #: Other processes serve the same app at once (a worker of ``workers > 1``).
+        self.multiprocess = multiprocess
         self.metrics = metrics
         self.access_log = access_log
         #: With debug on: thread ident -> (method, target, start) of the requests being served.

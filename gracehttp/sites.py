@@ -32,7 +32,7 @@ ADMIN_CONNECTIONS = 64
 
 def main_engine(cfg: Config, app: Callable[..., Iterable[bytes]], lifecycle: Lifecycle, inflight: InFlight,
                 logger: logging.Logger, tls: ssl.SSLContext | None, metrics: Metrics | None,
-                sockets: list[socket.socket]) -> Engine:
+                sockets: list[socket.socket], multiprocess: bool = False) -> Engine:
     site = Site(
         app=app,
         limits=Limits(cfg.max_request_line, cfg.max_header_bytes, cfg.max_header_count, cfg.max_body_bytes),
@@ -42,7 +42,7 @@ def main_engine(cfg: Config, app: Callable[..., Iterable[bytes]], lifecycle: Lif
         read_timeout=cfg.read_timeout, write_timeout=cfg.write_timeout,
         idle_timeout=cfg.idle_timeout, tls=tls, metrics=metrics,
         access_log=AccessLog(cfg.access_log) if cfg.access_log else None, track_requests=cfg.debug,
-        max_spool_bytes=cfg.max_spool_bytes,
+        max_spool_bytes=cfg.max_spool_bytes, multiprocess=multiprocess,
     )
     return Engine(site, sockets, cfg.threads, cfg.max_connections, logger)
 

@@ -60,7 +60,9 @@ def build_environ(base: dict[str, Any], head: RequestHead, body: Body) -> dict[s
             continue
         text = value.decode("latin-1")
         if key in env and key.startswith("HTTP_"):
-            env[key] += "," + text
+            # Repeated fields join with a comma (RFC 9110 section 5.3), except Cookie, whose
+            # pairs are separated by "; " (RFC 6265): the only join every framework parses.
+            env[key] += ("; " if key == "HTTP_COOKIE" else ",") + text
         else:
             env[key] = text
     target = head.target
@@ -202,12 +204,19 @@ class FileWrapper:
 
 
 def base_environ(server_name: str, server_port: str, remote_addr: str, remote_port: str,
-                 scheme: str, multithread: bool = True) -> dict[str, Any]:
-    """The environ keys that stay the same for every request of a connection."""
+                 scheme: str, multithread: bool = True, multiprocess: bool = False) -> dict[str, Any]:
+    """The environ keys that stay the same for every request of a connection.
+
+    ``REMOTE_HOST`` is the client's address, not a reverse lookup (as waitress and
+    gunicorn set it: a DNS query per connection would cost more than the request).
+    ``wsgi.multiprocess`` is true when other processes run the same app at once
+    (``workers > 1``).
+    """
     return {
         "SERVER_NAME": server_name,
         "SERVER_PORT": server_port,
         "REMOTE_ADDR": remote_addr,
+        "REMOTE_HOST": remote_addr,
         "REMOTE_PORT": remote_port,
         "SCRIPT_NAME": "",
         "SERVER_SOFTWARE": "gracehttp",
@@ -215,7 +224,7 @@ def base_environ(server_name: str, server_port: str, remote_addr: str, remote_po
         "wsgi.url_scheme": scheme,
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": multithread,
-        "wsgi.multiprocess": False,
+        "wsgi.multiprocess": multiprocess,
         "wsgi.run_once": False,
         "wsgi.input_terminated": True,
         "wsgi.file_wrapper": FileWrapper,

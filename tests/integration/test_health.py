@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gracehttp import Config, GracefulServer, State
-from tests.helpers import GatedApp, connect, get, read_response, running, wait_until
+from tests.helpers import GatedApp, connect, get, hello_app, read_response, running, wait_until
 
 READY = {
     "/livez": (200, "text/plain", b"ok"),
@@ -94,31 +94,43 @@ def test_shutting_down_column() -> None:
 
 
 def test_starting_column_through_the_wsgi_apps() -> None:
+    """Before the server is READY the apps report it, as the endpoints do; whatever the
+    path they are called with, each answers its own endpoint."""
     server = GracefulServer(Config(app=None, addr="127.0.0.1:0"))
-    app = server.health_app
-    for path, (status, ctype, body) in STARTING.items():
-        seen: list[Any] = []
-        out = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, lambda s, h, seen=seen: seen.append((s, h))))
-        assert int(seen[0][0][:3]) == status
-        assert dict(seen[0][1])["Content-Type"].startswith(ctype)
-        assert (json.loads(out) if ctype == "application/json" else out) == body
+    for app, path in ((server.health_app, "/health"), (server.readiness_app, "/ready")):
+        status, ctype, body = STARTING[path]
+        for path_info in ("", "/", path, "/anything"):
+            seen: list[Any] = []
+            out = b"".join(app({"PATH_INFO": path_info, "REQUEST_METHOD": "GET"},
+                               lambda s, h, seen=seen: seen.append((s, h))))
+            assert int(seen[0][0][:3]) == status
+            assert dict(seen[0][1])["Content-Type"].startswith(ctype)
+            assert json.loads(out) == body
 
 
-def test_health_apps_mount_in_another_app() -> None:
+def test_health_apps_answer_their_json_where_a_dispatcher_mounts_them() -> None:
+    """Mounted at /mine/health and /mine/ready by werkzeug's dispatcher (which moves the
+    prefix to SCRIPT_NAME, leaving PATH_INFO empty), they answer there, following the
+    other server's lifecycle; HEAD has no body, and other methods get 405."""
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
     inner = GracefulServer(Config(addr="127.0.0.1:0")).run_in_background()
     try:
-        def app(environ: dict[str, Any], start_response: Any) -> Any:
-            if environ["PATH_INFO"].startswith("/ops/"):
-                return inner.readiness_app(environ, start_response)
-            start_response("404 Not Found", [])
-            return [b""]
-
+        app = DispatcherMiddleware(hello_app, {"/mine/health": inner.health_app, "/mine/ready": inner.readiness_app})
         with running(app, health=False) as server:
-            assert get(server.port, "/ops/readyz").body == b"ok"
-            assert get(server.port, "/ops/livez").status == 404  # readiness_app serves readiness only
-            assert get(server.port, "/readyz").status == 404     # health=False: the app sees it
+            health = get(server.port, "/mine/health")
+            assert (health.status, json.loads(health.body)) == (200, {"status": "healthy"})
+            assert health.headers["content-type"] == "application/json"
+            ready = get(server.port, "/mine/ready")
+            assert (ready.status, json.loads(ready.body)) == (200, {"ready": True, "in_flight_requests": 0})
+            head = get(server.port, "/mine/ready", method="HEAD")
+            assert (head.status, head.body) == (200, b"")
+            assert get(server.port, "/mine/ready", method="POST", body=b"").status == 405
+            assert get(server.port, "/readyz").body == b"hello"  # health=False: the app's own path
             inner.drain()
-            assert get(server.port, "/ops/readyz").status == 503
+            drained = get(server.port, "/mine/ready")
+            assert (drained.status, json.loads(drained.body)) == (503, {"ready": False, "reason": "drained"})
+            assert get(server.port, "/mine/health").status == 200
     finally:
         inner.close()
 

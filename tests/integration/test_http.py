@@ -439,3 +439,41 @@ def test_a_client_reset_is_a_quiet_close(caplog: pytest.LogCaptureFixture) -> No
             assert wait_until(lambda: server._engine is not None and server._engine.open_count == 0, 5)
         assert get(server.port, "/").status == 200
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def environ_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Answers with the environ keys named in the query, one ``key=repr(value)`` per line."""
+    keys = environ["QUERY_STRING"].split(",")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [("\n".join(f"{k}={environ.get(k)!r}" for k in keys)).encode()]
+
+
+def test_cookie_fields_join_with_a_semicolon_and_werkzeug_reads_every_cookie() -> None:
+    """Two Cookie fields: joined with "; " (RFC 6265's separator), not the "," of other
+    repeated fields, which werkzeug would read as one cookie's value."""
+    from werkzeug.wrappers import Request
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        cookies = Request(environ).cookies
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"{environ['HTTP_COOKIE']}|{sorted(cookies.items())}|{environ['HTTP_X_ONE']}".encode()]
+
+    with running(app) as server:
+        data = exchange(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nCookie: a=1; b=2\r\nX-One: p\r\n"
+                                     b"Cookie: c=3\r\nX-One: q\r\nConnection: close\r\n\r\n")
+    assert data.endswith(b"\r\n\r\na=1; b=2; c=3|[('a', '1'), ('b', '2'), ('c', '3')]|p,q")
+
+
+def test_remote_host_is_the_client_address_and_one_process_is_not_multiprocess() -> None:
+    with running(environ_app) as server:
+        body = get(server.port, "/?REMOTE_HOST,REMOTE_ADDR,wsgi.multiprocess,wsgi.multithread").body
+    assert body.decode().splitlines() == ["REMOTE_HOST='127.0.0.1'", "REMOTE_ADDR='127.0.0.1'",
+                                          "wsgi.multiprocess=False", "wsgi.multithread=True"]
+
+
+def test_server_answers_use_rfc_9110_reason_phrases() -> None:
+    with running(hello_app, max_body_bytes=10, max_request_line=100) as server:
+        too_large = exchange(server.port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n")
+        too_long = exchange(server.port, b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert too_large.startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+    assert too_long.startswith(b"HTTP/1.1 414 URI Too Long\r\n")

@@ -37,6 +37,10 @@ def app(environ, start_response):
         body = b"read %d" % size
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
         return [body]
+    if environ["PATH_INFO"] == "/environ":  # /environ?key=NAME: repr of that environ value
+        body = repr(environ.get(query["key"][0])).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
     body = b"done %d" % os.getpid() if environ["PATH_INFO"] == "/pid" else b"done"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]

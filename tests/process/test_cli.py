@@ -184,3 +184,30 @@ def test_reload_is_off_by_default(project: Path) -> None:
     assert f"[{served.proc.pid}]" in listening  # served by the command's own process: no reloader parent
     assert served.stop() == 0
     assert not any("reload:" in line for line in served.lines)
+
+
+FAILING_CALLBACK_MODULE = '''
+import gracehttp
+
+def fail():
+    raise RuntimeError("the process callback failed")
+
+gracehttp.register_shutdown_callback(fail)
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+'''
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_failing_process_callback_makes_the_cli_exit_1(project: Path, workers: str) -> None:
+    """As a failing server callback does: every callback of the shutdown counts."""
+    (project / "cbapp.py").write_text(FAILING_CALLBACK_MODULE)
+    served = Served(project, "cbapp:app", "--bind", "127.0.0.1:0", "--workers", workers)
+    ready = "all 2 workers ready" if workers == "2" else "listening on http://"
+    assert wait_until(lambda: ready in "".join(served.lines), 15)
+    port = int(re.search(r"listening on (?:http://)?127\.0\.0\.1:(\d+)", "".join(served.lines))[1])
+    assert get(port, "/").body == b"ok"
+    assert served.stop() == 1
+    assert "the process callback failed" in "".join(served.lines)

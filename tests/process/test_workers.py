@@ -30,6 +30,8 @@ def test_two_workers_serve_and_drain_slow_requests_on_sigterm(start_server: Any)
     srv = start_server(workers=2, threads=8)
     assert wait_until(lambda: len(worker_pids(srv)) == 2, 10)
     assert pids_seen(srv.port) == set(worker_pids(srv))
+    # PEP 3333's wsgi.multiprocess: the app may run in several processes at once.
+    assert get(srv.port, "/environ?key=wsgi.multiprocess").body == b"True"
     results: list[Any] = []
     threads = [threading.Thread(target=fire, args=(srv.port, "/slow?t=1.0", results)) for _ in range(12)]
     for t in threads:
