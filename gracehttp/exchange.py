@@ -90,26 +90,31 @@ class Exchange:
         inflight = site.inflight
         inflight.request_started()
         started = time.perf_counter()
+        if site.metrics is not None or site.access_log is not None:
+            # Counted before the response's last bytes go out, so a scrape made once the
+            # client has its answer includes it.
+            responder.on_final = lambda: self._account(environ, responder, responder.code, responder.sent, started)
         active = site.active
         if active is not None:
             active[threading.get_ident()] = (head.method, head.target.decode("latin-1")[:200], time.monotonic())
         try:
             run_app(site.app, environ, responder)
         except ProtocolError as exc:
-            self._account(environ, responder.code if responder.headers_sent else exc.status, 0, started)
+            self._account(environ, responder, responder.code if responder.headers_sent else exc.status, 0, started)
             if responder.headers_sent:
                 return Outcome.ABANDON, b""
             self.error = exc
             return Outcome.REFUSED, b""
         except OSError:
-            self._account(environ, responder.code or 499, responder.sent, started)
+            self._account(environ, responder, responder.code or 499, responder.sent, started)
             return Outcome.ABANDON, b""  # the client went away or stopped reading (write_timeout)
         except BaseException:  # SystemExit or KeyboardInterrupt from an app too: never kill the thread
             site.logger.exception("error in WSGI app %s %s", head.method, head.target.decode("latin-1")[:200])
-            self._account(environ, responder.code if responder.headers_sent else 500, responder.sent, started)
+            status = responder.code if responder.headers_sent else 500
+            self._account(environ, responder, status, responder.sent, started)
             return (Outcome.ABANDON if responder.headers_sent else Outcome.FAILED), b""
         else:
-            self._account(environ, responder.code, responder.sent, started)
+            self._account(environ, responder, responder.code, responder.sent, started)
             if responder.overran:
                 site.logger.warning("WSGI app sent more than its Content-Length (%s) for %s %s: cut there, "
                                     "connection closed", responder.length, head.method,
@@ -128,11 +133,14 @@ class Exchange:
                 return Outcome.UNREAD, b""
         return (Outcome.NEXT if responder.keep_alive else Outcome.CLOSE), rest if spool is None else body.leftover()
 
-    def _account(self, environ: dict[str, Any], status: int, length: int, started: float) -> None:
-        """Metrics and the access log for one answered request (nothing when both are off)."""
-        site = self._site
-        if site.metrics is None and site.access_log is None:
+    def _account(self, environ: dict[str, Any], responder: Responder, status: int, length: int,
+                 started: float) -> None:
+        """Metrics and the access log for one answered request, once (nothing when both are
+        off: then the responder has no `on_final`)."""
+        if responder.on_final is None:
             return
+        responder.on_final = None
+        site = self._site
         duration = time.perf_counter() - started
         if site.metrics is not None:
             site.metrics.observe(environ["REQUEST_METHOD"], status, duration)

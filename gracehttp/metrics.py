@@ -20,7 +20,9 @@ summed over the live workers.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -28,6 +30,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from gracehttp.flushbell import MARKER_SUFFIX, Doorbell, ring
 from gracehttp.inflight import InFlight
 from gracehttp.state import Lifecycle
 
@@ -59,6 +62,8 @@ def worker_gone(path: str, pid: int) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+    with contextlib.suppress(OSError):
+        os.remove(os.path.join(path, f"flush_{pid}{MARKER_SUFFIX}"))
 
 
 def end_multiprocess(path: str) -> None:
@@ -77,6 +82,14 @@ class Metrics:
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._children: dict[tuple[str, int], Any] = {}
+        self._process: _ProcessGauges | None = None
+        self._bell: Doorbell | None = None
+        directory = multiprocess_dir()
+        if directory is not None:
+            # Without one (a second server in this process has it), scrapes elsewhere see
+            # this one's numbers as of its last periodic flush.
+            with contextlib.suppress(OSError):
+                self._bell = Doorbell(directory)
         self.registry: Any = None
         threading.Thread(target=self._run, name="gracehttp-metrics", daemon=True).start()
 
@@ -97,10 +110,23 @@ class Metrics:
     # -- the flusher -------------------------------------------------------------
 
     def _run(self) -> None:
+        bell = self._bell
         self._build()
         self._ready.set()
-        while not self._stop.wait(FLUSH_INTERVAL):
-            self.flush()
+        try:
+            while True:
+                # With workers, another worker's scrape rings to have this one flush now.
+                callers = bell.wait(FLUSH_INTERVAL) if bell is not None else []
+                if bell is None:
+                    self._stop.wait(FLUSH_INTERVAL)
+                if self._stop.is_set():
+                    return
+                self.flush(process=bool(callers))
+                if bell is not None and callers:
+                    bell.answer(callers)
+        finally:
+            if bell is not None:
+                bell.close()
 
     def close(self) -> None:
         self._stop.set()
@@ -128,6 +154,7 @@ class Metrics:
                                     multiprocess_mode="max")
         if self.multiprocess:
             self._live.register_multiprocess(reg)
+            self._process = _ProcessGauges(reg)
         else:
             reg.register(self._live)
             from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
@@ -137,8 +164,9 @@ class Metrics:
             GCCollector(registry=reg)
         self.registry = reg
 
-    def flush(self) -> None:
-        """Move what the request path queued into the prometheus-client metrics."""
+    def flush(self, process: bool = False) -> None:
+        """Move what the request path queued into the prometheus-client metrics; with
+        `process`, also this worker's process metrics (with workers, before a scrape)."""
         with self._flush_lock:
             pop = self._requests.popleft
             observe = self.duration.observe
@@ -165,11 +193,13 @@ class Metrics:
             if self._drain_seconds is not None:
                 self.drain_duration.set(self._drain_seconds)
             self._live.publish()
+            if process and self._process is not None:
+                self._process.publish()
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """The exposition for a scrape (flushed first): OpenMetrics when the scraper asks."""
         self._ready.wait(30)
-        self.flush()
+        self.flush(process=True)
         from prometheus_client.exposition import choose_encoder
 
         encoder, content_type = choose_encoder(accept)
@@ -177,9 +207,12 @@ class Metrics:
             return encoder(self.registry), content_type
         from prometheus_client import CollectorRegistry
 
+        directory = multiprocess_dir() or ""
+        ring(directory, worker_pids(directory))  # every other worker flushes first
+
         for attempt in range(3):
             registry = CollectorRegistry()
-            registry.register(_WorkerFiles(multiprocess_dir() or ""))
+            registry.register(_WorkerFiles(directory))
             try:
                 return encoder(registry), content_type
             except (OSError, ValueError, struct.error):
@@ -188,6 +221,48 @@ class Metrics:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+
+_PID_OF_FILE = re.compile(r"_(\d+)(?:\.db|" + re.escape(MARKER_SUFFIX) + ")$")
+
+
+def worker_pids(directory: str) -> set[int]:
+    """The pids that have written metrics files in `directory` (dead ones too: a ring to
+    them is refused at once)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return set()
+    return {int(m.group(1)) for name in names if (m := _PID_OF_FILE.search(name))}
+
+
+class _ProcessGauges:
+    """prometheus-client's process collector, which multiprocess mode cannot aggregate,
+    written into each worker's files: memory, descriptors and start time per live
+    worker (a ``pid`` label), CPU seconds as a counter summed over every worker."""
+
+    def __init__(self, registry: Any) -> None:
+        from prometheus_client import Counter, Gauge, ProcessCollector
+
+        self._collector = ProcessCollector(registry=None)
+        self._gauges: dict[str, Any] = {}
+        self._cpu = Counter("process_cpu_seconds", "Total user and system CPU time spent in seconds.",
+                            registry=registry)
+        self._cpu_seen = 0.0
+        for family in self._collector.collect():
+            if family.type == "gauge":
+                self._gauges[family.name] = Gauge(family.name, family.documentation, registry=registry,
+                                                  multiprocess_mode="liveall")
+
+    def publish(self) -> None:
+        for family in self._collector.collect():
+            for sample in family.samples:
+                if sample.name == "process_cpu_seconds_total":
+                    if sample.value > self._cpu_seen:
+                        self._cpu.inc(sample.value - self._cpu_seen)
+                        self._cpu_seen = sample.value
+                elif sample.name in self._gauges:
+                    self._gauges[sample.name].set(sample.value)
 
 
 class _WorkerFiles:

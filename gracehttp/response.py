@@ -56,6 +56,7 @@ class Responder:
         "headers_sent",
         "keep_alive",
         "length",
+        "on_final",
         "overran",
         "sent",
         "status",
@@ -80,6 +81,9 @@ class Responder:
         self.length: int | None = None
         self.sent = 0
         self.overran = False
+        #: Called once, just before the response's last bytes are handed over (or not at
+        #: all: a streamed body framed by its Content-Length has no last send to know).
+        self.on_final: Callable[[], None] | None = None
         self._extra = f"Server: {server_header}\r\n" if server_header else ""
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
@@ -187,13 +191,18 @@ class Responder:
         """Head and a body known in full, in one send: the common single-block response."""
         head = self._frame(len(body))
         if self.head_only or self.length == 0:
-            self._send_final(head)
+            self._final(head)
             return
         if self.length is not None and len(body) > self.length:
             body = body[: self.length]
             self._overrun()
         self.sent = len(body)
-        self._send_final(head + body)
+        self._final(head + body)
+
+    def _final(self, data: bytes) -> None:
+        if self.on_final is not None:
+            self.on_final()
+        self._send_final(data)
 
     def send_file(self, wrapper: FileWrapper) -> bool:
         """Send a `FileWrapper` with sendfile; False when it must be iterated instead."""
@@ -212,9 +221,11 @@ class Responder:
         head = self._frame(size)
         count = size if self.length is None else min(self.length, size)
         if self.head_only or self.length == 0 or count <= 0:
-            self._send_final(head)
+            self._final(head)
             return True
         self.sent = count
+        if self.on_final is not None:
+            self.on_final()
         self._sendfile(head, fd, offset, count)
         return True
 
@@ -224,6 +235,8 @@ class Responder:
             self.send_whole(b"")
             return
         if self.chunked:
+            if self.on_final is not None:
+                self.on_final()
             self._send(LAST_CHUNK)
         elif self.length is not None and self.sent < self.length and not self.head_only:
             self.keep_alive = False  # short body: the client can only tell by the close
