@@ -109,29 +109,35 @@ class Responder:
         if not self.status:
             raise AssertionError("the app returned without calling start_response")
         length: int | None = None
+        code = self.code
+        # No Content-Length in a 1xx or 204 (RFC 9110 section 8.6); a 304's is the app's
+        # word for the length the 200 would have had, so it stays.
+        drop_length = code == 204 or code < 200
         own_date = own_server = False
+        headers: list[tuple[str, str]] = []
         for name, value in self.headers:
             low = name.lower()
             if low == "content-length":
                 if not value.isdigit():
                     raise HeaderError(f"bad Content-Length {value!r}")
                 length = int(value)
+                if drop_length:
+                    continue
             elif low == "connection":
                 if "close" in value.lower():
                     self.keep_alive = False
+                continue  # the server's to say
             elif low == "date":
                 own_date = True
             elif low == "server":
                 own_server = True
             elif low in _HOP_BY_HOP:
                 raise HeaderError(f"hop-by-hop header {name!r} is the server's to set (PEP 3333)")
+            headers.append((name, value))
         # The app's own Date or Server wins; the server adds its own only where it set none.
-        extra = ["" if own_server else self._extra, "" if own_date else f"Date: {http_date()}\r\n"]
-        code = self.code
-        # No Content-Length in a 1xx or 204 (RFC 9110 section 8.6); a 304's is the app's
-        # word for the length the 200 would have had, so it stays.
-        dropped = ("connection", "content-length") if code == 204 or code < 200 else ("connection",)
-        headers = [(k, v) for k, v in self.headers if k.lower() not in dropped]
+        extra = [] if own_server else [self._extra]
+        if not own_date:
+            extra += ("Date: ", http_date(), "\r\n")
         if self.keep_alive and self._closing():
             self.keep_alive = False  # the drain began while the app ran: tell the client now
         no_body = code in NO_BODY_STATUSES or code < 200
