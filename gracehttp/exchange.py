@@ -90,10 +90,15 @@ class Exchange:
         inflight = site.inflight
         inflight.request_started()
         started = time.perf_counter()
-        if site.metrics is not None or site.access_log is not None:
-            # Counted before the response's last bytes go out, so a scrape made once the
-            # client has its answer includes it.
-            responder.on_final = lambda: self._account(environ, responder, responder.code, responder.sent, started)
+        metrics = site.metrics
+        if metrics is not None:
+            # Counted just before the response's last bytes go out, so that a scrape made once
+            # the client has its answer includes it (the access log waits for the response).
+            def counted() -> None:
+                responder.on_final = None
+                metrics.observe(head.method, responder.code, time.perf_counter() - started)
+
+            responder.on_final = counted
         active = site.active
         if active is not None:
             active[threading.get_ident()] = (head.method, head.target.decode("latin-1")[:200], time.monotonic())
@@ -135,14 +140,14 @@ class Exchange:
 
     def _account(self, environ: dict[str, Any], responder: Responder, status: int, length: int,
                  started: float) -> None:
-        """Metrics and the access log for one answered request, once (nothing when both are
-        off: then the responder has no `on_final`)."""
-        if responder.on_final is None:
-            return
-        responder.on_final = None
+        """Metrics (unless counted at the response's last send, `Responder.on_final`) and the
+        access log for one answered request (nothing when both are off)."""
         site = self._site
+        if site.metrics is None and site.access_log is None:
+            return
         duration = time.perf_counter() - started
-        if site.metrics is not None:
+        if site.metrics is not None and responder.on_final is not None:
+            responder.on_final = None
             site.metrics.observe(environ["REQUEST_METHOD"], status, duration)
         if site.access_log is not None:
             site.access_log(environ, status, length, duration)

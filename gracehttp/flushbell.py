@@ -1,59 +1,83 @@
 """A worker's flush doorbell: with workers, a scrape has every other worker flush its
 metrics first, so the totals it reports count every request answered before it.
 
-Bottom layer: standard library only.
+Middle layer: standard library only.
 
 Each worker's metrics flusher waits on a Unix datagram socket instead of sleeping
-between its periodic flushes. The socket's name is abstract (no file to remove; it
-goes with the process) and made of the metrics directory and the worker's pid, so
-a scraping worker can reach every worker whose pid it finds in that directory. A
-datagram wakes the flusher, which flushes and answers the sender. A worker makes
-its doorbell and a marker file before it serves, so that a scrape right after
-the workers are ready rings it too, though it has written no metrics file yet. The scraper
-waits for the answers up to `RING_TIMEOUT`: a worker that does not answer in time
-(stuck, or gone between the listing and the ring) costs the scrape that much at
-most, and is reported as of its last periodic flush.
+between its periodic flushes. The socket is ``flush_<pid>.sock`` in the metrics
+directory (private to the server's user: the supervisor makes it mode 0700), made
+before the worker serves, so a scrape right after the workers are ready finds it
+even though the worker has written no metrics file yet. A scraping worker rings
+every doorbell in the directory from a socket of its own; a ring wakes the
+flusher, which flushes and answers. The scraper waits for the answers up to
+`RING_TIMEOUT`: a worker that does not answer in time (stuck, or gone between the
+listing and the ring) costs the scrape that much at most, and is reported as of
+its last periodic flush. Nothing here blocks: a doorbell whose queue is full (a
+worker stuck for many scrapes) is skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
+import re
 import select
 import socket
 import time
 
 #: How long a scrape waits, at most, for the other workers to say they have flushed.
-RING_TIMEOUT = 0.25
-#: A worker's marker file in the metrics directory: ``flush_<pid>`` and this.
-MARKER_SUFFIX = ".bell"
+RING_TIMEOUT = 0.5
 _RING, _DONE = b"flush", b"done"
+_DOORBELL = re.compile(r"flush_(\d+)\.sock$")
 
 
-def _address(directory: str, pid: int) -> bytes:
-    """The abstract socket name of `pid`'s doorbell: short whatever the directory's length."""
-    tag = hashlib.blake2s(os.fsencode(directory), digest_size=8).hexdigest()
-    return f"\0gracehttp-flush-{tag}-{pid}".encode()
+def _path(directory: str, pid: int) -> str:
+    return os.path.join(directory, f"flush_{pid}.sock")
+
+
+def doorbell_pids(directory: str) -> set[int]:
+    """The pids whose doorbells are in `directory`."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return set()
+    return {int(m.group(1)) for name in names if (m := _DOORBELL.match(name))}
+
+
+def remove_doorbell(directory: str, pid: int) -> None:
+    """A worker is gone: its doorbell goes (the supervisor calls this for a killed one)."""
+    with contextlib.suppress(OSError):
+        os.unlink(_path(directory, pid))
+
+
+def _wait_readable(sock: socket.socket, timeout: float) -> bool:
+    poller = select.poll()  # not select(): a busy worker's descriptors go past 1,024
+    poller.register(sock, select.POLLIN)
+    with contextlib.suppress(InterruptedError):
+        return bool(poller.poll(max(0.0, timeout) * 1000))
+    return False
 
 
 class Doorbell:
     """This worker's end: wait for rings, then answer them once flushed."""
 
     def __init__(self, directory: str, pid: int | None = None) -> None:
-        pid = os.getpid() if pid is None else pid
+        self.directory = directory
+        self.pid = os.getpid() if pid is None else pid
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(_address(directory, pid))
+        try:
+            # In use (another server of this process has it): OSError, the caller does without.
+            self.sock.bind(_path(directory, self.pid))
+        except BaseException:
+            self.sock.close()
+            raise
         self.sock.setblocking(False)
-        # Known to a scraper from now on, before this worker's first metrics file.
-        with open(os.path.join(directory, f"flush_{pid}{MARKER_SUFFIX}"), "w"):
-            pass
 
-    def wait(self, timeout: float) -> list[bytes | str]:
+    def wait(self, timeout: float) -> list[str | bytes]:
         """Wait up to `timeout` for a ring; return who rang (empty on a timeout)."""
-        with contextlib.suppress(InterruptedError):
-            select.select([self.sock], [], [], timeout)
-        callers: list[bytes | str] = []
+        callers: list[str | bytes] = []
+        if not _wait_readable(self.sock, timeout):
+            return callers
         while True:
             try:
                 data, sender = self.sock.recvfrom(16)
@@ -62,13 +86,14 @@ class Doorbell:
             if data == _RING and sender:
                 callers.append(sender)
 
-    def answer(self, callers: list[bytes | str]) -> None:
+    def answer(self, callers: list[str | bytes]) -> None:
         for sender in callers:
             with contextlib.suppress(OSError):  # the scraper gave up and closed its socket
                 self.sock.sendto(_DONE, sender)
 
     def close(self) -> None:
         self.sock.close()
+        remove_doorbell(self.directory, self.pid)
 
 
 def ring(directory: str, pids: set[int], timeout: float = RING_TIMEOUT) -> int:
@@ -78,21 +103,22 @@ def ring(directory: str, pids: set[int], timeout: float = RING_TIMEOUT) -> int:
     if not pids:
         return 0
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(b"")  # an abstract name chosen by the kernel, for the answers
+        sock.bind(b"")  # an address chosen by the kernel (abstract), for the answers
+        sock.setblocking(False)
         waiting = 0
         for pid in pids:
             try:
-                sock.sendto(_RING, _address(directory, pid))
+                sock.sendto(_RING, _path(directory, pid))
                 waiting += 1
-            except OSError:  # ECONNREFUSED: gone, or not serving yet; nothing to flush
+            except OSError:  # gone (refused), or its queue is full (stuck): not waited for
                 continue
         answered = 0
         deadline = time.monotonic() + timeout
-        while answered < waiting:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([sock], [], [], left)[0]:
-                break
-            with contextlib.suppress(OSError):
-                if sock.recv(16) == _DONE:
-                    answered += 1
+        while answered < waiting and _wait_readable(sock, deadline - time.monotonic()):
+            while True:
+                try:
+                    if sock.recv(16) == _DONE:
+                        answered += 1
+                except OSError:
+                    break
         return answered

@@ -65,13 +65,15 @@ def probe_response(head: RequestHead, lifecycle: Lifecycle, in_flight: int, keep
                            head_only=head.method == "HEAD", server=server)
 
 
-def health_wsgi_app(lifecycle: Lifecycle, in_flight: Callable[[], int],
-                    endpoint: str) -> Callable[..., Iterable[bytes]]:
+def health_wsgi_app(lifecycle: Lifecycle, in_flight: Callable[[], int], endpoint: str,
+                    paths: frozenset[str] = frozenset()) -> Callable[..., Iterable[bytes]]:
     """One health endpoint (`endpoint`, a health path) as a WSGI app.
 
-    It answers at whatever path it is mounted on, ignoring ``PATH_INFO``: mounted at
-    ``/mine/health`` by a dispatcher (which moves the prefix to ``SCRIPT_NAME``, leaving
-    ``PATH_INFO`` empty), it answers there, as the endpoint would at its own path.
+    It answers wherever it is mounted: mounted at ``/mine/health`` by a dispatcher
+    (which moves the prefix to ``SCRIPT_NAME``, leaving ``PATH_INFO`` empty), it
+    answers there as the endpoint would at its own path. A router that passes the
+    whole path instead gets the health path it ends in, when that is one of `paths`
+    (``/ops/livez`` is ``/livez``, which stays 200 during a drain).
     """
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -79,7 +81,8 @@ def health_wsgi_app(lifecycle: Lifecycle, in_flight: Callable[[], int],
             start_response("405 Method Not Allowed",
                            [("Allow", "GET, HEAD"), ("Content-Type", _TEXT), ("Content-Length", "18")])
             return [b"method not allowed"]
-        status, ctype, body = answer(endpoint, lifecycle, in_flight())
+        last = "/" + environ.get("PATH_INFO", "").rstrip("/").rsplit("/", 1)[-1]
+        status, ctype, body = answer(last if last in paths else endpoint, lifecycle, in_flight())
         start_response(f"{status} {REASONS[status]}", [("Content-Type", ctype),
                                                        ("Content-Length", str(len(body)))])
         return [body]

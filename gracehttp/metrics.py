@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import re
 import shutil
 import struct
 import tempfile
@@ -30,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from gracehttp.flushbell import MARKER_SUFFIX, Doorbell, ring
+from gracehttp.flushbell import Doorbell, doorbell_pids, remove_doorbell, ring
 from gracehttp.inflight import InFlight
 from gracehttp.state import Lifecycle
 
@@ -62,8 +61,7 @@ def worker_gone(path: str, pid: int) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
-    with contextlib.suppress(OSError):
-        os.remove(os.path.join(path, f"flush_{pid}{MARKER_SUFFIX}"))
+    remove_doorbell(path, pid)
 
 
 def end_multiprocess(path: str) -> None:
@@ -111,25 +109,33 @@ class Metrics:
 
     def _run(self) -> None:
         bell = self._bell
-        self._build()
-        self._ready.set()
         try:
+            self._build()
+            self._ready.set()
             while True:
                 # With workers, another worker's scrape rings to have this one flush now.
-                callers = bell.wait(FLUSH_INTERVAL) if bell is not None else []
-                if bell is None:
+                if bell is not None:
+                    callers = bell.wait(FLUSH_INTERVAL)
+                else:
+                    callers = []
                     self._stop.wait(FLUSH_INTERVAL)
-                if self._stop.is_set():
-                    return
-                self.flush(process=bool(callers))
+                stopping = self._stop.is_set()
+                if not stopping or callers:
+                    self.flush(process=bool(callers))
                 if bell is not None and callers:
                     bell.answer(callers)
+                if stopping:
+                    return
         finally:
             if bell is not None:
                 bell.close()
 
     def close(self) -> None:
         self._stop.set()
+        if self._bell is not None:
+            # Its file at once (the flusher closes the socket): a process that exits before
+            # the flusher wakes leaves no doorbell behind.
+            remove_doorbell(self._bell.directory, self._bell.pid)
         if self._ready.is_set():
             self.flush()
 
@@ -208,7 +214,7 @@ class Metrics:
         from prometheus_client import CollectorRegistry
 
         directory = multiprocess_dir() or ""
-        ring(directory, worker_pids(directory))  # every other worker flushes first
+        ring(directory, doorbell_pids(directory))  # every other worker flushes first
 
         for attempt in range(3):
             registry = CollectorRegistry()
@@ -221,19 +227,6 @@ class Metrics:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
-
-
-_PID_OF_FILE = re.compile(r"_(\d+)(?:\.db|" + re.escape(MARKER_SUFFIX) + ")$")
-
-
-def worker_pids(directory: str) -> set[int]:
-    """The pids that have written metrics files in `directory` (dead ones too: a ring to
-    them is refused at once)."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return set()
-    return {int(m.group(1)) for name in names if (m := _PID_OF_FILE.search(name))}
 
 
 class _ProcessGauges:

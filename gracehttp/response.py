@@ -81,8 +81,10 @@ class Responder:
         self.length: int | None = None
         self.sent = 0
         self.overran = False
-        #: Called once, just before the response's last bytes are handed over (or not at
-        #: all: a streamed body framed by its Content-Length has no last send to know).
+        #: Called (by its owner, who then clears it) just before the response's last bytes
+        #: are handed over, where they are known to be the last: not for a streamed body
+        #: without a length (close-delimited, or the head of a HEAD), which ends when its
+        #: iterable does.
         self.on_final: Callable[[], None] | None = None
         self._extra = f"Server: {server_header}\r\n" if server_header else ""
 
@@ -179,9 +181,12 @@ class Responder:
         if data and not self.head_only and self.length != 0:
             if self.chunked:
                 data = chunk(data)
-            elif self.length is not None and self.sent + len(data) > self.length:
-                data = data[: self.length - self.sent]  # never send past Content-Length
-                self._overrun()
+            elif self.length is not None and self.sent + len(data) >= self.length:
+                if self.sent + len(data) > self.length:
+                    data = data[: self.length - self.sent]  # never send past Content-Length
+                    self._overrun()
+                if self.on_final is not None:  # the block that completes the length is the last
+                    self.on_final()
             self.sent += len(data)
             out += data
         if out:

@@ -27,7 +27,7 @@ from gracehttp.callbacks import Callbacks, process_callbacks
 from gracehttp.config import Config
 from gracehttp.engine import Engine
 from gracehttp.errors import ConfigError
-from gracehttp.health import health_wsgi_app
+from gracehttp.health import HEALTH_PATHS, health_wsgi_app
 from gracehttp.inflight import InFlight
 from gracehttp.listeners import BoundListener, open_all
 from gracehttp.metrics import Metrics
@@ -404,13 +404,14 @@ class GracefulServer:
 
     @property
     def health_app(self) -> Callable[..., Iterable[bytes]]:
-        """``/health`` (its JSON) as a WSGI app, answering wherever it is mounted."""
-        return health_wsgi_app(self._lifecycle, lambda: self._inflight.requests, "/health")
+        """``/health`` as a WSGI app wherever mounted (see `health.health_wsgi_app`)."""
+        return health_wsgi_app(self._lifecycle, lambda: self._inflight.requests, "/health", HEALTH_PATHS)
 
     @property
     def readiness_app(self) -> Callable[..., Iterable[bytes]]:
-        """``/ready`` (its JSON) as a WSGI app, answering wherever it is mounted."""
-        return health_wsgi_app(self._lifecycle, lambda: self._inflight.requests, "/ready")
+        """``/ready`` as a WSGI app wherever mounted (see `health.health_wsgi_app`)."""
+        return health_wsgi_app(self._lifecycle, lambda: self._inflight.requests, "/ready",
+                               frozenset({"/ready", "/readyz"}))
 
 
 def serve(app: Callable[..., Iterable[bytes]], addr: str = ":8080", **config_fields: Any) -> None:

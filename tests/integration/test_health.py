@@ -108,6 +108,31 @@ def test_starting_column_through_the_wsgi_apps() -> None:
             assert json.loads(out) == body
 
 
+def test_health_apps_behind_a_router_that_passes_the_whole_path() -> None:
+    """A router that does not move its prefix to SCRIPT_NAME: a path ending in a health
+    path gets that one (``/ops/livez`` stays the plain liveness answer, 200 in a drain);
+    any other path gets the app's own endpoint."""
+    inner = GracefulServer(Config(addr="127.0.0.1:0")).run_in_background()
+    try:
+        def app(environ: dict[str, Any], start_response: Any) -> Any:
+            if environ["PATH_INFO"].startswith("/ops/"):
+                return inner.health_app(environ, start_response)
+            if environ["PATH_INFO"].startswith("/rd/"):
+                return inner.readiness_app(environ, start_response)
+            return hello_app(environ, start_response)
+
+        with running(app, health=False) as server:
+            assert get(server.port, "/ops/readyz").body == b"ok"
+            assert json.loads(get(server.port, "/ops/status").body) == {"status": "healthy"}
+            assert json.loads(get(server.port, "/rd/livez").body) == {"ready": True, "in_flight_requests": 0}
+            inner.drain()
+            assert (get(server.port, "/ops/livez").status, get(server.port, "/ops/livez").body) == (200, b"ok")
+            assert get(server.port, "/ops/readyz").status == 503
+            assert get(server.port, "/rd/anything").status == 503
+    finally:
+        inner.close()
+
+
 def test_health_apps_answer_their_json_where_a_dispatcher_mounts_them() -> None:
     """Mounted at /mine/health and /mine/ready by werkzeug's dispatcher (which moves the
     prefix to SCRIPT_NAME, leaving PATH_INFO empty), they answer there, following the
