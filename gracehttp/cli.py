@@ -31,7 +31,8 @@ from gracehttp.config import Config, env_values, flags_of
 from gracehttp.errors import ConfigError
 from gracehttp.server import GracefulServer
 
-TOPICS = ("listeners", "serving", "timeouts", "limits", "shutdown", "admin", "tls", "processes", "logging")
+TOPICS = ("listeners", "serving", "proxy", "timeouts", "limits", "shutdown", "admin", "tls", "processes",
+          "logging")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 

@@ -7,6 +7,7 @@ declarations below, so a setting cannot exist in one place and be missing from a
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -108,6 +109,14 @@ class Config:
     logger: logging.Logger | None = setting(None, "a logging.Logger (default: 'gracehttp')", topic="logging")
     server_header: str | None = setting("gracehttp", "the Server response header; None omits it", _optional(str),
                                         topic="serving")
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        ("127.0.0.1", "::1"), "peers trusted to set X-Forwarded-* (addresses or networks, comma-separated; * for "
+        "any; a Unix socket's peer is trusted)", _parse_list, topic="proxy")
+    proxy_headers: bool = setting(True, "from a trusted peer, X-Forwarded-For, -Proto, -Host and -Port set "
+                                  "REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST and SERVER_PORT", _parse_bool,
+                                  topic="proxy")
+    root_path: str = setting("", "the path prefix the app is mounted under: SCRIPT_NAME, taken off PATH_INFO "
+                             "when the path starts with it", str, topic="proxy")
 
     def __post_init__(self) -> None:
         self.addrs = tuple(self.addrs)
@@ -155,6 +164,20 @@ class Config:
                 raise ConfigError(name, f"{path!r} is not a readable file")
         if self.logger is not None and not isinstance(self.logger, logging.Logger):
             raise ConfigError("logger", "expected a logging.Logger")
+        if isinstance(self.forwarded_allow_ips, str):
+            self.forwarded_allow_ips = _parse_list(self.forwarded_allow_ips)
+        self.forwarded_allow_ips = tuple(self.forwarded_allow_ips)
+        for entry in self.forwarded_allow_ips:
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ConfigError("forwarded_allow_ips", f"{entry!r} is not an address, a network "
+                                      "(10.0.0.0/8) or *") from None
+        root = self.root_path
+        if not isinstance(root, str) or (root and (not root.startswith("/") or root.endswith("/")
+                                                   or any(c in root for c in "?#"))):
+            raise ConfigError("root_path", f"{root!r}: expected '' or a path like /prefix (no trailing /)")
 
     @classmethod
     def from_env(cls, prefix: str = "GRACEHTTP_", environ: Mapping[str, str] | None = None,

@@ -357,7 +357,8 @@ class Connection:
     def _new_exchange(self) -> Exchange:
         peer, (host, port) = self.peer, self.server_addr
         env = base_environ(host, port, str(peer[0]) if peer else "", str(peer[1]) if peer else "",
-                           "https" if self.io.tls else "http", multiprocess=self.site.multiprocess)
+                           "https" if self.io.tls else "http", multiprocess=self.site.multiprocess,
+                           script_name=self.site.root_path)
         self.exchange = Exchange(self.site, env, self._recv_body, self.io.send, self.sender.send,
                                  self.sender.send_file)
         return self.exchange

@@ -17,6 +17,7 @@ from typing import Any
 from gracehttp.errors import ProtocolError
 from gracehttp.http.framing import BodyFramer
 from gracehttp.http.parser import RequestHead
+from gracehttp.proxy import apply_forwarded
 from gracehttp.response import Responder, SendFile, run_app
 from gracehttp.site import Site
 from gracehttp.spool import BodySpool
@@ -49,11 +50,15 @@ class Outcome(enum.IntEnum):
 class Exchange:
     """Runs the app for the requests of one connection, through the connection's I/O."""
 
-    __slots__ = ("_closing", "_env", "_recv", "_send", "_send_file", "_send_final", "_site", "error")
+    __slots__ = ("_closing", "_env", "_proxies", "_recv", "_send", "_send_file", "_send_final", "_site", "error")
 
     def __init__(self, site: Site, env: dict[str, Any], recv: Callable[[], bytes], send: Callable[[bytes], None],
                  send_final: Callable[[bytes], None], send_file: SendFile) -> None:
         self._site = site
+        # Trust is decided once per connection; a Unix socket's peer (no address) is local.
+        proxies, peer = site.proxies, env["REMOTE_ADDR"]
+        #: The trusted proxies when this connection's peer is one of them, else None.
+        self._proxies = proxies if proxies is not None and (not peer or proxies.trusts(peer)) else None
         self._env = env
         self._recv = recv
         self._send = send
@@ -82,6 +87,8 @@ class Exchange:
             framer = spool.framer
             body = Body(framer, self._recv, stored=spool.read)
         environ = build_environ(self._env, head, body)
+        if self._proxies is not None:
+            apply_forwarded(environ, self._proxies)
         # A body still arriving when the response starts may never be read: say
         # Connection: close in the head rather than surprise the client with a close.
         closing = self._closing if framer.done else (lambda: site.closing or not body.finished)

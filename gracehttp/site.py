@@ -16,6 +16,7 @@ from gracehttp.accesslog import AccessLog
 from gracehttp.http.parser import Limits
 from gracehttp.inflight import InFlight
 from gracehttp.metrics import Metrics
+from gracehttp.proxy import TrustedProxies
 from gracehttp.state import Lifecycle
 
 if TYPE_CHECKING:
@@ -36,8 +37,13 @@ class Site:
                  read_timeout: float, write_timeout: float, idle_timeout: float,
                  tls: ssl.SSLContext | None, metrics: Metrics | None = None,
                  access_log: AccessLog | None = None, track_requests: bool = False,
-                 max_spool_bytes: int | None = None, multiprocess: bool = False) -> None:
+                 max_spool_bytes: int | None = None, multiprocess: bool = False,
+                 proxies: TrustedProxies | None = None, root_path: str = "") -> None:
         self.app = app
+        #: Peers whose X-Forwarded-* headers count (None: proxy_headers off).
+        self.proxies = proxies
+        #: SCRIPT_NAME of every request, and the prefix taken off PATH_INFO.
+        self.root_path = root_path
         #: Other processes serve the same app at once (a worker of ``workers > 1``).
         self.multiprocess = multiprocess
         self.metrics = metrics

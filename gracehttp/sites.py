@@ -21,6 +21,7 @@ from gracehttp.engine import Engine
 from gracehttp.http.parser import Limits
 from gracehttp.inflight import InFlight
 from gracehttp.metrics import Metrics
+from gracehttp.proxy import TrustedProxies
 from gracehttp.site import Site
 from gracehttp.state import Lifecycle
 
@@ -43,6 +44,7 @@ def main_engine(cfg: Config, app: Callable[..., Iterable[bytes]], lifecycle: Lif
         idle_timeout=cfg.idle_timeout, tls=tls, metrics=metrics,
         access_log=AccessLog(cfg.access_log) if cfg.access_log else None, track_requests=cfg.debug,
         max_spool_bytes=cfg.max_spool_bytes, multiprocess=multiprocess,
+        proxies=TrustedProxies(cfg.forwarded_allow_ips) if cfg.proxy_headers else None, root_path=cfg.root_path,
     )
     return Engine(site, sockets, cfg.threads, cfg.max_connections, logger)
 

@@ -49,7 +49,13 @@ def build_environ(base: dict[str, Any], head: RequestHead, body: Body) -> dict[s
     env = base.copy()
     path = head.path
     env["REQUEST_METHOD"] = head.method
-    env["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
+    path_info = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
+    script_name = base["SCRIPT_NAME"]
+    if script_name and path_info.startswith(script_name):
+        rest = path_info[len(script_name):]
+        if not rest or rest[0] == "/":  # /prefix or /prefix/...: the app is mounted under root_path
+            path_info = rest
+    env["PATH_INFO"] = path_info
     env["QUERY_STRING"] = head.query.decode("latin-1")
     env["RAW_URI"] = env["REQUEST_URI"] = head.target.decode("latin-1")
     env["SERVER_PROTOCOL"] = head.version
@@ -204,7 +210,8 @@ class FileWrapper:
 
 
 def base_environ(server_name: str, server_port: str, remote_addr: str, remote_port: str,
-                 scheme: str, multithread: bool = True, multiprocess: bool = False) -> dict[str, Any]:
+                 scheme: str, multithread: bool = True, multiprocess: bool = False,
+                 script_name: str = "") -> dict[str, Any]:
     """The environ keys that stay the same for every request of a connection.
 
     ``REMOTE_HOST`` is the client's address, not a reverse lookup (as waitress and
@@ -218,7 +225,7 @@ def base_environ(server_name: str, server_port: str, remote_addr: str, remote_po
         "REMOTE_ADDR": remote_addr,
         "REMOTE_HOST": remote_addr,
         "REMOTE_PORT": remote_port,
-        "SCRIPT_NAME": "",
+        "SCRIPT_NAME": script_name,
         "SERVER_SOFTWARE": "gracehttp",
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": scheme,

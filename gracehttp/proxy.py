@@ -1,0 +1,97 @@
+"""Behind a reverse proxy: which peers may set ``X-Forwarded-*``, and what those headers
+change in the environ (docs/architecture.rst, "Behind a proxy").
+
+Middle layer: standard library only.
+
+Only a peer in ``forwarded_allow_ips`` (gunicorn's name and default: loopback; ``*``
+for any; a Unix socket's peer is always trusted, as only local processes reach it)
+is believed, and the trust is decided once per connection. From an untrusted peer
+the headers stay plain ``HTTP_X_FORWARDED_*`` keys and change nothing else. From a
+trusted one, as werkzeug's ProxyFix does with one proxy hop:
+
+- ``X-Forwarded-For`` sets ``REMOTE_ADDR`` (and ``REMOTE_HOST``) to the client: the
+  rightmost address that is not itself a trusted proxy (uvicorn's rule), so a chain
+  of trusted proxies is walked back and a client cannot pose as another by sending
+  its own header (everything left of the first untrusted hop is the client's word);
+- ``X-Forwarded-Proto`` (``http`` or ``https``) sets ``wsgi.url_scheme``;
+- ``X-Forwarded-Host`` sets ``HTTP_HOST`` and ``SERVER_NAME``; ``X-Forwarded-Port``
+  sets ``SERVER_PORT`` and the port in ``HTTP_HOST``.
+
+Of repeated values the last counts (what the nearest proxy wrote). The values
+replaced are kept in ``environ["gracehttp.proxy.orig"]``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TrustedProxies:
+    """``forwarded_allow_ips``: addresses and networks (``10.0.0.0/8``), or ``*``."""
+
+    def __init__(self, allowed: tuple[str, ...]) -> None:
+        self.any = "*" in allowed
+        #: Raises ValueError naming a bad entry (`Config` turns it into a ConfigError).
+        self.networks: list[Network] = [ipaddress.ip_network(a, strict=False) for a in allowed if a != "*"]
+
+    def trusts(self, address: str) -> bool:
+        if self.any:
+            return True
+        try:
+            ip = ipaddress.ip_address(address.strip().strip("[]"))
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # a dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d
+        return any(ip in network for network in self.networks)
+
+
+def _last(value: str) -> str:
+    return value.rsplit(",", 1)[-1].strip()
+
+
+def _client(forwarded_for: str, proxies: TrustedProxies) -> str:
+    """The client address in an X-Forwarded-For chain: right to left, the first hop that
+    is not a trusted proxy (the leftmost, when every hop is one)."""
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not proxies.trusts(hop):
+            return hop
+    return hops[0] if hops else ""
+
+
+def apply_forwarded(env: dict[str, Any], proxies: TrustedProxies) -> None:
+    """Apply a trusted peer's X-Forwarded-* headers to `env` (see the module docstring)."""
+    forwarded_for = env.get("HTTP_X_FORWARDED_FOR")
+    proto = env.get("HTTP_X_FORWARDED_PROTO")
+    host = env.get("HTTP_X_FORWARDED_HOST")
+    port = env.get("HTTP_X_FORWARDED_PORT")
+    if not (forwarded_for or proto or host or port):
+        return
+    orig: dict[str, Any] = {}
+
+    def put(key: str, value: Any) -> None:
+        orig.setdefault(key, env.get(key))
+        env[key] = value
+
+    if forwarded_for and (client := _client(forwarded_for, proxies)):
+        put("REMOTE_ADDR", client)
+        put("REMOTE_HOST", client)
+    if proto and (scheme := _last(proto).lower()) in ("http", "https"):
+        put("wsgi.url_scheme", scheme)
+    if host and (name := _last(host)):
+        put("HTTP_HOST", name)
+        bare, colon, given_port = name.rpartition(":") if not name.endswith("]") else ("", "", name)
+        put("SERVER_NAME", bare if colon else name)
+        if colon and given_port.isdigit():
+            put("SERVER_PORT", given_port)
+    if port and (number := _last(port)).isdigit():
+        put("SERVER_PORT", number)
+        if "HTTP_HOST" in env:
+            current = env["HTTP_HOST"]
+            bare = current if current.endswith("]") or ":" not in current else current.rsplit(":", 1)[0]
+            put("HTTP_HOST", f"{bare}:{number}")
+    env["gracehttp.proxy.orig"] = orig
