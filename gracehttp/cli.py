@@ -28,7 +28,7 @@ from typing import Any
 
 from gracehttp import __version__
 from gracehttp.config import Config, env_values, flags_of
-from gracehttp.errors import ConfigError
+from gracehttp.errors import BindError, ConfigError
 from gracehttp.server import GracefulServer
 
 TOPICS = ("listeners", "serving", "proxy", "timeouts", "limits", "shutdown", "admin", "tls", "processes",
@@ -278,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # binding: the port is taken, the path is not writable...
         if args.log_level == "debug":
             traceback.print_exc()
-        print(f"gracehttp: error: cannot listen: {exc}", file=sys.stderr)
+        message = str(exc) if isinstance(exc, BindError) else f"cannot listen: {exc}"
+        print(f"gracehttp: error: {message}", file=sys.stderr)
         return 2
     if config.workers > 1:
         return server.exit_code

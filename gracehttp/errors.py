@@ -14,6 +14,20 @@ class ConfigError(ValueError):
         self.field = field
 
 
+class BindError(OSError):
+    """A listener could not be opened; the message names the address and the reason
+    (``cannot listen on 127.0.0.1:8080: address already in use``). An OSError, with
+    the original's errno, so callers that catch OSError still do."""
+
+    def __init__(self, address: str, cause: OSError) -> None:
+        reason = (cause.strerror or str(cause)).lower() if cause.errno is not None else str(cause)
+        super().__init__(cause.errno, f"cannot listen on {address}: {reason}")
+        self.address = address
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class ProtocolError(Exception):
     """A request the server refuses, with the status to answer it with.
 

@@ -19,6 +19,7 @@ import struct
 
 from gracehttp import inherit
 from gracehttp.addresses import Address, parse_address
+from gracehttp.errors import BindError
 
 
 class BoundListener:
@@ -140,7 +141,10 @@ def open_all(role: str, addrs: list[str], prebound: tuple[socket.socket, ...], b
             names.add(name)
             sock = inherit.take(name)
             if sock is None:
-                lst = open_address(text, backlog, reuse_port)
+                try:
+                    lst = open_address(text, backlog, reuse_port)
+                except OSError as exc:
+                    raise BindError(text if role == "main" else f"{text} ({role})", exc) from exc
             else:  # the last generation to serve a Unix socket removes its path
                 addr = parse_address(text)
                 lst = BoundListener(sock, unlink_path=addr.path if addr.kind == "unix" else None)

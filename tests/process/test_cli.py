@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -211,3 +212,25 @@ def test_a_failing_process_callback_makes_the_cli_exit_1(project: Path, workers:
     assert get(port, "/").body == b"ok"
     assert served.stop() == 1
     assert "the process callback failed" in "".join(served.lines)
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--bind", "127.0.0.1:{taken}"], "127.0.0.1:{taken}"),
+    (["--bind", "127.0.0.1:0", "--bind", "127.0.0.1:{taken}"], "127.0.0.1:{taken}"),  # an extra listener
+    (["--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:{taken}"], "127.0.0.1:{taken} (admin)"),
+    (["--bind", "127.0.0.1:{taken}", "--workers", "2"], "127.0.0.1:{taken}"),
+])
+def test_a_bind_error_names_the_address_in_one_line(project: Path, args: list[str], named: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        taken = str(holder.getsockname()[1])
+        result = run_cli(project, "webapp:app", *(a.replace("{taken}", taken) for a in args))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"gracehttp: error: cannot listen on {named.replace('{taken}', taken)}: address already in use"]
+
+
+def test_a_unix_socket_in_a_missing_directory_is_named(project: Path) -> None:
+    result = run_cli(project, "webapp:app", "--bind", f"unix:{project}/missing/app.sock")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"gracehttp: error: cannot listen on unix:{project}/missing/app.sock: "
+                                     "no such file or directory")
