@@ -37,7 +37,15 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 class UsageError(Exception):
-    """A mistake on the command line or in its files: one line for the user, exit status 2."""
+    """A mistake on the command line or in its files: one line for the user, exit status 2.
+
+    `in_app`: the app's own code failed (its module raised on import, its factory
+    raised), so its traceback is printed before the line, as gunicorn and uvicorn do.
+    """
+
+    def __init__(self, message: str, in_app: bool = False) -> None:
+        super().__init__(message)
+        self.in_app = in_app
 
 
 # -- the app -------------------------------------------------------------------------
@@ -70,9 +78,9 @@ def load_app(spec: str) -> Callable[..., Any]:
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise UsageError(f"no module named {exc.name!r} (looked in {os.getcwd()} and sys.path)") from exc
-        raise UsageError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
+        raise UsageError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}", in_app=True) from exc
     except Exception as exc:
-        raise UsageError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
+        raise UsageError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}", in_app=True) from exc
     for part in path:
         if not hasattr(obj, part):
             raise UsageError(f"module {module_name!r} has no attribute {'.'.join(path)!r}")
@@ -81,10 +89,19 @@ def load_app(spec: str) -> Callable[..., Any]:
         try:
             obj = obj(*args, **kwargs)
         except Exception as exc:
-            raise UsageError(f"{spec} raised {type(exc).__name__}: {exc}") from exc
+            raise UsageError(f"{spec} raised {type(exc).__name__}: {exc}", in_app=True) from exc
     if not callable(obj):
         raise UsageError(f"{spec} is not a WSGI app: a {type(obj).__name__} is not callable")
     return obj  # type: ignore[no-any-return]
+
+
+def app_traceback(exc: BaseException) -> str:
+    """`exc`'s traceback from the app's own frames: without this module's and importlib's."""
+    shown = traceback.TracebackException.from_exception(exc)
+    ours = (__file__, importlib.__file__ or "")
+    shown.stack = traceback.StackSummary.from_list(
+        [f for f in shown.stack if f.filename not in ours and not f.filename.startswith("<frozen importlib")])
+    return "".join(shown.format())
 
 
 def _dotted(node: ast.expr) -> list[str] | None:
@@ -232,14 +249,14 @@ def setup_logging(level: str, fmt: str) -> None:
 # -- main ------------------------------------------------------------------------------
 
 
-def describe(config: Config) -> str:
-    """The effective config, one ``field = value`` line each (what --check prints)."""
+def describe(config: Config, app_spec: str) -> str:
+    """The effective config, one ``field = value`` line each (what --check prints); the
+    app as it was given (``examples.flask_app:app``), which the user can recognise."""
     shown = []
     for f in fields(Config):
         value = getattr(config, f.name)
         if f.name == "app":
-            shown.append(f"app = {getattr(value, '__module__', '?')}:"
-                         f"{getattr(value, '__qualname__', type(value).__name__)}")
+            shown.append(f"app = {app_spec}")
         else:
             shown.append(f"{f.name} = {value!r}")
     return "\n".join(shown)
@@ -258,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         if args.log_level == "debug":
             traceback.print_exc()
+        elif isinstance(exc, UsageError) and exc.in_app and exc.__cause__ is not None:
+            print(app_traceback(exc.__cause__), end="", file=sys.stderr)  # then the summary line
         where = ""
         if isinstance(exc, ConfigError) and exc.field in {f.name for f in fields(Config)}:
             f = next(f for f in fields(Config) if f.name == exc.field)
@@ -265,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gracehttp: error: {exc}{where}", file=sys.stderr)
         return 2
     if args.check:
-        print(describe(config))
+        print(describe(config, args.app_spec))
         return 0
     if args.reload:
         from gracehttp.reloader import run_with_reload

@@ -86,7 +86,6 @@ def test_serves_an_app_or_a_factory(project: Path, spec: str, body: bytes) -> No
     (["nosuchmodule:app"], "no module named 'nosuchmodule'"),
     (["webapp:nope"], "module 'webapp' has no attribute 'nope'"),
     (["webapp:not_callable"], "webapp:not_callable is not a WSGI app: a int is not callable"),
-    (["broken:app"], "importing 'broken' failed: RuntimeError: the app module is broken"),
     (["webapp:make(1 +)"], "is not an attribute name or a call"),
     (["webapp:app", "--threads", "many"], "argument --threads: invalid literal for int()"),
     (["webapp:app", "--drain-timeout", "99"], "drain_timeout: 99.0 is longer than shutdown_timeout"),
@@ -102,6 +101,30 @@ def test_mistakes_are_one_line_and_exit_2(project: Path, args: list[str], messag
     assert lines[0].startswith("gracehttp: error: ")
     assert message in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("spec", "summary", "frame"), [
+    ("broken:app", "importing 'broken' failed: RuntimeError: the app module is broken", "broken.py"),
+    ("failing:make()", "failing:make() raised KeyError: 'DATABASE_URL'", "failing.py"),
+])
+def test_an_app_that_fails_gets_its_traceback_then_one_summary_line(project: Path, spec: str, summary: str,
+                                                                   frame: str) -> None:
+    """As gunicorn and uvicorn print it: the app's own frames (not the loader's), then the line."""
+    (project / "failing.py").write_text("def make():\n    raise KeyError('DATABASE_URL')\n")
+    result = run_cli(project, spec)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert lines[-1].startswith("gracehttp: error: " + summary)
+    assert frame in result.stderr
+    assert "importlib" not in result.stderr
+    assert "gracehttp/cli.py" not in result.stderr
+
+
+def test_check_names_the_app_as_given(project: Path) -> None:
+    checked = run_cli(project, "webapp:make(greeting='hi')", "--check")
+    assert checked.returncode == 0
+    assert "app = webapp:make(greeting='hi')" in checked.stdout.splitlines()
 
 
 def test_debug_log_level_adds_the_traceback(project: Path) -> None:
