@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import importlib
 import json
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -123,16 +124,31 @@ def file_values(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     for key, value in data.items():
         name = key.replace("-", "_")
         if name not in settable:
-            raise UsageError(f"{source}: unknown setting {key!r}")
+            raise UsageError(f"{source}: unknown setting {key!r}{_did_you_mean(name, settable)}")
         values[name] = tuple(value) if isinstance(value, list) else value
     return values
+
+
+def _did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def unknown_env_warnings(environ: Mapping[str, str]) -> list[str]:
+    """``GRACEHTTP_*`` variables that are no setting (a typo is otherwise silently ignored)."""
+    known = {f.name.upper() for f in fields(Config) if f.metadata.get("parse") is not None}
+    return [f"unknown setting {key}{_did_you_mean(key[10:], known, 'GRACEHTTP_')} ignored"
+            for key in sorted(environ) if key.startswith("GRACEHTTP_") and key[10:] not in known]
 
 
 def read_toml(path: str) -> dict[str, Any]:
     try:
         import tomllib  # type: ignore[import-not-found, unused-ignore]
-    except ModuleNotFoundError:  # Python 3.10
-        raise UsageError(f"{path}: reading TOML needs Python 3.11 or newer (tomllib)") from None
+    except ModuleNotFoundError:  # Python 3.10: tomli is the same parser, when installed
+        try:
+            import tomli as tomllib  # type: ignore[import-not-found, no-redef, unused-ignore]
+        except ModuleNotFoundError:
+            raise UsageError(f"{path}: reading TOML on Python 3.10 needs tomli (pip install tomli)") from None
     try:
         with open(path, "rb") as f:
             data: dict[str, Any] = tomllib.load(f)
@@ -145,7 +161,11 @@ def read_toml(path: str) -> dict[str, Any]:
 
 def pyproject_values(directory: str) -> dict[str, Any]:
     path = os.path.join(directory, "pyproject.toml")
-    if not os.path.isfile(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            if "gracehttp" not in f.read():
+                return {}  # nothing for us: not parsed (Python 3.10 may have no TOML parser)
+    except OSError:
         return {}
     table = read_toml(path).get("tool", {}).get("gracehttp", {})
     return file_values(table, f"{path} [tool.gracehttp]")
@@ -180,10 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         if not flags:
             continue
         group = groups[f.metadata["topic"]]
-        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata["help"]}
+        default = f.default if f.default is not None else "none"
+        if isinstance(default, tuple):
+            default = ",".join(default) or "none"
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+                              "help": f"{f.metadata['help']} (default: {default})"}
         if f.name == "addr":
             group.add_argument(*flags, action="append", metavar="ADDR", **kw | {
-                "help": f.metadata["help"] + " (repeat for more listeners)"})
+                "help": f.metadata["help"] + f" (repeat for more listeners; default: {f.default})"})
         elif f.type in ("bool", bool):
             group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
         else:
@@ -216,6 +240,8 @@ def settings(args: argparse.Namespace, environ: Mapping[str, str], directory: st
     if args.config:
         values.update(file_values(read_toml(args.config), args.config))
     values.update(env_values("GRACEHTTP_", environ))
+    for warning in unknown_env_warnings(environ):
+        print(f"gracehttp: warning: {warning}", file=sys.stderr)
     values.update(flag_values(args))
     return values
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -157,7 +158,7 @@ def test_bad_config_files_are_one_line(project: Path) -> None:
     (project / "serve.toml").write_text("thread = 4\n")
     result = run_cli(project, "webapp:app", "--config", "serve.toml")
     assert result.returncode == 2
-    assert result.stderr.strip() == "gracehttp: error: serve.toml: unknown setting 'thread'"
+    assert result.stderr.strip() == "gracehttp: error: serve.toml: unknown setting 'thread' (did you mean threads?)"
     (project / "serve.toml").write_text("threads = [\n")
     result = run_cli(project, "webapp:app", "--config", "serve.toml")
     assert result.returncode == 2
@@ -257,3 +258,33 @@ def test_a_unix_socket_in_a_missing_directory_is_named(project: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == (f"gracehttp: error: cannot listen on unix:{project}/missing/app.sock: "
                                      "no such file or directory")
+
+
+def test_unknown_settings_are_named_with_the_closest_known_one(project: Path) -> None:
+    checked = run_cli(project, "webapp:app", "--check", env={"GRACEHTTP_ADR": ":9000", "GRACEHTTP_THREDS": "4"})
+    assert checked.returncode == 0  # a stray variable is a warning: environments carry others' junk
+    assert checked.stderr.strip().splitlines() == [
+        "gracehttp: warning: unknown setting GRACEHTTP_ADR (did you mean GRACEHTTP_ADDR?) ignored",
+        "gracehttp: warning: unknown setting GRACEHTTP_THREDS (did you mean GRACEHTTP_THREADS?) ignored"]
+    (project / "serve.toml").write_text("drain-timout = 3\n")
+    result = run_cli(project, "webapp:app", "--config", "serve.toml")
+    assert result.returncode == 2  # a file is the user's own: an error
+    assert result.stderr.strip() == ("gracehttp: error: serve.toml: unknown setting 'drain-timout' "
+                                     "(did you mean drain_timeout?)")
+
+
+def test_help_shows_every_default() -> None:
+    from dataclasses import fields
+
+    from gracehttp.config import Config, flags_of
+
+    out = subprocess.run([sys.executable, "-m", "gracehttp", "--help"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"}, timeout=30).stdout
+    lines = out.splitlines()
+    for f in fields(Config):
+        for flag in flags_of(f):
+            if flag.startswith("--"):
+                first = next(i for i, line in enumerate(lines) if line.strip().startswith(flag))
+                rest = itertools.takewhile(lambda line: not line.lstrip().startswith("-"), lines[first + 1:])
+                block = [lines[first], *rest]
+                assert "default: " in " ".join(block), block

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import fields
+from typing import Any
 
 import pytest
 
@@ -62,3 +63,30 @@ def test_flag_and_env_parse_the_same_text(f: object) -> None:
 def test_unknown_toml_keys_are_refused() -> None:
     with pytest.raises(UsageError, match="unknown setting 'app'"):
         file_values({"app": "x"}, "f.toml")  # Python only: not settable from text
+
+
+def test_a_pyproject_without_gracehttp_settings_is_not_parsed(tmp_path: Any) -> None:
+    """Not even on Python 3.10 without a TOML parser: it holds nothing for us."""
+    from gracehttp.cli import pyproject_values
+
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n[tool.ruff]\nline-length = 120\n")
+    assert pyproject_values(str(tmp_path)) == {}
+
+
+def test_gracehttp_settings_in_pyproject_are_read_or_the_missing_parser_named(tmp_path: Any) -> None:
+    import sys
+
+    from gracehttp.cli import pyproject_values
+
+    (tmp_path / "pyproject.toml").write_text("[tool.gracehttp]\nthreads = 3\n")
+    try:
+        import tomllib  # noqa: F401
+    except ModuleNotFoundError:
+        try:
+            import tomli  # noqa: F401
+        except ModuleNotFoundError:
+            assert sys.version_info < (3, 11)
+            with pytest.raises(UsageError, match="needs tomli"):
+                pyproject_values(str(tmp_path))
+            return
+    assert pyproject_values(str(tmp_path)) == {"threads": 3}
