@@ -30,6 +30,7 @@ from typing import Any
 from gracehttp import __version__
 from gracehttp.config import Config, env_values, flags_of
 from gracehttp.errors import BindError, ConfigError
+from gracehttp.foreign_flags import ForeignFlagError, translate
 from gracehttp.server import GracefulServer
 
 TOPICS = ("listeners", "serving", "proxy", "timeouts", "limits", "shutdown", "admin", "tls", "processes",
@@ -290,7 +291,13 @@ def describe(config: Config, app_spec: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        # gunicorn's and uvicorn's spellings: the same meaning rewritten, the rest named.
+        translated = translate(sys.argv[1:] if argv is None else argv)
+    except ForeignFlagError as exc:
+        print(f"gracehttp: error: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(translated)
     setup_logging(args.log_level, args.log_format)
     try:
         if not args.app_spec:

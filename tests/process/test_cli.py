@@ -288,3 +288,18 @@ def test_help_shows_every_default() -> None:
                 rest = itertools.takewhile(lambda line: not line.lstrip().startswith("-"), lines[first + 1:])
                 block = [lines[first], *rest]
                 assert "default: " in " ".join(block), block
+
+
+def test_gunicorn_and_uvicorn_spellings_work_or_are_named(project: Path) -> None:
+    checked = run_cli(project, "--keep-alive", "5", "webapp:app", "-w", "2", "--host", "0.0.0.0", "--port", "9000",
+                      "--check")
+    assert checked.returncode == 0, checked.stderr
+    lines = checked.stdout.splitlines()
+    for expected in ("app = webapp:app", "idle_timeout = 5.0", "workers = 2", "addr = '0.0.0.0:9000'"):
+        assert expected in lines, expected
+    result = run_cli(project, "webapp:app", "--timeout", "30")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "gracehttp: error: --timeout is gunicorn's; no equivalent yet: gunicorn kills a worker whose request "
+        "runs longer; here --read-timeout and --write-timeout bound each client, and /debug/threads shows a "
+        "stuck request"]

@@ -14,7 +14,7 @@ LAYERS = {
         "flushbell", "proxy"},
     2: {"listeners", "connection", "engine", "shutdown", "signals", "supervisor", "server", "upgrade", "worker",
         "sites", "site", "transport", "outgoing", "parking", "exchange"},
-    3: {"__init__", "__main__", "cli", "group", "reloader"},
+    3: {"__init__", "__main__", "cli", "group", "reloader", "foreign_flags"},
 }
 LAYER_OF = {mod: layer for layer, mods in LAYERS.items() for mod in mods}
 # Within the upper layer, this order holds: a module imports only those before it.
