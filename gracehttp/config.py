@@ -93,8 +93,9 @@ class Config:
                                      topic="admin", flags=("--admin-bind",))
     debug: bool = setting(False, "serve /debug/* on the admin listener", _parse_bool, topic="admin")
     metrics: bool = setting(True, "collect Prometheus metrics", _parse_bool, topic="admin")
-    certfile: str | None = setting(None, "TLS certificate chain (PEM)", _optional(str), topic="tls")
-    keyfile: str | None = setting(None, "TLS private key (PEM)", _optional(str), topic="tls")
+    certfile: str | None = setting(None, "TLS certificate chain (PEM; may hold the key too)", _optional(str),
+                                   topic="tls")
+    keyfile: str | None = setting(None, "TLS private key (PEM), when not in certfile", _optional(str), topic="tls")
     ssl_context: ssl.SSLContext | None = setting(None, "a ready ssl.SSLContext for the main listeners", topic="tls")
     reuse_port: bool = setting(False, "SO_REUSEPORT on TCP listeners", _parse_bool, topic="listeners")
     workers: int = setting(1, "processes; more than one forks workers sharing the listeners", int, topic="processes")
@@ -150,9 +151,8 @@ class Config:
             raise ConfigError("drain_delay", f"{self.drain_delay} is longer than drain_timeout ({self.drain_timeout})")
         if self.access_log not in ACCESS_LOG_FORMATS:
             raise ConfigError("access_log", f"{self.access_log!r} is not one of common, combined, json")
-        if (self.certfile is None) != (self.keyfile is None):
-            raise ConfigError("keyfile" if self.keyfile is None else "certfile",
-                              "certfile and keyfile go together")
+        if self.keyfile is not None and self.certfile is None:
+            raise ConfigError("certfile", "keyfile is given without its certfile")
         if self.ssl_context is not None:
             import ssl
 
@@ -162,6 +162,8 @@ class Config:
             path = getattr(self, name)
             if path is not None and not os.path.isfile(path):
                 raise ConfigError(name, f"{path!r} is not a readable file")
+        if self.certfile is not None:
+            self.tls_context()  # now, so that a mistake is one line naming the file, and --check loads them
         if self.logger is not None and not isinstance(self.logger, logging.Logger):
             raise ConfigError("logger", "expected a logging.Logger")
         if isinstance(self.forwarded_allow_ips, str):
@@ -194,14 +196,42 @@ class Config:
         """The server-side TLS context (TLS 1.2 or newer), or None for plain HTTP."""
         if self.ssl_context is not None:
             return self.ssl_context
-        if self.certfile is None or self.keyfile is None:
+        if self.certfile is None:
             return None
         import ssl
 
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.certfile, self.keyfile)
+        try:
+            ctx.load_cert_chain(self.certfile, self.keyfile)  # no keyfile: a PEM holding both
+        except (ssl.SSLError, OSError) as exc:
+            raise _tls_mistake(self.certfile, self.keyfile, exc) from None
         return ctx
+
+
+def _tls_mistake(certfile: str, keyfile: str | None, exc: Exception) -> ConfigError:
+    """What is wrong with a certificate and key that OpenSSL refused, naming the file."""
+
+    def holds(path: str, marker: bytes) -> bool:
+        try:
+            with open(path, "rb") as f:
+                return marker in f.read()
+        except OSError:
+            return False
+
+    if not holds(certfile, b"-----BEGIN CERTIFICATE-----"):
+        swapped = " (is it the key? certfile and keyfile swapped?)" if holds(certfile, b"PRIVATE KEY-----") else ""
+        return ConfigError("certfile", f"{certfile!r} holds no PEM certificate{swapped}")
+    key = keyfile or certfile
+    if not holds(key, b"PRIVATE KEY-----"):
+        if keyfile is None:
+            return ConfigError("keyfile", f"{certfile!r} holds no private key: give keyfile, or put the key "
+                               "in the same PEM file")
+        swapped = " (is it the certificate?)" if holds(keyfile, b"-----BEGIN CERTIFICATE-----") else ""
+        return ConfigError("keyfile", f"{keyfile!r} holds no PEM private key{swapped}")
+    if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+        return ConfigError("keyfile", f"{key!r} is not the key of the certificate in {certfile!r}")
+    return ConfigError("certfile", f"{certfile!r} and {key!r} could not be loaded: {exc}")
 
 
 def env_values(prefix: str, environ: Mapping[str, str]) -> dict[str, Any]:

@@ -17,6 +17,9 @@ from gracehttp.http.writer import REASONS, simple_response
 from gracehttp.state import Lifecycle, State
 
 HEALTH_PATHS = frozenset({"/livez", "/readyz", "/health", "/ready"})
+#: The startup log's word on them: they are answered before the app sees the request.
+RESERVED_NOTE = (f"health endpoints {', '.join(sorted(HEALTH_PATHS))} on the main listeners are answered by the "
+                 "server before the app; health=False (--no-health) hands them to the app")
 #: HEALTH_PATHS as the parser gives them, for a cheap first test on every request.
 PROBE_PATHS = frozenset(p.encode() for p in HEALTH_PATHS)
 _TEXT = "text/plain; charset=utf-8"

@@ -161,6 +161,11 @@ def open_all(role: str, addrs: list[str], prebound: tuple[socket.socket, ...], b
     return opened
 
 
+def via(listeners: list[BoundListener]) -> str:
+    """How the startup log says the listeners came (systemd's socket activation), or ""."""
+    return " from systemd socket activation" if any(lst.activated for lst in listeners) else ""
+
+
 class Listener:
     """A listening socket as the engine accepts from it."""
 

@@ -27,9 +27,9 @@ from gracehttp.callbacks import Callbacks, process_callbacks
 from gracehttp.config import Config
 from gracehttp.engine import Engine
 from gracehttp.errors import ConfigError
-from gracehttp.health import HEALTH_PATHS, health_wsgi_app
+from gracehttp.health import HEALTH_PATHS, RESERVED_NOTE, health_wsgi_app
 from gracehttp.inflight import InFlight
-from gracehttp.listeners import BoundListener, open_all
+from gracehttp.listeners import BoundListener, open_all, via
 from gracehttp.metrics import Metrics
 from gracehttp.routing import RouteRegistrar, build_app
 from gracehttp.shutdown import ShutdownPlan, ShutdownReport, run_sequence
@@ -113,10 +113,6 @@ class GracefulServer:
         process manager, an upgrading parent or the supervisor hears that we serve."""
         cfg = self.config
         scheme = "https://" if self._tls else "http://"
-
-        def via(listeners: list[BoundListener]) -> str:
-            return " from systemd socket activation" if any(lst.activated for lst in listeners) else ""
-
         self.logger.info("gracehttp listening on %s (%d threads)%s", ", ".join(
             a if a.startswith("unix:") else scheme + a for a in self.addresses), cfg.threads, via(self._listeners))
         if self._admin is not None:
@@ -128,6 +124,8 @@ class GracefulServer:
                                     "bind it to 127.0.0.1 or firewall it", ", ".join(exposed),
                                     "drain this server and read its stacks, heap and config" if cfg.debug
                                     else "drain this server and read its metrics")
+        if cfg.health:  # so that an app's own /health is never shadowed without a word
+            self.logger.info("%s", RESERVED_NOTE)
         if cfg.max_requests is not None and self._worker is None:
             self.logger.warning("max_requests applies to workers (workers > 1): ignored")
         if self._is_pid_owner:

@@ -187,3 +187,21 @@ def test_probes_answer_while_every_thread_is_busy(path: str) -> None:
         for s in socks:
             assert read_response(s).status == 200
             s.close()
+
+
+def test_the_startup_log_says_the_health_paths_are_the_servers(caplog: pytest.LogCaptureFixture) -> None:
+    """So that an app's own /health is never shadowed without a word, and how to give it back."""
+    import logging
+
+    for health in (True, False):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="gracehttp"), running(hello_app, health=health) as server:
+            said = [r.getMessage() for r in caplog.records if "health endpoints" in r.getMessage()]
+            answered = get(server.port, "/health").body
+        if health:
+            assert said == ["health endpoints /health, /livez, /ready, /readyz on the main listeners are answered "
+                            "by the server before the app; health=False (--no-health) hands them to the app"]
+            assert answered == b'{"status":"healthy"}'
+        else:
+            assert said == []
+            assert answered == b"hello"

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -303,3 +304,18 @@ def test_gunicorn_and_uvicorn_spellings_work_or_are_named(project: Path) -> None
         "gracehttp: error: --timeout is gunicorn's; no equivalent yet: gunicorn kills a worker whose request "
         "runs longer; here --read-timeout and --write-timeout bound each client, and /debug/threads shows a "
         "stuck request"]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a test certificate")
+def test_tls_mistakes_are_one_line_and_check_loads_the_files(project: Path) -> None:
+    key, crt = str(project / "key.pem"), str(project / "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
+                    "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    result = run_cli(project, "webapp:app", "--check", "--certfile", key, "--keyfile", crt)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"gracehttp: error: certfile: {key!r} holds no PEM certificate (is it the key? certfile and keyfile "
+        "swapped?) (set by --certfile, GRACEHTTP_CERTFILE or a TOML file)"]
+    both = project / "both.pem"
+    both.write_text(Path(crt).read_text() + Path(key).read_text())
+    assert run_cli(project, "webapp:app", "--check", "--certfile", str(both)).returncode == 0

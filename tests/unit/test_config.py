@@ -34,7 +34,7 @@ def test_defaults_match_the_spec_table() -> None:
     ({"addr": "::1:80"}, "addr"),
     ({"addrs": ("ok:1", "bad")}, "addrs"),
     ({"admin_addr": "x"}, "admin_addr"),
-    ({"certfile": "/etc/hostname"}, "keyfile"),
+    ({"certfile": "/etc/hostname"}, "certfile"),  # not a PEM certificate
     ({"keyfile": "/etc/hostname"}, "certfile"),
     ({"threads": 0}, "threads"),
     ({"threads": "8"}, "threads"),
