@@ -116,6 +116,8 @@ class Config:
     proxy_headers: bool = setting(True, "from a trusted peer, X-Forwarded-For, -Proto, -Host and -Port set "
                                   "REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST and SERVER_PORT", _parse_bool,
                                   topic="proxy")
+    forwarded_host: bool = setting(False, "also X-Forwarded-Host and -Port from a trusted peer (only if the proxy "
+                                   "sets them itself, never passing a client's own)", _parse_bool, topic="proxy")
     root_path: str = setting("", "the path prefix the app is mounted under: SCRIPT_NAME, taken off PATH_INFO "
                              "when the path starts with it", str, topic="proxy")
 
@@ -162,8 +164,11 @@ class Config:
             path = getattr(self, name)
             if path is not None and not os.path.isfile(path):
                 raise ConfigError(name, f"{path!r} is not a readable file")
+        if self.ssl_context is not None and self.certfile is not None:
+            raise ConfigError("certfile", "give certfile/keyfile or ssl_context, not both")
+        self._tls: ssl.SSLContext | None = None
         if self.certfile is not None:
-            self.tls_context()  # now, so that a mistake is one line naming the file, and --check loads them
+            self._tls = self.tls_context()  # now: a mistake is one line naming the file, and --check loads them
         if self.logger is not None and not isinstance(self.logger, logging.Logger):
             raise ConfigError("logger", "expected a logging.Logger")
         if isinstance(self.forwarded_allow_ips, str):
@@ -178,8 +183,9 @@ class Config:
                                       "(10.0.0.0/8) or *") from None
         root = self.root_path
         if not isinstance(root, str) or (root and (not root.startswith("/") or root.endswith("/")
-                                                   or any(c in root for c in "?#"))):
-            raise ConfigError("root_path", f"{root!r}: expected '' or a path like /prefix (no trailing /)")
+                                                   or not root.isascii() or any(c in root for c in "?#% "))):
+            raise ConfigError("root_path", f"{root!r}: expected '' or a path like /prefix (ASCII, unescaped, "
+                              "no trailing /)")
 
     @classmethod
     def from_env(cls, prefix: str = "GRACEHTTP_", environ: Mapping[str, str] | None = None,
@@ -198,19 +204,32 @@ class Config:
             return self.ssl_context
         if self.certfile is None:
             return None
+        if getattr(self, "_tls", None) is not None:
+            return self._tls  # loaded when this Config was made
         import ssl
 
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
-            ctx.load_cert_chain(self.certfile, self.keyfile)  # no keyfile: a PEM holding both
-        except (ssl.SSLError, OSError) as exc:
+            # No keyfile: a PEM holding both. The password callback keeps OpenSSL from
+            # prompting on the terminal for an encrypted key.
+            ctx.load_cert_chain(self.certfile, self.keyfile, password=_no_password)
+        except (ssl.SSLError, OSError, _EncryptedKey) as exc:
             raise _tls_mistake(self.certfile, self.keyfile, exc) from None
         return ctx
 
 
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_password() -> str:
+    raise _EncryptedKey
+
+
 def _tls_mistake(certfile: str, keyfile: str | None, exc: Exception) -> ConfigError:
-    """What is wrong with a certificate and key that OpenSSL refused, naming the file."""
+    """What is wrong with a certificate and key that OpenSSL refused, naming the file (the
+    field the user set: certfile when it holds the key too)."""
 
     def holds(path: str, marker: bytes) -> bool:
         try:
@@ -229,8 +248,14 @@ def _tls_mistake(certfile: str, keyfile: str | None, exc: Exception) -> ConfigEr
                                "in the same PEM file")
         swapped = " (is it the certificate?)" if holds(keyfile, b"-----BEGIN CERTIFICATE-----") else ""
         return ConfigError("keyfile", f"{keyfile!r} holds no PEM private key{swapped}")
+    field = "keyfile" if keyfile is not None else "certfile"
+    if isinstance(exc, _EncryptedKey) or holds(key, b"ENCRYPTED"):
+        return ConfigError(field, f"{key!r} holds an encrypted private key: give it unencrypted (openssl pkey "
+                           "-in KEY -out PLAIN), or build an ssl.SSLContext yourself (ssl_context)")
     if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
-        return ConfigError("keyfile", f"{key!r} is not the key of the certificate in {certfile!r}")
+        if keyfile is None:
+            return ConfigError(field, f"the key in {certfile!r} is not the key of its certificate")
+        return ConfigError(field, f"{key!r} is not the key of the certificate in {certfile!r}")
     return ConfigError("certfile", f"{certfile!r} and {key!r} could not be loaded: {exc}")
 
 

@@ -23,9 +23,13 @@ class BindError(OSError):
         reason = (cause.strerror or str(cause)).lower() if cause.errno is not None else str(cause)
         super().__init__(cause.errno, f"cannot listen on {address}: {reason}")
         self.address = address
+        self.cause = cause
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+    def __reduce__(self) -> tuple[type[BindError], tuple[str, OSError]]:
+        return BindError, (self.address, self.cause)  # pickled and copied as made
 
 
 class ProtocolError(Exception):

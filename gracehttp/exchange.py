@@ -88,7 +88,7 @@ class Exchange:
             body = Body(framer, self._recv, stored=spool.read)
         environ = build_environ(self._env, head, body)
         if self._proxies is not None:
-            apply_forwarded(environ, self._proxies)
+            apply_forwarded(environ, self._proxies, site.forwarded_host)
         # A body still arriving when the response starts may never be read: say
         # Connection: close in the head rather than surprise the client with a close.
         closing = self._closing if framer.done else (lambda: site.closing or not body.finished)

@@ -70,9 +70,14 @@ def translate(argv: Sequence[str]) -> list[str]:
     while i < len(argv):
         arg = argv[i]
         name, eq, inline = arg.partition("=")
-        if name == "--keep-alive" and (eq or (i + 1 < len(argv) and _NUMBER.match(argv[i + 1]))):
-            value = inline if eq else argv[i + 1]
-            out += ["--idle-timeout", value]
+        if arg.startswith("-w") and arg[2:].isdigit():  # gunicorn's -w4
+            out += ["--workers", arg[2:]]
+            i += 1
+            continue
+        value = inline if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        if name == "--keep-alive" and _NUMBER.match(value):
+            # gunicorn's seconds; 0 turns keep-alive off there
+            out += ["--no-keep-alive"] if float(value) == 0 else ["--idle-timeout", value]
             i += 1 if eq else 2
             continue
         if name in HOST_PORT or name in by_flag:

@@ -11,11 +11,14 @@ trusted one, as werkzeug's ProxyFix does with one proxy hop:
 
 - ``X-Forwarded-For`` sets ``REMOTE_ADDR`` (and ``REMOTE_HOST``) to the client: the
   rightmost address that is not itself a trusted proxy (uvicorn's rule), so a chain
-  of trusted proxies is walked back and a client cannot pose as another by sending
-  its own header (everything left of the first untrusted hop is the client's word);
+  of trusted proxies is walked back and what a client wrote left of the first
+  untrusted hop is not believed. (With ``*``, the rightmost hop; a trusted network
+  that also holds clients lets those clients name themselves.)
 - ``X-Forwarded-Proto`` (``http`` or ``https``) sets ``wsgi.url_scheme``;
-- ``X-Forwarded-Host`` sets ``HTTP_HOST`` and ``SERVER_NAME``; ``X-Forwarded-Port``
-  sets ``SERVER_PORT`` and the port in ``HTTP_HOST``.
+- only with ``forwarded_host`` (off, as in ProxyFix: a proxy that passes a client's
+  own value on would let it choose the host of the links the app builds):
+  ``X-Forwarded-Host`` sets ``HTTP_HOST`` and ``SERVER_NAME``, ``X-Forwarded-Port``
+  ``SERVER_PORT`` and the port in ``HTTP_HOST``.
 
 Of repeated values the last counts (what the nearest proxy wrote). The values
 replaced are kept in ``environ["gracehttp.proxy.orig"]``.
@@ -24,6 +27,7 @@ replaced are kept in ``environ["gracehttp.proxy.orig"]``.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -49,26 +53,46 @@ class TrustedProxies:
         return any(ip in network for network in self.networks)
 
 
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
 def _last(value: str) -> str:
     return value.rsplit(",", 1)[-1].strip()
 
 
+def _port(value: str) -> str | None:
+    return value if _PORT.fullmatch(value) and int(value) <= 65535 else None
+
+
+def _address(hop: str) -> str:
+    """A hop without the port some proxies add (``203.0.113.9:5555``, ``[2001:db8::1]:443``)."""
+    if hop.startswith("["):
+        return hop[1:].split("]", 1)[0]
+    if hop.count(":") == 1:
+        return hop.split(":", 1)[0]
+    return hop
+
+
 def _client(forwarded_for: str, proxies: TrustedProxies) -> str:
     """The client address in an X-Forwarded-For chain: right to left, the first hop that
-    is not a trusted proxy (the leftmost, when every hop is one)."""
-    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    is not a trusted proxy (the leftmost, when every hop is one). With ``*`` every hop
+    would be trusted, so the rightmost (what the nearest proxy wrote) is the client."""
+    hops = [_address(hop.strip()) for hop in forwarded_for.split(",") if hop.strip()]
+    if proxies.any:
+        return hops[-1] if hops else ""
     for hop in reversed(hops):
         if not proxies.trusts(hop):
             return hop
     return hops[0] if hops else ""
 
 
-def apply_forwarded(env: dict[str, Any], proxies: TrustedProxies) -> None:
-    """Apply a trusted peer's X-Forwarded-* headers to `env` (see the module docstring)."""
+def apply_forwarded(env: dict[str, Any], proxies: TrustedProxies, host_too: bool = False) -> None:
+    """Apply a trusted peer's X-Forwarded-* headers to `env` (see the module docstring);
+    X-Forwarded-Host and -Port only with `host_too` (``forwarded_host``)."""
     forwarded_for = env.get("HTTP_X_FORWARDED_FOR")
     proto = env.get("HTTP_X_FORWARDED_PROTO")
-    host = env.get("HTTP_X_FORWARDED_HOST")
-    port = env.get("HTTP_X_FORWARDED_PORT")
+    host = env.get("HTTP_X_FORWARDED_HOST") if host_too else None
+    port = env.get("HTTP_X_FORWARDED_PORT") if host_too else None
     if not (forwarded_for or proto or host or port):
         return
     orig: dict[str, Any] = {}
@@ -83,12 +107,14 @@ def apply_forwarded(env: dict[str, Any], proxies: TrustedProxies) -> None:
     if proto and (scheme := _last(proto).lower()) in ("http", "https"):
         put("wsgi.url_scheme", scheme)
     if host and (name := _last(host)):
-        put("HTTP_HOST", name)
+        if name.count(":") > 1 and not name.startswith("["):
+            name = f"[{name}]"  # a bare IPv6 address: no port in it
         bare, colon, given_port = name.rpartition(":") if not name.endswith("]") else ("", "", name)
+        put("HTTP_HOST", name)
         put("SERVER_NAME", bare if colon else name)
-        if colon and given_port.isdigit():
+        if colon and _port(given_port):
             put("SERVER_PORT", given_port)
-    if port and (number := _last(port)).isdigit():
+    if port and (number := _port(_last(port))):
         put("SERVER_PORT", number)
         if "HTTP_HOST" in env:
             current = env["HTTP_HOST"]

@@ -38,10 +38,12 @@ class Site:
                  tls: ssl.SSLContext | None, metrics: Metrics | None = None,
                  access_log: AccessLog | None = None, track_requests: bool = False,
                  max_spool_bytes: int | None = None, multiprocess: bool = False,
-                 proxies: TrustedProxies | None = None, root_path: str = "") -> None:
+                 proxies: TrustedProxies | None = None, root_path: str = "", forwarded_host: bool = False) -> None:
         self.app = app
         #: Peers whose X-Forwarded-* headers count (None: proxy_headers off).
         self.proxies = proxies
+        #: X-Forwarded-Host and -Port count too.
+        self.forwarded_host = forwarded_host
         #: SCRIPT_NAME of every request, and the prefix taken off PATH_INFO.
         self.root_path = root_path
         #: Other processes serve the same app at once (a worker of ``workers > 1``).

@@ -45,6 +45,7 @@ def main_engine(cfg: Config, app: Callable[..., Iterable[bytes]], lifecycle: Lif
         access_log=AccessLog(cfg.access_log) if cfg.access_log else None, track_requests=cfg.debug,
         max_spool_bytes=cfg.max_spool_bytes, multiprocess=multiprocess,
         proxies=TrustedProxies(cfg.forwarded_allow_ips) if cfg.proxy_headers else None, root_path=cfg.root_path,
+        forwarded_host=cfg.forwarded_host,
     )
     return Engine(site, sockets, cfg.threads, cfg.max_connections, logger)
 

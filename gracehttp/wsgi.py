@@ -49,13 +49,12 @@ def build_environ(base: dict[str, Any], head: RequestHead, body: Body) -> dict[s
     env = base.copy()
     path = head.path
     env["REQUEST_METHOD"] = head.method
-    path_info = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
     script_name = base["SCRIPT_NAME"]
-    if script_name and path_info.startswith(script_name):
-        rest = path_info[len(script_name):]
-        if not rest or rest[0] == "/":  # /prefix or /prefix/...: the app is mounted under root_path
-            path_info = rest
-    env["PATH_INFO"] = path_info
+    if script_name:  # the app is mounted under root_path: /prefix or /prefix/... comes off, as sent
+        root = script_name.encode("ascii")
+        if path.startswith(root) and path[len(root):len(root) + 1] in (b"", b"/"):
+            path = path[len(root):]
+    env["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
     env["QUERY_STRING"] = head.query.decode("latin-1")
     env["RAW_URI"] = env["REQUEST_URI"] = head.target.decode("latin-1")
     env["SERVER_PROTOCOL"] = head.version

@@ -36,10 +36,14 @@ def fetch(port: int, source: str, path: str = "/p", headers: dict[str, str] | No
         return json.loads(read_response(sock).body)  # type: ignore[no-any-return]
 
 
-def test_a_trusted_proxys_headers_set_client_scheme_and_host() -> None:
+def test_a_trusted_proxys_headers_set_client_and_scheme_and_with_forwarded_host_the_host() -> None:
     with running(seen_app) as server:  # forwarded_allow_ips: loopback 127.0.0.1 and ::1
+        port = server.port
+        seen = fetch(port, "127.0.0.1", headers=FORWARDED)
+    assert (seen["REMOTE_ADDR"], seen["wsgi.url_scheme"]) == ("203.0.113.9", "https")
+    assert (seen["HTTP_HOST"], seen["SERVER_PORT"]) == ("backend:8080", str(port))  # off by default
+    with running(seen_app, forwarded_host=True) as server:
         seen = fetch(server.port, "127.0.0.1", headers=FORWARDED)
-    assert seen["REMOTE_ADDR"] == "203.0.113.9"
     assert (seen["wsgi.url_scheme"], seen["HTTP_HOST"], seen["SERVER_PORT"]) == ("https", "example.com:443", "443")
     assert seen["url"] == "https://example.com/p"
 
@@ -88,6 +92,7 @@ def test_the_access_log_writes_the_resolved_client(caplog: pytest.LogCaptureFixt
     ("/api", "/api", ""),
     ("/apiary", "/api", "/apiary"),  # not under the prefix: left as it is
     ("/other", "/api", "/other"),
+    ("/api%2Fsecret", "/api", "/api/secret"),  # matched as sent, not after decoding
 ])
 def test_root_path_mounts_the_app_under_a_prefix(path: str, script: str, path_info: str) -> None:
     with running(seen_app, root_path="/api") as server:

@@ -71,3 +71,28 @@ def test_a_combined_pem_serves_tls(cert: tuple[str, str], tmp_path: Path) -> Non
                 data += chunk
     assert data.startswith(b"HTTP/1.1 200 OK")
     assert data.endswith(b"hello")
+
+
+def test_an_encrypted_key_is_named_and_never_prompts_for_a_pass_phrase(cert: tuple[str, str],
+                                                                       tmp_path: Path) -> None:
+    crt, key = cert
+    locked = str(tmp_path / "locked.key")
+    subprocess.run(["openssl", "pkey", "-in", key, "-aes256", "-passout", "pass:secret", "-out", locked],
+                   check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    assert mistake(certfile=crt, keyfile=locked).startswith(
+        f"keyfile: {locked!r} holds an encrypted private key: give it unencrypted")
+
+
+def test_a_combined_pem_with_another_key_blames_certfile(cert: tuple[str, str], other_key: str,
+                                                         tmp_path: Path) -> None:
+    crt, _ = cert
+    both = tmp_path / "mixed.pem"
+    both.write_text(Path(crt).read_text() + Path(other_key).read_text())
+    assert mistake(certfile=str(both)) == f"certfile: the key in {str(both)!r} is not the key of its certificate"
+
+
+def test_certfile_and_ssl_context_together_are_refused(cert: tuple[str, str]) -> None:
+    crt, key = cert
+    assert mistake(certfile=crt, keyfile=key, ssl_context=ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)) == \
+        "certfile: give certfile/keyfile or ssl_context, not both"
+

@@ -15,6 +15,8 @@ README = (pathlib.Path(__file__).resolve().parents[2] / "README.rst").read_text(
 
 @pytest.mark.parametrize(("argv", "expected"), [
     (["app:app", "-w", "4"], ["app:app", "--workers", "4"]),
+    (["app:app", "-w4"], ["app:app", "--workers", "4"]),
+    (["app:app", "--keep-alive", "0"], ["app:app", "--no-keep-alive"]),  # gunicorn's 0: off
     (["app:app", "--graceful-timeout=20"], ["app:app", "--drain-timeout", "20"]),
     (["--keep-alive", "5", "app:app"], ["--idle-timeout", "5", "app:app"]),  # gunicorn's seconds
     (["app:app", "--keep-alive"], ["app:app", "--keep-alive"]),  # ours: on/off, takes nothing

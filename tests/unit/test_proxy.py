@@ -54,9 +54,17 @@ def test_the_client_is_the_rightmost_hop_that_is_not_a_trusted_proxy(chain: str,
     assert env["gracehttp.proxy.orig"]["REMOTE_ADDR"] == "127.0.0.1"
 
 
+def test_host_and_port_count_only_when_asked() -> None:
+    """Off by default (as ProxyFix): a proxy that passes a client's own X-Forwarded-Host on
+    would let the client choose the host of every link the app builds."""
+    env = env_with(host="evil.example", port="1")
+    apply_forwarded(env, LOOPBACK)
+    assert (env["HTTP_HOST"], env["SERVER_NAME"], env["SERVER_PORT"]) == ("backend:8080", "backend", "8080")
+
+
 def test_scheme_host_and_port() -> None:
     env = env_with(proto="http, https", host="example.com", port="443")
-    apply_forwarded(env, LOOPBACK)
+    apply_forwarded(env, LOOPBACK, host_too=True)
     assert env["wsgi.url_scheme"] == "https"  # the last value: what the nearest proxy wrote
     assert (env["HTTP_HOST"], env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com:443", "example.com", "443")
     assert env["gracehttp.proxy.orig"]["HTTP_HOST"] == "backend:8080"
@@ -64,10 +72,10 @@ def test_scheme_host_and_port() -> None:
 
 def test_a_forwarded_host_with_its_port_and_an_ipv6_host() -> None:
     env = env_with(host="example.com:8443")
-    apply_forwarded(env, LOOPBACK)
+    apply_forwarded(env, LOOPBACK, host_too=True)
     assert (env["HTTP_HOST"], env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com:8443", "example.com", "8443")
     env = env_with(host="[2001:db8::1]")
-    apply_forwarded(env, LOOPBACK)
+    apply_forwarded(env, LOOPBACK, host_too=True)
     assert (env["HTTP_HOST"], env["SERVER_NAME"], env["SERVER_PORT"]) == ("[2001:db8::1]", "[2001:db8::1]", "8080")
 
 
@@ -78,7 +86,32 @@ def test_a_scheme_other_than_http_or_https_is_ignored(proto: str) -> None:
     assert env["wsgi.url_scheme"] == "http"
 
 
-def test_a_port_that_is_not_a_number_is_ignored() -> None:
-    env = env_with(port="eighty")
-    apply_forwarded(env, LOOPBACK)
+@pytest.mark.parametrize("port", ["eighty", "\u00b2", "99999", "-1", ""])
+def test_a_port_that_is_not_a_port_number_is_ignored(port: str) -> None:
+    env = env_with(port=port)
+    apply_forwarded(env, LOOPBACK, host_too=True)
     assert (env["SERVER_PORT"], env["HTTP_HOST"]) == ("8080", "backend:8080")
+
+
+def test_a_bare_ipv6_forwarded_host_has_no_port() -> None:
+    env = env_with(host="::1")
+    apply_forwarded(env, LOOPBACK, host_too=True)
+    assert (env["HTTP_HOST"], env["SERVER_NAME"], env["SERVER_PORT"]) == ("[::1]", "[::1]", "8080")
+
+
+@pytest.mark.parametrize(("chain", "client"), [
+    ("203.0.113.9:5555", "203.0.113.9"),
+    ("[2001:db8::1]:443", "2001:db8::1"),
+    ("2001:db8::1", "2001:db8::1"),
+])
+def test_a_hop_with_a_port_is_its_address(chain: str, client: str) -> None:
+    env = env_with(**{"for": chain})
+    apply_forwarded(env, LOOPBACK)
+    assert env["REMOTE_ADDR"] == client
+
+
+def test_with_any_peer_trusted_the_client_is_the_nearest_proxys_word() -> None:
+    """With *, every hop would count as a proxy: the rightmost one, never the client's own."""
+    env = env_with(**{"for": "6.6.6.6, 203.0.113.9"})
+    apply_forwarded(env, TrustedProxies(("*",)))
+    assert env["REMOTE_ADDR"] == "203.0.113.9"
