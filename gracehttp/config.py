@@ -113,9 +113,8 @@ class Config:
     forwarded_allow_ips: tuple[str, ...] = setting(
         ("127.0.0.1", "::1"), "peers trusted to set X-Forwarded-* (addresses or networks, comma-separated; * for "
         "any; a Unix socket's peer is trusted)", _parse_list, topic="proxy")
-    proxy_headers: bool = setting(True, "from a trusted peer, X-Forwarded-For, -Proto, -Host and -Port set "
-                                  "REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST and SERVER_PORT", _parse_bool,
-                                  topic="proxy")
+    proxy_headers: bool = setting(True, "from a trusted peer, X-Forwarded-For and -Proto set REMOTE_ADDR and "
+                                  "wsgi.url_scheme", _parse_bool, topic="proxy")
     forwarded_host: bool = setting(False, "also X-Forwarded-Host and -Port from a trusted peer (only if the proxy "
                                    "sets them itself, never passing a client's own)", _parse_bool, topic="proxy")
     root_path: str = setting("", "the path prefix the app is mounted under: SCRIPT_NAME, taken off PATH_INFO "
@@ -204,7 +203,7 @@ class Config:
             return self.ssl_context
         if self.certfile is None:
             return None
-        if getattr(self, "_tls", None) is not None:
+        if self._tls is not None:
             return self._tls  # loaded when this Config was made
         import ssl
 
@@ -231,12 +230,16 @@ def _tls_mistake(certfile: str, keyfile: str | None, exc: Exception) -> ConfigEr
     """What is wrong with a certificate and key that OpenSSL refused, naming the file (the
     field the user set: certfile when it holds the key too)."""
 
+    texts: dict[str, bytes] = {}
+
     def holds(path: str, marker: bytes) -> bool:
-        try:
-            with open(path, "rb") as f:
-                return marker in f.read()
-        except OSError:
-            return False
+        if path not in texts:  # each file read once
+            try:
+                with open(path, "rb") as f:
+                    texts[path] = f.read()
+            except OSError:
+                texts[path] = b""
+        return marker in texts[path]
 
     if not holds(certfile, b"-----BEGIN CERTIFICATE-----"):
         swapped = " (is it the key? certfile and keyfile swapped?)" if holds(certfile, b"PRIVATE KEY-----") else ""

@@ -97,15 +97,10 @@ class Exchange:
         inflight = site.inflight
         inflight.request_started()
         started = time.perf_counter()
-        metrics = site.metrics
-        if metrics is not None:
+        if site.metrics is not None:
             # Counted just before the response's last bytes go out, so that a scrape made once
             # the client has its answer includes it (the access log waits for the response).
-            def counted() -> None:
-                responder.on_final = None
-                metrics.observe(head.method, responder.code, time.perf_counter() - started)
-
-            responder.on_final = counted
+            responder.on_final = lambda: self._count(responder, head.method, responder.code, started)
         active = site.active
         if active is not None:
             active[threading.get_ident()] = (head.method, head.target.decode("latin-1")[:200], time.monotonic())
@@ -152,9 +147,13 @@ class Exchange:
         site = self._site
         if site.metrics is None and site.access_log is None:
             return
-        duration = time.perf_counter() - started
-        if site.metrics is not None and responder.on_final is not None:
-            responder.on_final = None
-            site.metrics.observe(environ["REQUEST_METHOD"], status, duration)
+        self._count(responder, environ["REQUEST_METHOD"], status, started)
         if site.access_log is not None:
-            site.access_log(environ, status, length, duration)
+            site.access_log(environ, status, length, time.perf_counter() - started)
+
+    def _count(self, responder: Responder, method: str, status: int, started: float) -> None:
+        """Metrics for one request, once: at its last send (`Responder.on_final`, which only
+        exists with metrics on), or after the app when that never came."""
+        if responder.on_final is not None:
+            responder.on_final = None
+            self._site.metrics.observe(method, status, time.perf_counter() - started)  # type: ignore[union-attr]

@@ -185,8 +185,7 @@ class Responder:
                 if self.sent + len(data) > self.length:
                     data = data[: self.length - self.sent]  # never send past Content-Length
                     self._overrun()
-                if self.on_final is not None:  # the block that completes the length is the last
-                    self.on_final()
+                self._ending()  # the block that completes the length is the last
             self.sent += len(data)
             out += data
         if out:
@@ -211,9 +210,13 @@ class Responder:
         self._final(head + body)
 
     def _final(self, data: bytes) -> None:
+        self._ending()
+        self._send_final(data)
+
+    def _ending(self) -> None:
+        """The response's last bytes go next: its owner's `on_final`, if any."""
         if self.on_final is not None:
             self.on_final()
-        self._send_final(data)
 
     def send_file(self, wrapper: FileWrapper) -> bool:
         """Send a `FileWrapper` with sendfile; False when it must be iterated instead."""
@@ -235,8 +238,7 @@ class Responder:
             self._final(head)
             return True
         self.sent = count
-        if self.on_final is not None:
-            self.on_final()
+        self._ending()
         self._sendfile(head, fd, offset, count)
         return True
 
@@ -246,8 +248,7 @@ class Responder:
             self.send_whole(b"")
             return
         if self.chunked:
-            if self.on_final is not None:
-                self.on_final()
+            self._ending()
             self._send(LAST_CHUNK)
         elif self.length is not None and self.sent < self.length and not self.head_only:
             self.keep_alive = False  # short body: the client can only tell by the close
