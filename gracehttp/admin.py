@@ -22,6 +22,7 @@ from gracehttp.debug import MAX_HZ, MAX_PROFILE_SECONDS, Profiler, heap_top, pro
 from gracehttp.inflight import InFlight
 from gracehttp.metrics import Metrics
 from gracehttp.state import Lifecycle
+from gracehttp.watchdog import Running
 
 StartResponse = Callable[..., Any]
 DEBUG_PAGES = {
@@ -43,8 +44,9 @@ def _respond(start_response: StartResponse, status: str, body: bytes,
 class AdminApp:
     def __init__(self, *, config: Config, lifecycle: Lifecycle, inflight: InFlight,
                  open_connections: Callable[[], int], metrics: Metrics | None,
-                 active: Mapping[int, tuple[str, str, float]], addresses: Callable[[], list[str]]) -> None:
+                 active: Mapping[int, Running], addresses: Callable[[], list[str]]) -> None:
         self.config = config
+        self.logger = config.get_logger()
         self.lifecycle = lifecycle
         self.inflight = inflight
         self.open_connections = open_connections
@@ -61,6 +63,8 @@ class AdminApp:
             if method != "POST":
                 return _respond(start_response, "405 Method Not Allowed", b"use POST\n", extra=(("Allow", "POST"),))
             self.lifecycle.set_drained(path == "/drain")
+            self.logger.warning("POST %s from %s: readiness is now %s", path, environ.get("REMOTE_ADDR") or "a local "
+                                "socket", "503 (drained)" if path == "/drain" else "200 unless shutting down")
             return _respond(start_response, "200 OK", b"drained\n" if path == "/drain" else b"undrained\n")
         if path == "/metrics" and self.metrics is not None:
             body, ctype = self.metrics.render(environ.get("HTTP_ACCEPT", ""))

@@ -28,9 +28,11 @@ from dataclasses import fields
 from typing import Any
 
 from gracehttp import __version__
+from gracehttp.accesslog import iso_time
 from gracehttp.config import Config, env_values, flags_of
 from gracehttp.errors import BindError, ConfigError
 from gracehttp.foreign_flags import ForeignFlagError, translate
+from gracehttp.requestid import RequestIdFilter
 from gracehttp.server import GracefulServer
 
 TOPICS = ("listeners", "serving", "proxy", "timeouts", "limits", "shutdown", "admin", "tls", "processes",
@@ -205,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         if isinstance(default, tuple):
             default = ",".join(default) or "none"
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
-                              "help": f"{f.metadata['help']} (default: {default})"}
+                              # argparse %-formats help: an access line's atoms are literal
+                              "help": f"{f.metadata['help']} (default: {default})".replace("%", "%%")}
         if f.name == "addr":
             group.add_argument(*flags, action="append", metavar="ADDR", **kw | {
                 "help": f.metadata["help"] + f" (repeat for more listeners; default: {f.default})"})
@@ -250,13 +253,30 @@ def settings(args: argparse.Namespace, environ: Mapping[str, str], directory: st
 # -- logging ---------------------------------------------------------------------------
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: what log shippers (Loki, Elasticsearch, CloudWatch) parse."""
+class TextFormatter(logging.Formatter):
+    """``time [pid] LEVEL logger: message [request ID]``, the time in ISO 8601 with its
+    offset (what journald, Loki and a reader in another time zone can all place); the
+    request id (`RequestIdFilter`) on the lines written while a request runs."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return iso_time(record.created)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        rid = getattr(record, "request_id", None)
+        line = super().formatMessage(record)
+        return f"{line} [request {rid}]" if rid is not None else line
+
+
+class JsonFormatter(TextFormatter):
+    """One JSON object per line: what log shippers (Loki, Elasticsearch, CloudWatch) parse.
+    (Access lines have a handler of their own, which writes their object as it is.)"""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
-                 "level": record.levelname.lower(), "logger": record.name, "pid": record.process,
-                 "message": record.getMessage()}
+        entry = {"time": self.formatTime(record), "level": record.levelname.lower(), "logger": record.name,
+                 "pid": record.process, "message": record.getMessage()}
+        rid = getattr(record, "request_id", None)
+        if rid is not None:
+            entry["request_id"] = rid
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -264,10 +284,11 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())  # the app's own lines carry their request's id (json)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -304,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("which app? give MODULE:APP (e.g. myproject.wsgi:application)")
         values = settings(args, os.environ, os.getcwd())
         app = load_app(args.app_spec)
+        if (values.get("access_log") or values.get("access_logformat")) and values.get("access_logfile") is None:
+            values["access_logfile"] = "-"  # gunicorn's and uvicorn's place: stdout, apart from the server's log
         config = Config(app=app, **values)
     except (UsageError, ConfigError) as exc:
         if args.log_level == "debug":
@@ -319,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         print(describe(config, args.app_spec))
         return 0
+
     if args.reload:
         from gracehttp.reloader import run_with_reload
 

@@ -1,7 +1,7 @@
 """`Config`: every setting declared once, with its default, help text and parser.
 
 Middle layer: imports `errors` and `addresses`. The environment reader, the CLI's
-flags and TOML keys (`gracehttp.cli`) and the README's table derive from the field
+flags and TOML keys (`gracehttp.cli`) and the docs' table (docs/configuration.rst) derive from the field
 declarations below, so a setting cannot exist in one place and be missing from another.
 """
 
@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from gracehttp.accesslog import compile_format
 from gracehttp.addresses import parse_address
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def setting(default: Any, help: str, parse: Callable[[str], Any] | None = None, 
 
 @dataclass
 class Config:
-    """The server's settings (the README's configuration table). Invalid values raise `ConfigError`."""
+    """The server's settings (docs/configuration.rst). Invalid values raise `ConfigError`."""
 
     addr: str = setting(":8080", "main listener: host:port, :port, :0, [::1]:port, unix:/path or fd://N", str,
                         topic="listeners", flags=("--bind", "-b"))
@@ -72,6 +73,10 @@ class Config:
     read_timeout: float = setting(30.0, "seconds to receive a whole request, body included", float, topic="timeouts")
     write_timeout: float = setting(30.0, "seconds a response may take to be written", float, topic="timeouts")
     idle_timeout: float = setting(120.0, "seconds a keep-alive connection may sit idle", float, topic="timeouts")
+    request_timeout: float | None = setting(
+        None, "seconds a request may run in the app before it is logged with its stack and counted; with "
+        "workers, its worker is then replaced (the new one ready first); in one process, /livez fails once "
+        "every request thread is stuck", _optional(float), topic="timeouts")
     keep_alive: bool = setting(True, "HTTP/1.1 persistent connections", _parse_bool, topic="serving")
     max_request_line: int = setting(8192, "bytes of the request line; past it: 414", int, topic="limits")
     max_header_bytes: int = setting(65536, "bytes of all header lines; past it: 431", int, topic="limits")
@@ -89,6 +94,9 @@ class Config:
                                  topic="shutdown")
     health: bool = setting(True, "serve /livez, /readyz, /health, /ready on the main listeners", _parse_bool,
                            topic="admin")
+    health_prefix: str = setting("", "path prefix of the health endpoints on the main listeners (/_gracehttp: "
+                                 "/_gracehttp/livez ...), leaving /health and the others to the app", str,
+                                 topic="admin")
     admin_addr: str | None = setting(None, "private listener for metrics, drain and debug", _optional(str),
                                      topic="admin", flags=("--admin-bind",))
     debug: bool = setting(False, "serve /debug/* on the admin listener", _parse_bool, topic="admin")
@@ -107,6 +115,17 @@ class Config:
     pid_file: str | None = setting(None, "pid file: written when ready, rewritten by an upgrade, removed at exit",
                                      _optional(str), topic="processes")
     access_log: str | None = setting(None, "None, common, combined or json", _optional(str), topic="logging")
+    access_logfile: str | None = setting(None, "where access lines go, alone on their line: a file, or - for "
+                                         "stdout (the CLI's default); alone it turns on the combined format",
+                                         _optional(str), topic="logging")
+    access_logformat: str | None = setting(None, "a gunicorn access line: atoms such as %(h)s %(r)s %(s)s %(b)s "
+                                           "%(D)s %({x-request-id}i)s; alone it turns the access log on",
+                                           _optional(str), topic="logging")
+    access_log_probes: bool = setting(False, "also log the health probes the server answers itself",
+                                      _parse_bool, topic="logging")
+    request_id: bool = setting(False, "give each request an X-Request-ID (a trusted peer's, or a new one): "
+                               "in the environ, the response and the request's log lines", _parse_bool,
+                               topic="logging")
     logger: logging.Logger | None = setting(None, "a logging.Logger (default: 'gracehttp')", topic="logging")
     server_header: str | None = setting("gracehttp", "the Server response header; None omits it", _optional(str),
                                         topic="serving")
@@ -145,6 +164,8 @@ class Config:
             _check_number(name, getattr(self, name), positive=True)
         for name in ("drain_delay", "drain_timeout"):
             _check_number(name, getattr(self, name), positive=False)
+        if self.request_timeout is not None:
+            _check_number("request_timeout", self.request_timeout, positive=True)
         if self.drain_timeout > self.shutdown_timeout:
             raise ConfigError("drain_timeout", f"{self.drain_timeout} is longer than shutdown_timeout "
                               f"({self.shutdown_timeout}); the drain must fit inside the shutdown")
@@ -152,6 +173,23 @@ class Config:
             raise ConfigError("drain_delay", f"{self.drain_delay} is longer than drain_timeout ({self.drain_timeout})")
         if self.access_log not in ACCESS_LOG_FORMATS:
             raise ConfigError("access_log", f"{self.access_log!r} is not one of common, combined, json")
+        if self.access_logformat is not None:
+            if self.access_log is not None:
+                raise ConfigError("access_logformat", f"give access_log ({self.access_log!r}) or "
+                                  "access_logformat, not both")
+            try:
+                compile_format(self.access_logformat)
+            except ValueError as exc:
+                raise ConfigError("access_logformat", str(exc)) from None
+        if self.access_logfile is not None and self.access_logfile != "-":
+            path = self.access_logfile
+            parent = os.path.dirname(os.path.abspath(path))
+            if os.path.isdir(path) or not os.path.isdir(parent):
+                raise ConfigError("access_logfile", f"{path!r} is a directory" if os.path.isdir(path)
+                                  else f"{path!r}: no directory {parent!r}")
+            if not os.access(path if os.path.exists(path) else parent, os.W_OK):
+                raise ConfigError("access_logfile", f"{path!r} is not writable")
+        _check_prefix("health_prefix", self.health_prefix, "/_gracehttp")
         if self.keyfile is not None and self.certfile is None:
             raise ConfigError("certfile", "keyfile is given without its certfile")
         if self.ssl_context is not None:
@@ -180,11 +218,7 @@ class Config:
                 except ValueError:
                     raise ConfigError("forwarded_allow_ips", f"{entry!r} is not an address, a network "
                                       "(10.0.0.0/8) or *") from None
-        root = self.root_path
-        if not isinstance(root, str) or (root and (not root.startswith("/") or root.endswith("/")
-                                                   or not root.isascii() or any(c in root for c in "?#% "))):
-            raise ConfigError("root_path", f"{root!r}: expected '' or a path like /prefix (ASCII, unescaped, "
-                              "no trailing /)")
+        _check_prefix("root_path", self.root_path, "/prefix")
 
     @classmethod
     def from_env(cls, prefix: str = "GRACEHTTP_", environ: Mapping[str, str] | None = None,
@@ -196,6 +230,16 @@ class Config:
 
     def get_logger(self) -> logging.Logger:
         return self.logger or logging.getLogger("gracehttp")
+
+    @property
+    def access_format(self) -> str | None:
+        """The access log's format in effect: `access_log`, else `access_logformat`, else
+        ``combined`` when only `access_logfile` is given (gunicorn's default line); None: off."""
+        if self.access_log is not None:
+            return self.access_log
+        if self.access_logformat is not None:
+            return self.access_logformat
+        return "combined" if self.access_logfile is not None else None
 
     def tls_context(self) -> ssl.SSLContext | None:
         """The server-side TLS context (TLS 1.2 or newer), or None for plain HTTP."""
@@ -290,6 +334,14 @@ def env_fields() -> list[str]:
     return [f.name for f in fields(Config) if f.metadata.get("parse") is not None]
 
 
+def _check_prefix(name: str, value: object, example: str) -> None:
+    """A path prefix matched against request paths as sent: plain, so it matches one way."""
+    if not isinstance(value, str) or (value and (not value.startswith("/") or value.endswith("/")
+                                                 or not value.isascii() or any(c in value for c in "?#% "))):
+        raise ConfigError(name, f"{value!r}: expected '' or a path like {example} (ASCII, unescaped, "
+                          "no trailing /)")
+
+
 def _check_int(name: str, value: Any, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(name, f"expected an integer, got {value!r}")
@@ -305,7 +357,7 @@ def _check_number(name: str, value: Any, *, positive: bool) -> None:
 
 
 def config_table_rst() -> str:
-    """The README's configuration table, derived from the field declarations."""
+    """The configuration table of docs/configuration.rst, derived from the field declarations."""
     header = ("field", "default", "environment", "flag", "meaning")
     rows = [header]
     for f in fields(Config):

@@ -37,7 +37,7 @@ from gracehttp.connstate import (
 )
 from gracehttp.errors import ProtocolError
 from gracehttp.exchange import Exchange, Outcome
-from gracehttp.health import PROBE_PATHS, is_probe, probe_response
+from gracehttp.health import is_probe
 from gracehttp.http.framing import HeadScanner
 from gracehttp.http.parser import RequestHead, parse_head
 from gracehttp.http.writer import CONTINUE, error_response, simple_response
@@ -242,7 +242,7 @@ class Connection:
                 except ProtocolError as exc:
                     return self.reject(exc)
                 buf = buf[end:]
-                if self.overflow and not (site.health and is_probe(head)):
+                if self.overflow and not (site.health and is_probe(head, site.probe_paths)):
                     if head.chunked or (head.content_length or 0) > len(buf):
                         # Past max_connections nothing waits on a client: no slot to collect
                         # a body in. A clear answer; the client may retry.
@@ -302,13 +302,12 @@ class Connection:
         None to go on with the connection, whose unread bytes are then in `buf`."""
         site = self.site
         self.requests += 1
-        if spool is None and head.path in PROBE_PATHS and site.health and is_probe(head):
+        if spool is None and head.path in site.probe_paths and site.health and is_probe(head, site.probe_paths):
             # Health probes never need a request thread: answered here, on any thread.
             keep = head.keep_alive and site.keep_alive and not site.closing and not self.overflow
             self.buf = rest
             try:
-                self.sender.send(probe_response(head, site.lifecycle, site.inflight.requests, keep,
-                                                site.server_header))
+                self.sender.send(site.answer_probe(head, keep, self.peer))
             except OSError:
                 return self.enter(CLOSED)
             return self._after_response(None if keep else LINGERING)
@@ -387,8 +386,10 @@ class Connection:
         if outcome is Outcome.REFUSED:
             assert exchange.error is not None
             return self.reject(exchange.error)
-        if outcome is Outcome.FAILED:
-            return self._refuse(error_response(500, "internal server error", server=self.site.server_header))
+        if outcome is Outcome.FAILED:  # with its request id, which the log line of the failure names
+            rid = exchange.request_id
+            return self._refuse(error_response(500, "internal server error", server=self.site.server_header,
+                                               extra=(("X-Request-ID", rid),) if rid else ()))
         self.sender.drop()  # ABANDON: the response cannot be finished
         return self.enter(CLOSED)
 

@@ -18,16 +18,17 @@ import tracemalloc
 from collections.abc import Mapping
 from typing import Any
 
+from gracehttp.watchdog import Running
+
 #: The longest profile one request may ask for, and the sampling rates allowed.
 MAX_PROFILE_SECONDS = 60.0
 MAX_HZ = 1000
 
 
-def thread_dump(active: Mapping[int, tuple[str, str, float]]) -> str:
+def thread_dump(active: Mapping[int, Running]) -> str:
     """Every thread's name and stack; request threads also name their request and its age.
 
-    `active` maps a thread ident to (method, target, monotonic start) for the
-    requests being served now.
+    `active` maps a thread ident to the request it serves now.
     """
     frames = sys._current_frames()
     now = time.monotonic()
@@ -35,9 +36,9 @@ def thread_dump(active: Mapping[int, tuple[str, str, float]]) -> str:
     for thread in sorted(threading.enumerate(), key=lambda t: t.name):
         ident = thread.ident or 0
         header = f"Thread {thread.name} (ident {ident}{', daemon' if thread.daemon else ''})"
-        if ident in active:
-            method, target, started = active[ident]
-            header += f" serving {method} {target} for {now - started:.3f}s"
+        run = active.get(ident)
+        if run is not None:
+            header += f" serving {run.describe()} for {now - run.started:.3f}s"
         out.append(header)
         frame = frames.get(ident)
         if frame is not None:

@@ -85,7 +85,9 @@ class Engine:
         self.leadership.on_wanted = self._wanted
         site.promote = self._promote
         self._threads: list[threading.Thread] = []
-        self._n_threads = threads
+        self.threads = threads
+        #: Listeners set aside by `hold`, their sockets open.
+        self._held: dict[int, Listener] = {}
         self._name = name
         for sock in sockets:
             sock.setblocking(False)
@@ -96,20 +98,12 @@ class Engine:
         self.ep.register(self._wake_r, select.EPOLLIN)  # level-triggered: wakes every thread
         self.ep.register(self._want_r, 0)  # armed by the reserve poller while it leads
 
-    @property
-    def parked(self) -> dict[int, Connection]:
-        return self.parking.parked
-
-    @property
-    def open_count(self) -> int:
-        return len(self.open)
-
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
         for lst in self.listeners.values():
             self.ep.register(lst.fd, _ONESHOT_IN)
-        targets = [(f"request-{i}", self._loop) for i in range(self._n_threads)]
+        targets = [(f"request-{i}", self._loop) for i in range(self.threads)]
         targets += [("reserve", self._reserve_loop), ("watchdog", self.leadership.watch),
                     ("housekeeper", self._housekeep)]
         for name, target in targets:
@@ -138,6 +132,16 @@ class Engine:
             while taken := self._take(lst, ACCEPT_BATCH):
                 self.parking.park_fresh(taken)
             lst.sock.close()
+
+    def hold(self, held: bool) -> None:
+        """Take no new connections (or take them again), the sockets left open: a worker
+        whose every request thread is stuck leaves new clients to the other workers."""
+        with self._lock:
+            src, dst = (self.listeners, self._held) if held else (self._held, self.listeners)
+            for fd in list(src):
+                dst[fd] = src.pop(fd)
+                with contextlib.suppress(OSError):
+                    self.ep.modify(fd, 0 if held else _ONESHOT_IN)
 
     def close_idle(self) -> None:
         """Begin the drain's connection sweep: idle keep-alive connections close cleanly."""

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gracehttp import requestid
 from gracehttp.errors import ProtocolError
 from gracehttp.http.framing import BodyFramer
 from gracehttp.http.parser import RequestHead
@@ -21,6 +22,7 @@ from gracehttp.proxy import apply_forwarded
 from gracehttp.response import Responder, SendFile, run_app
 from gracehttp.site import Site
 from gracehttp.spool import BodySpool
+from gracehttp.watchdog import Running
 from gracehttp.wsgi import Body, build_environ
 
 #: An unread request body with up to this much still to come is read and dropped
@@ -50,7 +52,8 @@ class Outcome(enum.IntEnum):
 class Exchange:
     """Runs the app for the requests of one connection, through the connection's I/O."""
 
-    __slots__ = ("_closing", "_env", "_proxies", "_recv", "_send", "_send_file", "_send_final", "_site", "error")
+    __slots__ = ("_closing", "_env", "_proxies", "_recv", "_send", "_send_file", "_send_final", "_site", "error",
+                 "request_id")
 
     def __init__(self, site: Site, env: dict[str, Any], recv: Callable[[], bytes], send: Callable[[bytes], None],
                  send_final: Callable[[bytes], None], send_file: SendFile) -> None:
@@ -67,6 +70,8 @@ class Exchange:
         self._closing = lambda: site.closing
         #: With REFUSED: the error to answer.
         self.error: ProtocolError | None = None
+        #: The last request's id (request_id on), for the server's own 500.
+        self.request_id: str | None = None
 
     def run(self, head: RequestHead, rest: bytes, spool: BodySpool | None,
             close: bool = False) -> tuple[Outcome, bytes]:
@@ -89,11 +94,17 @@ class Exchange:
         environ = build_environ(self._env, head, body)
         if self._proxies is not None:
             apply_forwarded(environ, self._proxies, site.forwarded_host)
+        rid = token = None
+        if site.request_id:
+            rid = self.request_id = requestid.assign(environ, self._proxies is not None)
+            token = requestid.current.set(rid)
         # A body still arriving when the response starts may never be read: say
         # Connection: close in the head rather than surprise the client with a close.
         closing = self._closing if framer.done else (lambda: site.closing or not body.finished)
         responder = Responder(self._send, self._send_final, self._send_file, head, keep_alive,
                               site.server_header, closing)
+        if rid is not None:
+            responder.request_id = rid
         inflight = site.inflight
         inflight.request_started()
         started = time.perf_counter()
@@ -103,7 +114,8 @@ class Exchange:
             responder.on_final = lambda: self._count(responder, head.method, responder.code, started)
         active = site.active
         if active is not None:
-            active[threading.get_ident()] = (head.method, head.target.decode("latin-1")[:200], time.monotonic())
+            active[threading.get_ident()] = Running(head.method, head.target.decode("latin-1")[:200],
+                                                    environ["REMOTE_ADDR"], time.monotonic(), rid)
         try:
             run_app(site.app, environ, responder)
         except ProtocolError as exc:
@@ -116,7 +128,8 @@ class Exchange:
             self._account(environ, responder, responder.code or 499, responder.sent, started)
             return Outcome.ABANDON, b""  # the client went away or stopped reading (write_timeout)
         except BaseException:  # SystemExit or KeyboardInterrupt from an app too: never kill the thread
-            site.logger.exception("error in WSGI app %s %s", head.method, head.target.decode("latin-1")[:200])
+            site.logger.exception("error in WSGI app %s %s%s", head.method, head.target.decode("latin-1")[:200],
+                                  f" (request id {rid})" if rid else "")
             status = responder.code if responder.headers_sent else 500
             self._account(environ, responder, status, responder.sent, started)
             return (Outcome.ABANDON if responder.headers_sent else Outcome.FAILED), b""
@@ -130,6 +143,8 @@ class Exchange:
             inflight.request_finished()
             if active is not None:
                 active.pop(threading.get_ident(), None)
+            if token is not None:
+                requestid.current.reset(token)
         if not framer.done:
             if not responder.keep_alive:
                 return Outcome.UNREAD, b""  # the rest is dropped by the lingering close, parked
@@ -149,11 +164,12 @@ class Exchange:
             return
         self._count(responder, environ["REQUEST_METHOD"], status, started)
         if site.access_log is not None:
-            site.access_log(environ, status, length, time.perf_counter() - started)
+            site.access_log(environ, status, length, time.perf_counter() - started, responder.headers)
 
     def _count(self, responder: Responder, method: str, status: int, started: float) -> None:
         """Metrics for one request, once: at its last send (`Responder.on_final`, which only
         exists with metrics on), or after the app when that never came."""
         if responder.on_final is not None:
             responder.on_final = None
-            self._site.metrics.observe(method, status, time.perf_counter() - started)  # type: ignore[union-attr]
+            self._site.metrics.observe(method, status, time.perf_counter() - started,  # type: ignore[union-attr]
+                                       responder.sent)

@@ -2,8 +2,8 @@
 rewritten to gracehttp's before parsing; the others fail naming what to use instead.
 
 Upper layer (the command line's, which calls `translate` before parsing): standard
-library only. `FOREIGN` is the one declaration of these flags; the README's
-migration table is checked against it.
+library only. `FOREIGN` and `SAME` are the one declaration of their flags, from which
+the table of docs/migration.rst is generated (`migration_table_rst`).
 """
 
 from __future__ import annotations
@@ -22,33 +22,53 @@ class Foreign:
     #: With `rewrite`: what it becomes; without: what to do instead, and why (a phrase).
     says: str
     takes_value: bool = True
+    #: What differs, for the docs' table (a rewritten flag with the same meaning: nothing).
+    note: str = ""
 
 
+_NUMBER = re.compile(r"\d+(\.\d+)?$")
 FOREIGN: tuple[Foreign, ...] = (
     Foreign(("-w",), "gunicorn", lambda v: ["--workers", v], "--workers"),
     Foreign(("--graceful-timeout",), "gunicorn", lambda v: ["--drain-timeout", v], "--drain-timeout"),
     Foreign(("--limit-request-line",), "gunicorn", lambda v: ["--max-request-line", v], "--max-request-line"),
     Foreign(("--limit-request-fields",), "gunicorn", lambda v: ["--max-header-count", v], "--max-header-count"),
     Foreign(("-p", "--pid"), "gunicorn", lambda v: ["--pid-file", v], "--pid-file"),
-    Foreign(("--preload",), "gunicorn", lambda v: [], "nothing: the app is always imported before forking",
-            takes_value=False),
+    Foreign(("--preload",), "gunicorn", lambda v: [], "(nothing)", takes_value=False,
+            note="the app is always imported before forking"),
     Foreign(("--uds",), "uvicorn", lambda v: ["--bind", f"unix:{v}"], "--bind unix:PATH"),
     Foreign(("--fd",), "uvicorn", lambda v: ["--bind", f"fd://{v}"], "--bind fd://N"),
-    Foreign(("--timeout", "-t"), "gunicorn", None,
-            "no equivalent yet: gunicorn kills a worker whose request runs longer; here --read-timeout and "
-            "--write-timeout bound each client, and /debug/threads shows a stuck request"),
+    Foreign(("--ssl-certfile",), "uvicorn", lambda v: ["--certfile", v], "--certfile"),
+    Foreign(("--ssl-keyfile",), "uvicorn", lambda v: ["--keyfile", v], "--keyfile"),
+    Foreign(("--timeout-keep-alive",), "uvicorn", lambda v: ["--idle-timeout", v], "--idle-timeout"),
+    Foreign(("--timeout-graceful-shutdown",), "uvicorn", lambda v: ["--drain-timeout", v], "--drain-timeout"),
+    Foreign(("--limit-max-requests",), "uvicorn", lambda v: ["--max-requests", v], "--max-requests",
+            note="with --workers, the worker is replaced, the new one ready first"),
+    Foreign(("--limit-concurrency",), "uvicorn", None,
+            "use --max-connections (connections per process; past it, stalled ones give way) and --threads"),
+    Foreign(("--timeout", "-t"), "gunicorn",
+            lambda v: ["--request-timeout", "none" if _NUMBER.match(v) and float(v) == 0 else v],
+            "--request-timeout", note="0 is off; the stuck request is logged with its stack, and its worker "
+            "replaced (the new one ready first) instead of killed"),
     Foreign(("--limit-request-field_size",), "gunicorn", None,
             "use --max-header-bytes, which bounds the whole header block, not each field"),
-    Foreign(("--access-logfile",), "gunicorn", None, "use --access-log common|combined|json (written to stderr)"),
     Foreign(("-k", "--worker-class"), "gunicorn", None,
             "there are no worker classes: one engine, in which idle and slow clients hold no thread "
             "(--threads, --workers)"),
     Foreign(("-c",), "gunicorn", None, "use --config FILE.toml (or [tool.gracehttp] in pyproject.toml)"),
 )
+#: Their flags that gracehttp takes as they are, with the same meaning: (server, flags).
+SAME: tuple[tuple[str, str], ...] = (
+    ("gunicorn", "-b, --bind"), ("gunicorn", "--workers"), ("gunicorn", "--threads"), ("gunicorn", "--backlog"),
+    ("gunicorn", "--max-requests"), ("gunicorn", "--max-requests-jitter"), ("gunicorn", "--certfile"),
+    ("gunicorn", "--keyfile"), ("gunicorn", "--access-logfile"), ("gunicorn", "--access-logformat"),
+    ("gunicorn", "--log-level"), ("gunicorn", "--forwarded-allow-ips"), ("gunicorn", "--reload"),
+    ("gunicorn", "--reuse-port"), ("uvicorn", "--workers"), ("uvicorn", "--backlog"), ("uvicorn", "--reload"),
+    ("uvicorn", "--root-path"), ("uvicorn", "--proxy-headers, --no-proxy-headers"),
+    ("uvicorn", "--forwarded-allow-ips"), ("uvicorn", "--log-level"),
+)
 #: uvicorn's --host and --port: together one --bind (uvicorn's defaults fill a missing half).
 HOST_PORT = ("--host", "--port")
 UVICORN_HOST, UVICORN_PORT = "127.0.0.1", "8000"
-_NUMBER = re.compile(r"\d+(\.\d+)?$")
 
 
 class ForeignFlagError(Exception):
@@ -104,3 +124,31 @@ def translate(argv: Sequence[str]) -> list[str]:
             host = f"[{host}]"  # an IPv6 address, as uvicorn takes it
         out += ["--bind", f"{host}:{port or UVICORN_PORT}"]
     return out
+
+
+def migration_table_rst() -> str:
+    """The docs' flag-by-flag table for gunicorn and uvicorn users, from `SAME`, `FOREIGN`
+    and `HOST_PORT` (a test holds the page to it)."""
+    rows = [(server, flags, flags, "same") for server, flags in SAME]
+    rows.append(("uvicorn", "--host, --port", "--bind HOST:PORT", "same meaning; uvicorn's 127.0.0.1:8000 fills "
+                 "a missing half"))
+    rows.append(("gunicorn", "--keep-alive N", "--idle-timeout N", "same meaning; 0 is --no-keep-alive"))
+    for f in FOREIGN:
+        if f.rewrite is not None:
+            rows.append((f.server, ", ".join(f.flags), f.says, f"same meaning; {f.note}" if f.note else "same meaning"))
+        else:
+            rows.append((f.server, ", ".join(f.flags), "\\-", f"refused: {f.says}"))
+    rows.sort(key=lambda r: (r[0], r[1].lstrip("-").lower()))
+    head = ("server", "their flag", "gracehttp", "same or different")
+    widths = [max(len(r[i]) + (4 if i in (1, 2) and r[i] != "\\-" else 0) for r in [*rows, head])
+              for i in range(4)]
+
+    def line(cells: tuple[str, ...], code: bool) -> str:
+        out = []
+        for i, cell in enumerate(cells):
+            text = f"``{cell}``" if code and i in (1, 2) and cell != "\\-" else cell
+            out.append(text.ljust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("=" * w for w in widths)
+    return "\n".join([rule, line(head, False), rule, *(line(r, True) for r in rows), rule])

@@ -106,6 +106,7 @@ class ServiceGroup:
             self.add_server(GracefulServer(dataclasses.replace(self.config, app=app)))
 
     def add_server(self, server: GracefulServer) -> GracefulServer:
+        """Run `server` with the group: started by `run`, drained when the group stops."""
         self._members.append(_ServerMember(server))
         return server
 

@@ -17,11 +17,23 @@ from gracehttp.http.writer import REASONS, simple_response
 from gracehttp.state import Lifecycle, State
 
 HEALTH_PATHS = frozenset({"/livez", "/readyz", "/health", "/ready"})
-#: The startup log's word on them: they are answered before the app sees the request.
-RESERVED_NOTE = (f"health endpoints {', '.join(sorted(HEALTH_PATHS))} on the main listeners are answered by the "
-                 "server before the app; health=False (--no-health) hands them to the app")
-#: HEALTH_PATHS as the parser gives them, for a cheap first test on every request.
-PROBE_PATHS = frozenset(p.encode() for p in HEALTH_PATHS)
+
+
+def probe_paths(prefix: str = "") -> dict[bytes, str]:
+    """The request paths answered as probes (as the parser gives them), each to the
+    health path it is: ``/_gracehttp/livez`` is ``/livez`` under a `prefix`."""
+    return {(prefix + p).encode(): p for p in HEALTH_PATHS}
+
+
+def reserved_note(prefix: str) -> str:
+    """The startup log's word on the probe paths: the server answers them before the
+    app, so an app's own ``/health`` would never be reached; say how to give it back."""
+    paths = ", ".join(prefix + p for p in sorted(HEALTH_PATHS))
+    how = ("health_prefix (--health-prefix /_gracehttp) moves them" if not prefix
+           else "health_prefix moves them")
+    return (f"health endpoints {paths} on the main listeners are answered by the server before the app; "
+            f"{how}, health=False (--no-health) hands them to the app")
+
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
 
@@ -36,9 +48,11 @@ def _phase(lifecycle: Lifecycle) -> str:
 
 
 def answer(path: str, lifecycle: Lifecycle, in_flight: int) -> tuple[int, str, bytes]:
-    """(status, content type, body) for one health path, per the README's health table."""
+    """(status, content type, body) for one health path, per the health table of docs/lifecycle.rst."""
     phase = _phase(lifecycle)
     if path == "/livez":
+        if lifecycle.stuck:
+            return 503, _TEXT, b"stuck: every request thread is past request_timeout"
         return 200, _TEXT, b"ok"
     if path == "/readyz":
         if phase == "ready":
@@ -54,16 +68,17 @@ def answer(path: str, lifecycle: Lifecycle, in_flight: int) -> tuple[int, str, b
     return 503, _JSON, json.dumps({"ready": False, "reason": phase}, separators=(",", ":")).encode()
 
 
-def is_probe(head: RequestHead) -> bool:
-    """A request the server answers itself: GET or HEAD of a health path, without a body."""
-    return (head.path in PROBE_PATHS and head.method in ("GET", "HEAD")
+def is_probe(head: RequestHead, paths: dict[bytes, str]) -> bool:
+    """A request the server answers itself: GET or HEAD of a probe path (`probe_paths`),
+    without a body."""
+    return (head.path in paths and head.method in ("GET", "HEAD")
             and not head.content_length and not head.chunked)
 
 
-def probe_response(head: RequestHead, lifecycle: Lifecycle, in_flight: int, keep_alive: bool,
+def probe_response(head: RequestHead, path: str, lifecycle: Lifecycle, in_flight: int, keep_alive: bool,
                    server: str | None) -> bytes:
-    """The whole HTTP response to a probe (`is_probe`)."""
-    status, ctype, body = answer(head.path.decode(), lifecycle, in_flight)
+    """The whole HTTP response to a probe (`is_probe`) of the health path `path`."""
+    status, ctype, body = answer(path, lifecycle, in_flight)
     return simple_response(status, body, content_type=ctype, close=not keep_alive,
                            head_only=head.method == "HEAD", server=server)
 

@@ -45,6 +45,8 @@ class Inheritance:
     ready_fd: int | None = None
     #: The read end of a pipe the previous generation holds open until it exits.
     parent_fd: int | None = None
+    #: Upgrades that led to this process (its metrics count them on).
+    upgrades: int = 0
 
 
 _lock = threading.Lock()
@@ -65,7 +67,8 @@ def _read(environ: MutableMapping[str, str]) -> Inheritance:
     activated = _activated(environ)
     if upgrade is not None:
         data = json.loads(upgrade)
-        out = Inheritance(ready_fd=data.get("ready_fd"), parent_fd=data.get("parent_fd"))
+        out = Inheritance(ready_fd=data.get("ready_fd"), parent_fd=data.get("parent_fd"),
+                          upgrades=int(data.get("upgrades", 0)))
         for name, fd in data["listeners"].items():
             out.sockets[name] = _adopt(int(fd))
         out.sockets.update(activated)

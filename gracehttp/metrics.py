@@ -1,7 +1,7 @@
 """Prometheus metrics: the fixed names, bounded labels, one registry per server
 (docs/architecture.rst, "Admin listener and metrics").
 
-Middle layer: imports `state` and `inflight`.
+Middle layer: imports `state`, `inflight`, `inherit` and `flushbell`.
 
 The request path only appends ``(method, status, seconds)`` to a deque (thread
 safe, about 0.1 us); a flusher thread moves what accumulated into the
@@ -21,16 +21,19 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import shutil
+import signal
 import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from gracehttp.flushbell import Doorbell, doorbell_pids, remove_doorbell, ring
 from gracehttp.inflight import InFlight
+from gracehttp.inherit import inheritance
 from gracehttp.state import Lifecycle
 
 #: Methods counted under their own name; anything else is "other", so a client
@@ -69,13 +72,24 @@ def end_multiprocess(path: str) -> None:
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 
+UPGRADES_HELP = "Upgrades in place (SIGUSR2): succeeded ones that led to this process, failed ones it survived."
+#: (busy request threads, all request threads, complete requests waiting for a thread).
+PoolState = Callable[[], tuple[int, int, int]]
+
+
 class Metrics:
-    def __init__(self, lifecycle: Lifecycle, inflight: InFlight, open_connections: Callable[[], int]) -> None:
+    def __init__(self, lifecycle: Lifecycle, inflight: InFlight, open_connections: Callable[[], int],
+                 pool: PoolState = lambda: (0, 0, 0), upgrades: int = 0) -> None:
         self.multiprocess = multiprocess_dir() is not None
-        self._requests: collections.deque[tuple[str, int, float]] = collections.deque()
+        self._requests: collections.deque[tuple[str, int, float, int]] = collections.deque()
         self._bad: collections.deque[str] = collections.deque()
+        #: One entry per request found past request_timeout; per upgrade that failed.
+        self._over: collections.deque[None] = collections.deque()
+        self._upgrade_results: collections.deque[str] = collections.deque()
+        #: Upgrades this process is the result of (each generation passes the count on).
+        self._upgrades = upgrades
         self._drain_seconds: float | None = None
-        self._live = _LiveGauges(lifecycle, inflight, open_connections)
+        self._live = _LiveGauges(lifecycle, inflight, open_connections, pool)
         self._ready = threading.Event()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -93,9 +107,16 @@ class Metrics:
 
     # -- the request path ------------------------------------------------------
 
-    def observe(self, method: str, status: int, seconds: float) -> None:
+    def observe(self, method: str, status: int, seconds: float, body_bytes: int = 0) -> None:
         """Count one answered request."""
-        self._requests.append((method, status, seconds))
+        self._requests.append((method, status, seconds, body_bytes))
+
+    def over_timeout(self) -> None:
+        """A request was found running past request_timeout."""
+        self._over.append(None)
+
+    def upgrade_failed(self) -> None:
+        self._upgrade_results.append("failed")
 
     def bad_request(self, reason: str) -> None:
         self._bad.append(reason)
@@ -155,6 +176,14 @@ class Metrics:
                                   registry=reg)
         self.bad_requests = Counter("gracehttp_bad_requests", "Requests refused before the app, by reason.",
                                     ["reason"], registry=reg)
+        self.response_bytes = Counter("gracehttp_response_bytes", "Response body bytes of the requests answered "
+                                      "by the app.", registry=reg)
+        self.over_timeout_total = Counter("gracehttp_requests_over_timeout", "Requests found running past "
+                                          "request_timeout (each counted once).", registry=reg)
+        if not self.multiprocess:  # with workers, the supervisor upgrades and counts (`WorkerEvents`)
+            self.upgrades = Counter("gracehttp_upgrades", UPGRADES_HELP, ["result"], registry=reg)
+            self.upgrades.labels("succeeded").inc(self._upgrades)
+            self.upgrades.labels("failed")
         self.drain_duration = Gauge("gracehttp_drain_duration_seconds",
                                     "How long the last drain took (0 until one happened).", registry=reg,
                                     multiprocess_mode="max")
@@ -177,13 +206,22 @@ class Metrics:
             pop = self._requests.popleft
             observe = self.duration.observe
             counts: collections.Counter[tuple[str, int]] = collections.Counter()
+            sent = 0
             while True:
                 try:
-                    method, status, seconds = pop()
+                    method, status, seconds, body_bytes = pop()
                 except IndexError:
                     break
                 counts[(method, status)] += 1
                 observe(seconds)
+                sent += body_bytes
+            if sent:
+                self.response_bytes.inc(sent)
+            while self._over:
+                self._over.popleft()
+                self.over_timeout_total.inc()
+            while self._upgrade_results:
+                self.upgrades.labels(self._upgrade_results.popleft()).inc()
             for key, n in counts.items():
                 child = self._children.get(key)
                 if child is None:
@@ -273,41 +311,106 @@ class _WorkerFiles:
             full = os.path.join(self.path, name)
             if name.endswith(".db") and os.path.getsize(full) >= 8:
                 files.append(full)
-        return MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        yield from MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        yield from WorkerEvents.families(self.path)
+
+
+class WorkerEvents:
+    """The supervisor's counts: workers started and exited, by reason, and its upgrades.
+
+    The supervisor never imports prometheus-client (35 ms and megabytes in a process
+    that serves nothing), so it keeps these few numbers in a JSON file in the metrics
+    directory, replaced whole at each event, which a worker's scrape reads.
+    """
+
+    FILE = "supervisor.json"
+    FAMILIES: ClassVar[dict[str, tuple[str, str]]] = {
+        "starts": ("gracehttp_worker_starts", "Workers started, by reason: start, replace (SIGHUP, max_requests, "
+                   "request_timeout), restart (after dying), added (SIGTTIN)."),
+        "exits": ("gracehttp_worker_exits", "Workers exited, by reason: retired (replaced), stopped (shutdown), "
+                  "died (unasked), killed (SIGKILL: past a deadline)."),
+        "upgrades": ("gracehttp_upgrades", UPGRADES_HELP),
+    }
+
+    def __init__(self) -> None:
+        self.directory: str | None = None
+        upgrades = inheritance().upgrades  # the generations before this supervisor
+        self.counts: dict[str, dict[str, int]] = {"upgrades": {"succeeded": upgrades, "failed": 0}}
+        self._lock = threading.Lock()
+
+    def exited(self, code: int, asked: bool, retired: bool) -> None:
+        """A worker exited with `code` (negative: the signal that killed it)."""
+        self.count("exits", "killed" if code == -signal.SIGKILL else "retired" if retired
+                   else "stopped" if asked else "died")
+
+    def count(self, family: str, reason: str) -> None:
+        with self._lock:  # the main loop and an upgrade's thread both count
+            bucket = self.counts.setdefault(family, {})
+            bucket[reason] = bucket.get(reason, 0) + 1
+            self._write()
+
+    def _write(self) -> None:
+        if self.directory is not None:
+            tmp = os.path.join(self.directory, f".{self.FILE}.tmp")
+            with contextlib.suppress(OSError):
+                with open(tmp, "w") as f:
+                    json.dump(self.counts, f)
+                os.replace(tmp, os.path.join(self.directory, self.FILE))
+
+    @classmethod
+    def families(cls, directory: str) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        try:
+            with open(os.path.join(directory, cls.FILE)) as f:
+                counts = json.load(f)
+        except (OSError, ValueError):
+            return
+        for key, (name, doc) in cls.FAMILIES.items():
+            family = CounterMetricFamily(name, doc, labels=["result" if key == "upgrades" else "reason"])
+            for reason, n in sorted(counts.get(key, {}).items()):
+                family.add_metric([reason], n)
+            yield family
 
 
 class _LiveGauges:
-    """in flight, open connections and readiness, read at scrape time (a collector)."""
+    """The present: in flight, open connections, readiness, the request pool; read at
+    scrape time (a collector)."""
 
-    def __init__(self, lifecycle: Lifecycle, inflight: InFlight, open_connections: Callable[[], int]) -> None:
+    #: (name, help, how workers' values combine): the order of `values`.
+    GAUGES: tuple[tuple[str, str, Any], ...] = (
+        ("gracehttp_requests_in_flight", "Requests being handled now.", "livesum"),
+        ("gracehttp_connections_open", "Open client connections.", "livesum"),
+        ("gracehttp_ready", "1 when the readiness endpoint answers 200.", "livemin"),
+        ("gracehttp_request_threads_busy", "Request threads serving a connection now.", "livesum"),
+        ("gracehttp_request_threads", "Request threads (the pool's size).", "livesum"),
+        ("gracehttp_requests_queued", "Complete requests waiting for a free request thread.", "livesum"),
+    )
+
+    def __init__(self, lifecycle: Lifecycle, inflight: InFlight, open_connections: Callable[[], int],
+                 pool: PoolState) -> None:
         self.lifecycle = lifecycle
         self.inflight = inflight
         self.open_connections = open_connections
-        self._gauges: tuple[Any, Any, Any] | None = None
+        self.pool = pool
+        self._gauges: tuple[Any, ...] | None = None
 
-    def values(self) -> tuple[float, float, float]:
+    def values(self) -> tuple[float, ...]:
+        busy, total, queued = self.pool()
         return (float(self.inflight.requests), float(self.open_connections()),
-                1.0 if self.lifecycle.is_ready else 0.0)
+                1.0 if self.lifecycle.is_ready else 0.0, float(busy), float(total), float(queued))
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        in_flight, conns, ready = self.values()
-        yield GaugeMetricFamily("gracehttp_requests_in_flight", "Requests being handled now.", value=in_flight)
-        yield GaugeMetricFamily("gracehttp_connections_open", "Open client connections.", value=conns)
-        yield GaugeMetricFamily("gracehttp_ready", "1 when the readiness endpoint answers 200.", value=ready)
+        for (name, doc, _), value in zip(self.GAUGES, self.values(), strict=True):
+            yield GaugeMetricFamily(name, doc, value=value)
 
     def register_multiprocess(self, registry: Any) -> None:
         from prometheus_client import Gauge
 
-        self._gauges = (
-            Gauge("gracehttp_requests_in_flight", "Requests being handled now.", registry=registry,
-                  multiprocess_mode="livesum"),
-            Gauge("gracehttp_connections_open", "Open client connections.", registry=registry,
-                  multiprocess_mode="livesum"),
-            Gauge("gracehttp_ready", "1 when the readiness endpoint answers 200.", registry=registry,
-                  multiprocess_mode="livemin"),
-        )
+        self._gauges = tuple(Gauge(name, doc, registry=registry, multiprocess_mode=mode)
+                             for name, doc, mode in self.GAUGES)
 
     def publish(self) -> None:
         """Multiprocess mode: write this process's present values for every worker's scrape."""

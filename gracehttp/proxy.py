@@ -79,11 +79,15 @@ def _client(forwarded_for: str, proxies: TrustedProxies) -> str:
     would be trusted, so the rightmost (what the nearest proxy wrote) is the client."""
     hops = [_address(hop.strip()) for hop in forwarded_for.split(",") if hop.strip()]
     if proxies.any:
-        return hops[-1] if hops else ""
-    for hop in reversed(hops):
-        if not proxies.trusts(hop):
-            return hop
-    return hops[0] if hops else ""
+        client = hops[-1] if hops else ""
+    else:
+        client = next((hop for hop in reversed(hops) if not proxies.trusts(hop)), hops[0] if hops else "")
+    # Only an address: anything else ("unknown", a forged log line) leaves the peer's own.
+    try:
+        ipaddress.ip_address(client)
+    except ValueError:
+        return ""
+    return client
 
 
 def apply_forwarded(env: dict[str, Any], proxies: TrustedProxies, host_too: bool = False) -> None:

@@ -58,6 +58,7 @@ class Responder:
         "length",
         "on_final",
         "overran",
+        "request_id",
         "sent",
         "status",
         "version",
@@ -87,6 +88,8 @@ class Responder:
         #: iterable does.
         self.on_final: Callable[[], None] | None = None
         self._extra = f"Server: {server_header}\r\n" if server_header else ""
+        #: Sent as X-Request-ID unless the app sent its own.
+        self.request_id: str | None = None
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
@@ -140,6 +143,8 @@ class Responder:
         extra = [] if own_server else [self._extra]
         if not own_date:
             extra += ("Date: ", http_date(), "\r\n")
+        if self.request_id is not None and not any(n.lower() == "x-request-id" for n, _ in headers):
+            extra += ("X-Request-ID: ", self.request_id, "\r\n")
         if self.keep_alive and self._closing():
             self.keep_alive = False  # the drain began while the app ran: tell the client now
         no_body = code in NO_BODY_STATUSES or code < 200
@@ -181,12 +186,15 @@ class Responder:
         if data and not self.head_only and self.length != 0:
             if self.chunked:
                 data = chunk(data)
+                self.sent += len(data)
             elif self.length is not None and self.sent + len(data) >= self.length:
                 if self.sent + len(data) > self.length:
                     data = data[: self.length - self.sent]  # never send past Content-Length
                     self._overrun()
+                self.sent += len(data)
                 self._ending()  # the block that completes the length is the last
-            self.sent += len(data)
+            else:
+                self.sent += len(data)
             out += data
         if out:
             self._send(out)

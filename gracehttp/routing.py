@@ -22,7 +22,10 @@ WSGIApp = Callable[..., Iterable[bytes]]
 
 @runtime_checkable
 class RouteRegistrar(Protocol):
-    def register_routes(self, router: Router) -> None: ...
+    """Anything that adds its routes to a server's `Router` (passed to `GracefulServer`)."""
+
+    def register_routes(self, router: Router) -> None:
+        """Add routes with ``router.get(...)``, ``router.mount(...)`` and the others."""
 
 
 class Router:
@@ -36,6 +39,9 @@ class Router:
         self.mounts: list[tuple[str, WSGIApp]] = []
 
     def route(self, rule: str, view: View, methods: list[str] | None = None) -> View:
+        """Serve `rule` (werkzeug's syntax, ``/items/<int:id>``) with ``view(request, **args)``
+        for `methods` (GET when None); returns `view`. `get`, `post`, `put`, `patch` and
+        `delete` are this with one method."""
         from werkzeug.routing import Rule
 
         endpoint = f"{len(self.views)}:{rule}"

@@ -22,23 +22,25 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from gracehttp.addresses import describe_socket, is_private
+from gracehttp import inherit
+from gracehttp.addresses import describe_socket
 from gracehttp.callbacks import Callbacks, process_callbacks
 from gracehttp.config import Config
 from gracehttp.engine import Engine
 from gracehttp.errors import ConfigError
-from gracehttp.health import HEALTH_PATHS, RESERVED_NOTE, health_wsgi_app
+from gracehttp.health import HEALTH_PATHS, health_wsgi_app
 from gracehttp.inflight import InFlight
 from gracehttp.listeners import BoundListener, open_all, via
 from gracehttp.metrics import Metrics
 from gracehttp.routing import RouteRegistrar, build_app
 from gracehttp.shutdown import ShutdownPlan, ShutdownReport, run_sequence
 from gracehttp.signals import SHUTDOWN_SIGNALS, SignalDispatcher
-from gracehttp.sites import admin_engine, main_engine
+from gracehttp.sites import admin_engine, main_engine, pool_state, request_watchdog, startup_notes
 from gracehttp.state import Lifecycle, State
 from gracehttp.supervisor import Supervisor
 from gracehttp.systemd import notify, remove_pid_file, start_watchdog, write_pid_file
 from gracehttp.upgrade import Upgrader, report_ready
+from gracehttp.watchdog import Watchdog
 from gracehttp.worker import WorkerLink
 
 F = Callable[..., Any]
@@ -63,6 +65,7 @@ class GracefulServer:
         self._admin: Engine | None = None
         self._admin_listeners: list[BoundListener] = []
         self._metrics: Metrics | None = None
+        self._watchdog: Watchdog | None = None
         self._stopped = threading.Event()
         self._abort = threading.Event()
         self._lock = threading.Lock()
@@ -107,6 +110,8 @@ class GracefulServer:
         self._engine.start()
         if self._admin is not None:
             self._admin.start()
+        if self._watchdog is not None:
+            self._watchdog.start()
 
     def _announce(self) -> None:
         """The first log line names every bound address (the real port for :0); then the
@@ -118,16 +123,8 @@ class GracefulServer:
         if self._admin is not None:
             self.logger.info("gracehttp admin listening on http://%s (metrics=%s, debug=%s)%s",
                              ", ".join(self.admin_addresses), cfg.metrics, cfg.debug, via(self._admin_listeners))
-            exposed = [describe_socket(lst.sock) for lst in self._admin_listeners if not is_private(lst.sock)]
-            if exposed:  # it is meant to be private: /drain stops traffic, /debug shows the code
-                self.logger.warning("the admin listener %s is not on loopback: anyone who reaches it can %s; "
-                                    "bind it to 127.0.0.1 or firewall it", ", ".join(exposed),
-                                    "drain this server and read its stacks, heap and config" if cfg.debug
-                                    else "drain this server and read its metrics")
-        if cfg.health:  # so that an app's own /health is never shadowed without a word
-            self.logger.info("%s", RESERVED_NOTE)
-        if cfg.max_requests is not None and self._worker is None:
-            self.logger.warning("max_requests applies to workers (workers > 1): ignored")
+        for level, note in startup_notes(cfg, self._admin_listeners, self._worker is not None):
+            self.logger.log(level, "%s", note)
         if self._is_pid_owner:
             if cfg.pid_file is not None:
                 write_pid_file(cfg.pid_file)
@@ -147,16 +144,19 @@ class GracefulServer:
         if cfg.metrics:
             from gracehttp.metrics import Metrics
 
-            self._metrics = Metrics(self._lifecycle, self._inflight, self._open_connections)
+            self._metrics = Metrics(self._lifecycle, self._inflight,
+                                    lambda: len(self._engine.open) if self._engine else 0,
+                                    lambda: pool_state(self._engine),
+                                    inherit.inheritance().upgrades)
+            self._upgrader.on_failed = self._metrics.upgrade_failed
         self._engine = main_engine(cfg, self._app, self._lifecycle, self._inflight, self.logger, self._tls,
                                    self._metrics, [lst.sock for lst in self._listeners],
                                    multiprocess=self._worker is not None)
+        self._watchdog = request_watchdog(cfg, self._engine, self._metrics,
+                                          self._worker.stuck if self._worker is not None else None)
         if self._admin_listeners:
             self._admin = admin_engine(cfg, self._engine, self._inflight, self._metrics, lambda: self.addresses,
                                        [lst.sock for lst in self._admin_listeners])
-
-    def _open_connections(self) -> int:
-        return self._engine.open_count if self._engine is not None else 0
 
     @property
     def admin_addresses(self) -> list[str]:
@@ -282,6 +282,10 @@ class GracefulServer:
         finally:
             for lst in self._listeners + self._admin_listeners:
                 lst.close()
+            if self._watchdog is not None:
+                self._watchdog.stop()
+            if self._engine is not None and self._engine.site.access_log is not None:
+                self._engine.site.access_log.close()
             if self._metrics is not None:
                 self._metrics.close()
             if cfg.pid_file is not None and self._is_pid_owner:
@@ -381,13 +385,7 @@ class GracefulServer:
 
     @property
     def addresses(self) -> list[str]:
-        out = []
-        for lst in self._listeners:
-            try:
-                out.append(describe_socket(lst.sock))
-            except OSError:
-                continue
-        return out
+        return [describe_socket(lst.sock) for lst in self._listeners if lst.sock.fileno() >= 0]
 
     @property
     def port(self) -> int | None:

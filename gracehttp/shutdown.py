@@ -32,6 +32,9 @@ IDLE_THREAD_EXIT = 0.1
 
 @dataclass
 class ShutdownReport:
+    """What the graceful sequence achieved: whether every request drained, how many were
+    left, how long it took, and the shutdown callbacks that failed."""
+
     drained: bool
     in_flight_left: int
     duration: float

@@ -1,7 +1,7 @@
 """`Site`: what every connection of one engine shares (settings, app, lifecycle,
 counters, the exception types that mean "nothing yet" or "gone" for its sockets).
 
-Upper layer, below `connection`: imports the parser's `Limits`, accesslog, metrics,
+Upper layer, below `connection`: imports the parser, accesslog, health, metrics,
 inflight and state. Built once per engine by `gracehttp.sites`.
 """
 
@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from gracehttp.accesslog import AccessLog
-from gracehttp.http.parser import Limits
+from gracehttp.accesslog import AccessLog, probe_environ
+from gracehttp.health import probe_paths, probe_response
+from gracehttp.http.parser import Limits, RequestHead
 from gracehttp.inflight import InFlight
 from gracehttp.metrics import Metrics
 from gracehttp.proxy import TrustedProxies
 from gracehttp.state import Lifecycle
+from gracehttp.watchdog import Running
 
 if TYPE_CHECKING:
     import ssl
@@ -38,8 +40,15 @@ class Site:
                  tls: ssl.SSLContext | None, metrics: Metrics | None = None,
                  access_log: AccessLog | None = None, track_requests: bool = False,
                  max_spool_bytes: int | None = None, multiprocess: bool = False,
-                 proxies: TrustedProxies | None = None, root_path: str = "", forwarded_host: bool = False) -> None:
+                 proxies: TrustedProxies | None = None, root_path: str = "", forwarded_host: bool = False,
+                 health_prefix: str = "", request_id: bool = False, log_probes: bool = False) -> None:
         self.app = app
+        #: Request paths answered as health probes, each to its health path.
+        self.probe_paths = probe_paths(health_prefix)
+        #: Give each request an X-Request-ID (`gracehttp.requestid`).
+        self.request_id = request_id
+        #: The access log also writes the probes answered before the app.
+        self.log_probes = log_probes
         #: Peers whose X-Forwarded-* headers count (None: proxy_headers off).
         self.proxies = proxies
         #: X-Forwarded-Host and -Port count too.
@@ -50,8 +59,8 @@ class Site:
         self.multiprocess = multiprocess
         self.metrics = metrics
         self.access_log = access_log
-        #: With debug on: thread ident -> (method, target, start) of the requests being served.
-        self.active: dict[int, tuple[str, str, float]] | None = {} if track_requests else None
+        #: With debug or request_timeout on: thread ident -> the request it serves.
+        self.active: dict[int, Running] | None = {} if track_requests else None
         self.limits = limits
         #: Body bytes collected parked before the app runs (None: the whole body).
         self.max_spool_bytes = max_spool_bytes
@@ -94,3 +103,15 @@ class Site:
         self.read_timed_out: tuple[type[BaseException], ...] = (*self.want_read, TimeoutError)
         self.rcvtimeo = timeval(read_timeout)
         self.sndtimeo = timeval(write_timeout)
+
+    def answer_probe(self, head: RequestHead, keep_alive: bool, peer: tuple[Any, ...] | None) -> bytes:
+        """The whole response to a health probe (`health.is_probe`), logged when asked:
+        probes come every few seconds from every checker, so by default they are not."""
+        path = self.probe_paths[head.path]
+        data = probe_response(head, path, self.lifecycle, self.inflight.requests, keep_alive, self.server_header)
+        if self.log_probes and self.access_log is not None:
+            env = probe_environ(head.method, head.target, head.version, str(peer[0]) if peer else "", head.headers)
+            status = int(data[9:12])
+            self.access_log(env, status, 0 if head.method == "HEAD" else len(data) - data.index(b"\r\n\r\n") - 4,
+                            0.0)
+        return data

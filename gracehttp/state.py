@@ -16,6 +16,8 @@ from gracehttp.errors import IllegalTransition
 
 
 class State(enum.Enum):
+    """Where a server is in its life; the allowed moves are `TRANSITIONS`."""
+
     NEW = "new"
     STARTING = "starting"
     READY = "ready"
@@ -47,6 +49,8 @@ class Lifecycle:
         self._drain_flag: bytearray | memoryview = shared_drain if shared_drain is not None else bytearray(1)
         self._cond = threading.Condition()
         self._listeners: list[Callable[[State, State], None]] = []
+        #: Every request thread is stuck in the app past request_timeout: liveness fails.
+        self.stuck = False
 
     @property
     def state(self) -> State:
@@ -95,7 +99,7 @@ class Lifecycle:
 
 
 def transitions_rst() -> str:
-    """The README's list of lifecycle moves, derived from `TRANSITIONS`."""
+    """The list of lifecycle moves in docs/lifecycle.rst, derived from `TRANSITIONS`."""
     lines = []
     for state, targets in TRANSITIONS.items():
         moves = ", ".join(t.name for t in State if t in targets) or "(final)"

@@ -19,19 +19,13 @@ the supervisor has, so a supervisor killed with SIGKILL still makes its workers
 drain and exit instead of serving on as orphans.
 
 The supervisor's main thread waits in ``select`` on the signal wakeup pipe and
-the status pipe; its signal handlers only append to a queue. Signals:
-
-- SIGTERM/SIGINT: every worker drains (SIGTERM) under one deadline; a second
-  SIGINT forces them. SIGUSR2: upgrade the supervisor (`gracehttp.upgrade`); when
-  the new generation is ready, the workers hand off and drain.
-- SIGHUP: replace the workers one at a time (so do ``max_requests`` recycles):
-  the new worker starts, and only once it reports ready does the old one get
-  SIGUSR2, which in a worker means "drain now, without `drain_delay`: a
-  successor already serves these sockets". A replacement that dies or is not
-  ready within `upgrade_timeout` is killed and the old worker serves on.
-- SIGTTIN/SIGTTOU: one worker more or less (never fewer than one).
-- SIGCHLD: reap. A worker that exits unasked is restarted after a back-off that
-  doubles, up to 30 s, while workers keep dying within a second of starting.
+the status pipe; its signal handlers only append to a queue (the signals are
+tabled in docs/upgrades.rst). A worker is replaced (SIGHUP, ``max_requests``, a
+request past ``request_timeout``) by starting the new one first; only once it
+reports ready does the old one get SIGUSR2, which in a worker means "drain now,
+without `drain_delay`: a successor already serves these sockets". A worker that
+exits unasked is restarted after a back-off that doubles, up to 30 s, while
+workers keep dying within a second of starting.
 
 The supervisor reports ready (pid file, ``READY=1``, or the upgrade pipe) once
 all its first workers do, and only then lets them serve (`GoPipe`).
@@ -57,12 +51,13 @@ from collections.abc import Callable
 from gracehttp.addresses import describe_socket
 from gracehttp.config import Config
 from gracehttp.listeners import BoundListener, open_all
-from gracehttp.metrics import end_multiprocess, start_multiprocess, worker_gone
+from gracehttp.metrics import WorkerEvents, end_multiprocess, start_multiprocess, worker_gone
 from gracehttp.systemd import notify, remove_pid_file, watchdog_interval, write_pid_file
 from gracehttp.upgrade import Upgrader, report_ready
 from gracehttp.worker import (
     READY,
     RECYCLE,
+    STUCK,
     GoPipe,
     Replacement,
     Worker,
@@ -116,6 +111,8 @@ class Supervisor:
         self._shared = mmap.mmap(-1, mmap.PAGESIZE)
         self.go = GoPipe()
         self.metrics_dir: str | None = None
+        self.tally = WorkerEvents()
+        self.upgrader.on_failed = lambda: self.tally.count("upgrades", "failed")
 
     # -- the supervisor's side ----------------------------------------------
 
@@ -136,10 +133,10 @@ class Supervisor:
                              ", ".join(describe_socket(lst.sock) for lst in self.listeners), cfg.workers,
                              " from systemd socket activation" if activated else "")
             if cfg.metrics:
-                self.metrics_dir = start_multiprocess()
+                self.tally.directory = self.metrics_dir = start_multiprocess()
                 self.logger.info("workers' metrics are aggregated in %s", self.metrics_dir)
             for index in range(cfg.workers):
-                self._spawn(index)
+                self._spawn(index, "start")
             return self._loop()
         finally:
             signal.set_wakeup_fd(previous_wakeup)
@@ -216,7 +213,7 @@ class Supervisor:
             used = {w.index for w in self.workers.values() if not w.retiring}
             index = min(i for i in range(len(used) + 1) if i not in used)
             self.logger.info("SIGTTIN: adding worker %d (%d workers)", index, self.target)
-            self._spawn(index)
+            self._spawn(index, "added")
         elif event == signal.SIGTTOU:
             self._remove_one()
 
@@ -273,8 +270,10 @@ class Supervisor:
                 self.logger.info("worker %d replaced: pid %d serves, pid %d drains", worker.index, pid, rep.old)
                 self._next_replacement()
             self._announce_when_ready()
-        elif kind == RECYCLE and not worker.retiring and not self.stopping:
-            self.logger.info("worker %d (pid %d) reached max_requests: replacing it", worker.index, pid)
+        elif kind in (RECYCLE, STUCK) and not worker.retiring and not self.stopping:
+            self.logger.log(logging.INFO if kind == RECYCLE else logging.ERROR, "worker %d (pid %d) %s: replacing "
+                            "it (the new one ready first)", worker.index, pid, "reached max_requests"
+                            if kind == RECYCLE else "has a request past request_timeout")
             if pid not in self.replace_queue:
                 self.replace_queue.append(pid)
             self._next_replacement()
@@ -305,7 +304,7 @@ class Supervisor:
             old = self.workers.get(self.replace_queue.pop(0))
             if old is None or old.retiring:
                 continue
-            new = self._spawn(old.index)
+            new = self._spawn(old.index, "replace")
             self.replacement = Replacement(old.pid, new, time.monotonic() + self.config.upgrade_timeout)
 
     def _abandon_replacement(self, sig: int | None) -> None:
@@ -353,6 +352,7 @@ class Supervisor:
             self._exited(self.workers.pop(pid), os.waitstatus_to_exitcode(status))
 
     def _exited(self, worker: Worker, code: int) -> None:
+        self.tally.exited(code, asked=worker.retiring or self.stopping, retired=worker.retiring)
         if self.metrics_dir is not None:
             worker_gone(self.metrics_dir, worker.pid)
         rep = self.replacement
@@ -384,9 +384,10 @@ class Supervisor:
         now = time.monotonic()
         while self._pending_restarts and self._pending_restarts[0][0] <= now and not self.stopping:
             _, index = self._pending_restarts.pop(0)
-            self._spawn(index)
+            self._spawn(index, "restart")
 
-    def _spawn(self, index: int) -> int:
+    def _spawn(self, index: int, reason: str) -> int:
+        self.tally.count("starts", reason)
         # A SIGTERM that reaches a new worker before its server has installed handlers
         # would kill it undrained: keep the signals blocked (pending) across the fork;
         # the worker's signal dispatcher unblocks them once it records them.

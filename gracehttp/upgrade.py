@@ -80,7 +80,8 @@ class Upgrade:
         fds = {lst.name: lst.sock.fileno() for lst in self.listeners}
         env = dict(os.environ)
         env.pop("WATCHDOG_PID", None)  # the new generation pings once it is the main pid
-        env[inherit.UPGRADE_ENV] = json.dumps({"listeners": fds, "ready_fd": ready_w, "parent_fd": parent_r})
+        env[inherit.UPGRADE_ENV] = json.dumps({"listeners": fds, "ready_fd": ready_w, "parent_fd": parent_r,
+                                               "upgrades": inherit.inheritance().upgrades + 1})
         try:
             try:
                 self.proc = subprocess.Popen(command_line(), env=env, pass_fds=[*fds.values(), ready_w, parent_r])
@@ -148,6 +149,8 @@ class Upgrader:
         self.logger = logger
         self._lock = threading.Lock()
         self._current: Upgrade | None = None
+        #: Called when an upgrade fails (the metrics count it).
+        self.on_failed: Callable[[], None] = lambda: None
 
     def request(self, signame: str, listeners: list[BoundListener], on_ready: Callable[[int], object]) -> None:
         """Upgrade unless one is under way or the previous generation is still draining;
@@ -170,8 +173,10 @@ class Upgrader:
             pid = upgrade.run()
         except UpgradeFailed as exc:
             self.logger.error("upgrade failed: %s; this process (pid %d) keeps serving", exc, os.getpid())
+            self.on_failed()
         except Exception:
             self.logger.exception("upgrade failed; this process (pid %d) keeps serving", os.getpid())
+            self.on_failed()
         else:
             on_ready(pid)
         finally:

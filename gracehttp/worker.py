@@ -33,6 +33,8 @@ RECORD_SIZE = _RECORD.size
 READY = b"R"
 #: The worker reached ``max_requests`` (plus jitter): start its replacement.
 RECYCLE = b"M"
+#: A request of the worker has run past ``request_timeout``: start its replacement.
+STUCK = b"S"
 
 
 @dataclass
@@ -109,6 +111,9 @@ class WorkerLink:
 
     def recycle(self) -> None:
         self._send(RECYCLE)
+
+    def stuck(self, _running: object = None) -> None:
+        self._send(STUCK)
 
     def _send(self, kind: bytes) -> None:
         with contextlib.suppress(OSError):  # the supervisor is gone: the alive pipe handles that

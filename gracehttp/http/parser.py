@@ -3,7 +3,7 @@
 Bottom layer: imports only `gracehttp.errors`; never touches a socket, so tests
 feed it one byte at a time or at every split point.
 
-Every refusal is a `ProtocolError` carrying its HTTP status (the README lists them) and a
+Every refusal is a `ProtocolError` carrying its HTTP status (docs/http.rst lists them) and a
 short reason slug. The rules follow RFC 9112 strictly where leniency has been a
 request-smuggling vector (gunicorn, waitress and cheroot advisories): CRLF line
 endings only, no obsolete line folding, no whitespace before the colon, one

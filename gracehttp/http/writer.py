@@ -117,6 +117,7 @@ def simple_response(
     return head if head_only else head + body
 
 
-def error_response(status: int, detail: str, *, server: str | None = None, close: bool = True) -> bytes:
+def error_response(status: int, detail: str, *, server: str | None = None, close: bool = True,
+                   extra: tuple[tuple[str, str], ...] = ()) -> bytes:
     body = f"{status} {REASONS.get(status, 'Error')}: {detail}\n".encode("utf-8", "replace")
-    return simple_response(status, body, close=close, server=server)
+    return simple_response(status, body, close=close, server=server, extra=extra)

@@ -96,7 +96,7 @@ def test_a_batch_takes_what_was_queued_and_a_probe_in_it_goes_first(monkeypatch:
             assert engine.ep.poll(1, 1)[0][0] == lst.fd
             engine._accept(lst, run_app=False)
             monkeypatch.undo()
-            assert engine.open_count == 21
+            assert len(engine.open) == 21
             assert lst.queued() == 30
             events = engine.ep.poll(1, 1)
             assert events
@@ -121,7 +121,7 @@ def test_every_connection_of_a_batch_is_counted_then_given_back(count: int) -> N
         try:
             engine._accept(lst, run_app=False)
             inflight = engine.site.inflight
-            assert engine.open_count == count
+            assert len(engine.open) == count
             assert inflight.busy == 0
             assert inflight.heads == count
         finally:
@@ -149,12 +149,12 @@ def test_past_the_limit_a_batch_still_takes_up_to_the_overflow_bound(monkeypatch
                 conn = engine.parking.unpark(events[0][0])
                 if conn is not None:
                     engine._serve(conn, run_app=False)  # a request: promoted, queued for a thread
-            assert engine.open_count == 4
+            assert len(engine.open) == 4
             assert engine._overflow == 0  # all promoted: 3 past max_connections=1
             later = _queue(port, 10)
             assert wait_until(lambda: lst.queued() == 10)
             engine._accept(lst, run_app=False)
-            assert engine.open_count == 8  # 4 more, as overflow
+            assert len(engine.open) == 8  # 4 more, as overflow
         finally:
             _close(first + later)
 

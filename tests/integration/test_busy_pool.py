@@ -151,9 +151,9 @@ def test_a_parked_response_the_client_never_reads_ends_at_write_timeout() -> Non
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
         engine = server._engine
         assert engine is not None
-        assert wait_until(lambda: engine.open_count == 1, 2)
+        assert wait_until(lambda: len(engine.open) == 1, 2)
         began = time.monotonic()
-        assert wait_until(lambda: engine.open_count == 0, 5), "the stalled response was never given up"
+        assert wait_until(lambda: len(engine.open) == 0, 5), "the stalled response was never given up"
         assert time.monotonic() - began < 2.5
 
 
@@ -214,7 +214,7 @@ def test_a_response_still_being_sent_at_sigterm_is_sent_whole() -> None:
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
         engine = server._engine
         assert engine is not None
-        assert wait_until(lambda: any(c.state.name == "WRITING" for c in tuple(engine.parked.values())), 5)
+        assert wait_until(lambda: any(c.state.name == "WRITING" for c in tuple(engine.parking.parked.values())), 5)
         stopper = threading.Thread(target=server.shutdown)
         stopper.start()
         assert wait_until(lambda: server.is_shutting_down, 5)

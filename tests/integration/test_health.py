@@ -200,7 +200,8 @@ def test_the_startup_log_says_the_health_paths_are_the_servers(caplog: pytest.Lo
             answered = get(server.port, "/health").body
         if health:
             assert said == ["health endpoints /health, /livez, /ready, /readyz on the main listeners are answered "
-                            "by the server before the app; health=False (--no-health) hands them to the app"]
+                            "by the server before the app; health_prefix (--health-prefix /_gracehttp) moves them, "
+                            "health=False (--no-health) hands them to the app"]
             assert answered == b'{"status":"healthy"}'
         else:
             assert said == []

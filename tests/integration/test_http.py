@@ -436,7 +436,7 @@ def test_a_client_reset_is_a_quiet_close(caplog: pytest.LogCaptureFixture) -> No
             for sock in socks:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.close()  # linger 0: the kernel sends RST
-            assert wait_until(lambda: server._engine is not None and server._engine.open_count == 0, 5)
+            assert wait_until(lambda: server._engine is not None and len(server._engine.open) == 0, 5)
         assert get(server.port, "/").status == 200
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 

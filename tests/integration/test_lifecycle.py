@@ -309,8 +309,8 @@ def _idle_keep_alive(server: GracefulServer, sock: socket.socket) -> tuple[Any, 
     assert read_response(sock).status == 200
     engine = server._engine
     assert isinstance(engine, Engine)
-    assert wait_until(lambda: len(engine.parked) == 1, 5)
-    return engine, next(iter(engine.parked.values()))
+    assert wait_until(lambda: len(engine.parking.parked) == 1, 5)
+    return engine, next(iter(engine.parking.parked.values()))
 
 
 def test_a_connection_swept_twice_keeps_its_grace() -> None:

@@ -50,7 +50,7 @@ def test_a_file_response_to_a_client_gone_leaves_no_descriptor_open(tmp_path: Pa
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()  # a reset: the response's first send fails
         go_on.set()
-        assert wait_until(lambda: server._engine is not None and server._engine.open_count == 0, 5)
+        assert wait_until(lambda: server._engine is not None and len(server._engine.open) == 0, 5)
         assert wait_until(lambda: open_descriptors_of(path) == 0, 5), open_descriptors_of(path)
 
 
@@ -116,7 +116,7 @@ def test_garbage_tls_records_end_the_connection_without_a_traceback(
         raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
             socket.socket.send(tls, b"\x17\x03\x03\x00\x20" + os.urandom(32))  # a forged record
-            assert wait_until(lambda: server._engine is not None and server._engine.open_count == 0, 5)
+            assert wait_until(lambda: server._engine is not None and len(server._engine.open) == 0, 5)
         with ctx.wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=5),
                              server_hostname="127.0.0.1") as ok:
             ok.sendall(b"GET / HTTP/1.0\r\n\r\n")

@@ -55,4 +55,4 @@ def test_slow_and_idle_connections_do_not_block_normal_requests() -> None:
         finally:
             for s in slow + idle:
                 s.close()
-        assert wait_until(lambda: server._engine is not None and server._engine.open_count == 0, 5)
+        assert wait_until(lambda: server._engine is not None and len(server._engine.open) == 0, 5)

@@ -7,7 +7,7 @@ fails another way, fails `test_waitress_suite`, so this list cannot go stale.
 Tests run over TCP and over a Unix socket; a listed test is listed for both.
 
 A test stops at its first failed assertion, so one difference can hide another in
-the same test. The README's conformance section also lists those hidden ones, found
+the same test. The conformance section of docs/http.rst also lists those hidden ones, found
 by running the suite against a build with the first two differences below turned off.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Difference:
-    title: str  # its row in the README's conformance section: "<title> (N tests)"
+    title: str  # its row in the conformance section of docs/http.rst: "<title> (N tests)"
     waitress: str  # what waitress's test expects
     gracehttp: str  # what gracehttp does instead
     why: str  # the clause that allows gracehttp's behaviour

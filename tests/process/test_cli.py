@@ -298,12 +298,14 @@ def test_gunicorn_and_uvicorn_spellings_work_or_are_named(project: Path) -> None
     lines = checked.stdout.splitlines()
     for expected in ("app = webapp:app", "idle_timeout = 5.0", "workers = 2", "addr = '0.0.0.0:9000'"):
         assert expected in lines, expected
-    result = run_cli(project, "webapp:app", "--timeout", "30")
+    checked = run_cli(project, "webapp:app", "--timeout", "30", "--access-logfile", "-", "--check")
+    assert checked.returncode == 0, checked.stderr
+    assert {"request_timeout = 30.0", "access_logfile = '-'"} <= set(checked.stdout.splitlines())
+    result = run_cli(project, "webapp:app", "-k", "gevent")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "gracehttp: error: --timeout is gunicorn's; no equivalent yet: gunicorn kills a worker whose request "
-        "runs longer; here --read-timeout and --write-timeout bound each client, and /debug/threads shows a "
-        "stuck request"]
+        "gracehttp: error: -k is gunicorn's; there are no worker classes: one engine, in which idle and slow "
+        "clients hold no thread (--threads, --workers)"]
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a test certificate")

@@ -1,6 +1,6 @@
 """Edges of the lifecycle against real processes: nothing answered before the server has
 announced that it is ready, and workers that refuse or serve every connection at SIGTERM
-(README: "What happens on SIGTERM", "Health endpoints", and the systemd paragraph). The
+(docs/lifecycle.rst: "What happens on SIGTERM", "Health endpoints"; docs/upgrades.rst: systemd). The
 drain's budget is tested in test_shutdown.py."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every code block of README.rst runs, so the README cannot rot.
+"""Every code block of README.rst and of the pages under docs/ runs, so the docs cannot rot.
 
 Blocks are found by reStructuredText's own markers (a paragraph ending in ``::``,
 or ``.. code-block::``) and each is run the way a reader would use it:
@@ -12,7 +12,9 @@ or ``.. code-block::``) and each is run the way a reader would use it:
 - ``text`` blocks (the lifecycle diagram) are checked against the state names.
 
 Ports 8080, 8081 and 9090 in a block become free ports. The test command itself
-(``python -m pytest``) is the run this test is part of, and is not run again.
+(``python -m pytest``) is the run this test is part of, and is not run again; nor is
+the site's build (``sphinx-build``), which ``tests/unit/test_docs_site.py`` runs.
+Text a page takes in with ``.. include::`` is run where it is written.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from gracehttp.state import State
 from tests.helpers import get, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.rst").read_text()
+PAGES = [ROOT / "README.rst", *sorted((ROOT / "docs").glob("*.rst"))]
 
 PRELUDE = '''
 import os, signal, threading, time, urllib.request
@@ -78,13 +80,14 @@ MYPROJECT = {
 
 @dataclass
 class Block:
+    page: str
     line: int
     lang: str | None
     text: str
 
 
-def blocks() -> list[Block]:
-    lines = README.split("\n")
+def blocks(page: Path) -> list[Block]:
+    lines = page.read_text().split("\n")
     found = []
     i = 0
     while i < len(lines):
@@ -97,7 +100,7 @@ def blocks() -> list[Block]:
             while j < len(lines) and (not lines[j].strip() or lines[j].startswith(" ")):
                 body.append(lines[j])
                 j += 1
-            found.append(Block(i + 1, directive.group(1) if directive else None,
+            found.append(Block(str(page.relative_to(ROOT)), i + 1, directive.group(1) if directive else None,
                                textwrap.dedent("\n".join(body)).strip() + "\n"))
             i = j
         else:
@@ -105,7 +108,7 @@ def blocks() -> list[Block]:
     return found
 
 
-BLOCKS = blocks()
+BLOCKS = [block for page in PAGES for block in blocks(page)]
 
 
 def free_port() -> int:
@@ -161,7 +164,8 @@ def _answers(port: int) -> bool:
 def test_every_block_is_found_and_of_a_kind_this_test_runs() -> None:
     kinds = [kind(b) for b in BLOCKS]
     assert len(BLOCKS) >= 9
-    assert "unknown" not in kinds, [(b.line, b.text[:60]) for b in BLOCKS if kind(b) == "unknown"]
+    assert {"README.rst", "docs/cli.rst", "docs/lifecycle.rst", "docs/routes.rst"} <= {b.page for b in BLOCKS}
+    assert "unknown" not in kinds, [(b.page, b.line, b.text[:60]) for b in BLOCKS if kind(b) == "unknown"]
 
 
 def kind(block: Block) -> str:
@@ -170,18 +174,23 @@ def kind(block: Block) -> str:
     if block.lang == "python" or block.text.startswith("from gracehttp import"):
         return "python"
     first = block.text.split()[0]
+    if first == "sphinx-build":
+        return "site"
     if first in ("pip", "gracehttp", "python"):
         return "script" if "&\n" in block.text else "shell"
     return "unknown"
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"line{b.line}" for b in BLOCKS])
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"{b.page}:{b.line}" for b in BLOCKS])
 def test_readme_block_runs(block: Block, tmp_path: Path) -> None:
     text, port = with_ports(block.text)
     env = project(tmp_path)
     what = kind(block)
     if what == "diagram":
         assert all(state.name in text for state in State)
+    elif what == "site":
+        # Built with warnings as errors by tests/unit/test_docs_site.py: the same flags.
+        assert text.split()[:5] == ["sphinx-build", "-W", "-b", "html", "docs"], text
     elif what == "python":
         path = "/hello/ada" if "Router" in text else "/"
         script = tmp_path / "block.py"

@@ -1,5 +1,5 @@
-"""One declaration per setting: the flags, environment names, TOML keys and the README's
-table all come from the `Config` fields, and this fails when any of them disagree."""
+"""One declaration per setting: the flags, environment names, TOML keys and the table of
+docs/configuration.rst all come from the `Config` fields, and this fails when any of them disagree."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from gracehttp.cli import UsageError, build_parser, file_values, flag_values
 from gracehttp.config import Config, env_values, flags_of
 
-README = (pathlib.Path(__file__).resolve().parents[2] / "README.rst").read_text()
+CONFIG_PAGE = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "configuration.rst").read_text()
 SETTABLE = [f for f in fields(Config) if f.metadata.get("parse") is not None]
 SPEC_FLAGS = ["--bind", "-b", "--threads", "--workers", "--admin-bind", "--debug", "--drain-delay", "--drain-timeout",
               "--shutdown-timeout", "--read-header-timeout", "--idle-timeout", "--max-body-bytes", "--certfile",
@@ -28,13 +28,13 @@ def test_every_flag_of_the_spec_exists() -> None:
 
 
 @pytest.mark.parametrize("f", SETTABLE, ids=lambda f: f.name)
-def test_field_has_flag_env_toml_key_and_readme_row(f: object) -> None:
+def test_field_has_flag_env_toml_key_and_docs_row(f: object) -> None:
     name = f.name  # type: ignore[attr-defined]
     flags = flags_of(f)  # type: ignore[arg-type]
     assert flags or name == "addrs"  # addrs: every --bind after the first
     assert set(flags) <= option_strings()
     assert file_values({name: getattr(Config(), name)}, "test") == {name: getattr(Config(), name)}
-    row = next(line for line in README.splitlines() if line.startswith(f"``{name}``"))
+    row = next(line for line in CONFIG_PAGE.splitlines() if line.startswith(f"``{name}``"))
     assert f"``GRACEHTTP_{name.upper()}``" in row
     for flag in flags:
         assert f"``{flag}``" in row

@@ -1,24 +1,29 @@
-"""The README's derived parts agree with the code they are derived from."""
+"""The docs' derived parts agree with the code they are derived from, and the README,
+the front page, opens with the two commands and links to pages that exist."""
 
 import pathlib
+import re
 
 from gracehttp.config import config_table_rst
 from gracehttp.state import transitions_rst
 
-README = (pathlib.Path(__file__).resolve().parents[2] / "README.rst").read_text()
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+README = (ROOT / "README.rst").read_text()
 
 
-def _section(name: str) -> str:
-    start = README.index(f".. {name}-start") + len(f".. {name}-start")
-    return README[start:README.index(f".. {name}-end")].strip()
+def _section(text: str, name: str) -> str:
+    start = text.index(f".. {name}-start") + len(f".. {name}-start")
+    return text[start:text.index(f".. {name}-end")].strip()
 
 
 def test_config_table_matches_the_fields() -> None:
-    assert _section("config") == config_table_rst()
+    """Regenerate with `python -c "from gracehttp.config import config_table_rst as t; print(t())"`."""
+    assert _section((DOCS / "configuration.rst").read_text(), "config") == config_table_rst()
 
 
 def test_lifecycle_list_matches_the_state_table() -> None:
-    assert _section("transitions") == transitions_rst()
+    assert _section((DOCS / "lifecycle.rst").read_text(), "transitions") == transitions_rst()
 
 
 def test_readme_opens_with_the_two_commands() -> None:
@@ -27,7 +32,20 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert "pip install -e '.[test]' && python -m pytest" in head
 
 
-ARCHITECTURE = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "architecture.rst").read_text()
+def test_readme_links_every_page_and_only_pages_that_exist() -> None:
+    linked = set(re.findall(r"<(docs/[\w.-]+\.rst)>`_", README))
+    pages = {f"docs/{p.name}" for p in DOCS.glob("*.rst")} - {"docs/index.rst"}
+    assert linked == pages
+
+
+def test_every_page_is_in_the_table_of_contents() -> None:
+    index = (DOCS / "index.rst").read_text()
+    toctree = index[index.index(".. toctree::"):]
+    listed = {line.strip() for line in toctree.splitlines()[1:] if line.strip() and not line.strip().startswith(":")}
+    assert listed == {p.stem for p in DOCS.glob("*.rst")} - {"index"}
+
+
+ARCHITECTURE = (DOCS / "architecture.rst").read_text()
 
 
 def test_architecture_state_table_matches_connstate() -> None:
@@ -38,6 +56,6 @@ def test_architecture_state_table_matches_connstate() -> None:
 
 
 def test_the_code_points_to_the_docs_not_to_an_outside_spec() -> None:
-    package = pathlib.Path(__file__).resolve().parents[2] / "gracehttp"
+    package = ROOT / "gracehttp"
     for path in package.rglob("*.py"):
         assert "SPEC section" not in path.read_text(), path

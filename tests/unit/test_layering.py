@@ -9,7 +9,7 @@ PKG = pathlib.Path(__file__).resolve().parents[2] / "gracehttp"
 
 LAYERS = {
     0: {"errors", "addresses", "state", "inflight", "http.parser", "http.framing", "http.writer", "callbacks", "http",
-        "leadership", "systemd", "inherit", "connstate"},
+        "leadership", "systemd", "inherit", "connstate", "watchdog", "requestid"},
     1: {"config", "spool", "wsgi", "response", "health", "routing", "metrics", "accesslog", "debug", "admin",
         "flushbell", "proxy"},
     2: {"listeners", "connection", "engine", "shutdown", "signals", "supervisor", "server", "upgrade", "worker",

@@ -1,0 +1,134 @@
+"""`request_timeout`: notice requests that run too long, name them, and act.
+
+Bottom layer: standard library only. A synchronous server cannot stop a thread
+that is inside the app (a hung database call holds it until the call returns),
+so what it can do is make the hang visible and hand the process over to
+something that can end it: each request running past the timeout is logged
+once with its method, path, client and the thread's stack, and counted; with
+workers, the worker asks its supervisor to replace it the zero-drop way (the
+gunicorn ``--timeout`` user's expectation, without the dropped requests of a
+kill), and takes no new connections while every thread of it is stuck, leaving
+them to the other workers; in one process, liveness fails once every request
+thread is stuck, so Kubernetes restarts a process that can no longer serve, and
+only then.
+
+The request path pays one dict store and one pop per request (the `Running`
+record), and only when the timeout or the debug endpoints are on.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import NamedTuple
+
+
+class Running(NamedTuple):
+    """One request being served, keyed by its thread's ident."""
+
+    method: str
+    #: The request target, cut to 200 characters.
+    target: str
+    #: The client's address (a trusted proxy's X-Forwarded-For resolved).
+    client: str
+    #: When the app was called, monotonic.
+    started: float
+    request_id: str | None = None
+
+    def describe(self) -> str:
+        rid = f" (request id {self.request_id})" if self.request_id else ""
+        return f"{self.method} {self.target} from {self.client or 'a local socket'}{rid}"
+
+
+def replace_after(timeout: float) -> float:
+    """Seconds past `timeout` a request may run before its worker is replaced: a tenth
+    of the timeout, at least one second, so a request that was only logged has a
+    moment to finish before its process is retired."""
+    return timeout + max(1.0, timeout / 10)
+
+
+class Watchdog:
+    """Scans the running requests a few times per timeout, on a thread of its own."""
+
+    def __init__(self, running: dict[int, Running], timeout: float, logger: logging.Logger,
+                 threads: int, on_over: Callable[[], None] | None = None,
+                 on_replace: Callable[[Running], None] | None = None,
+                 on_wedged: Callable[[bool], str] | None = None) -> None:
+        self.running = running
+        self.timeout = timeout
+        self.logger = logger
+        #: `wedged` turns true once this many are stuck; ``on_wedged(wedged)`` runs at each
+        #: change and says what it did, for the log.
+        self.threads = threads
+        self.on_wedged = on_wedged
+        self.on_over = on_over
+        self.on_replace = on_replace
+        #: Every request thread is stuck past the timeout: liveness fails.
+        self.wedged = False
+        self._reported: set[tuple[int, float]] = set()
+        #: When the replacement was last asked for: asked again if the process is still
+        #: here much later (a replacement that failed to start is abandoned).
+        self._asked: float | None = None
+        self._stop = threading.Event()
+        self.period = min(1.0, max(0.05, timeout / 4))
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="gracehttp-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                self.check(time.monotonic())
+            except Exception:  # a watchdog that dies silently would leave /livez as it was
+                self.logger.exception("request_timeout watchdog: scan failed")
+
+    def check(self, now: float) -> None:
+        """One scan: log and count each request newly past the timeout; replace the
+        worker once one is past `replace_after`; recompute `wedged`."""
+        stuck = 0
+        current: set[tuple[int, float]] = set()
+        for ident, run in self.running.copy().items():  # one C call: request threads change it meanwhile
+            age = now - run.started
+            if age < self.timeout:
+                continue
+            stuck += 1
+            key = (ident, run.started)
+            current.add(key)
+            if key not in self._reported:
+                self._reported.add(key)
+                self._report(ident, run, age)
+            if self.on_replace is not None and age >= replace_after(self.timeout) and (
+                    self._asked is None or now - self._asked >= max(30.0, self.timeout)):
+                self._asked = now
+                self.logger.error(
+                    "request %s has run %.1fs, past request_timeout (%gs): replacing this worker; it drains "
+                    "its other requests first", run.describe(), age, self.timeout)
+                self.on_replace(run)
+        self._reported &= current
+        wedged = stuck >= self.threads
+        if wedged != self.wedged:
+            self.wedged = wedged
+            done = self.on_wedged(wedged) if self.on_wedged is not None else ""
+            if wedged:
+                self.logger.error("every request thread (%d) is past request_timeout%s", stuck, done)
+            else:
+                self.logger.warning("a request thread came free%s", done)
+
+    def _report(self, ident: int, run: Running, age: float) -> None:
+        if self.on_over is not None:
+            self.on_over()
+        frame = sys._current_frames().get(ident)
+        stack = "".join(traceback.format_stack(frame)).rstrip("\n") if frame is not None else "(no stack)"
+        name = next((t.name for t in threading.enumerate() if t.ident == ident), str(ident))
+        self.logger.warning(
+            "request %s has run %.1fs, past request_timeout (%gs), on thread %s:\n%s",
+            run.describe(), age, self.timeout, name, stack)
