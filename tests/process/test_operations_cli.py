@@ -196,3 +196,14 @@ def test_text_log_lines_written_during_a_request_name_its_id(tmp_path: Path) -> 
         proc.kill()
         proc.wait(10)
     assert f"WARNING myapp: handling it [request {rid}]" in err
+
+
+def test_health_prefix_and_logged_probes_through_the_command_line(tmp_path: Path) -> None:
+    with Cli(tmp_path, "--health-prefix", "/_gracehttp", "--access-log", "common", "--access-log-probes") as cli:
+        assert get(cli.port, "/health").body == b"hi"  # the app's own
+        assert get(cli.port, "/_gracehttp/health").body == b'{"status":"healthy"}'
+        assert cli.stop() == 0
+    out = cli.out.read_text()
+    assert '"GET /health HTTP/1.1" 200 2' in out
+    assert '"GET /_gracehttp/health HTTP/1.1" 200 20' in out
+    assert "health endpoints /_gracehttp/health, /_gracehttp/livez" in cli.err.read_text()

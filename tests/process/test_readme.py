@@ -37,7 +37,8 @@ from gracehttp.state import State
 from tests.helpers import get, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = [ROOT / "README.rst", *sorted((ROOT / "docs").glob("*.rst"))]
+# The examples' walkthroughs are part of the site (docs/deployment.rst includes them).
+PAGES = [ROOT / "README.rst", *sorted((ROOT / "docs").glob("*.rst")), *sorted((ROOT / "examples").glob("*/README.rst"))]
 
 PRELUDE = '''
 import os, signal, threading, time, urllib.request
@@ -171,6 +172,8 @@ def test_every_block_is_found_and_of_a_kind_this_test_runs() -> None:
 def kind(block: Block) -> str:
     if block.lang == "text":
         return "diagram"
+    if block.lang in ("nginx", "yaml", "ini"):
+        return "excerpt"
     if block.lang == "python" or block.text.startswith("from gracehttp import"):
         return "python"
     first = block.text.split()[0]
@@ -188,6 +191,14 @@ def test_readme_block_runs(block: Block, tmp_path: Path) -> None:
     what = kind(block)
     if what == "diagram":
         assert all(state.name in text for state in State)
+    elif what == "excerpt":
+        # A configuration excerpt quotes its example: every line of it (but its own comments)
+        # is in a file beside the page, there as it is or as a commented-out alternative.
+        files = [p for p in (ROOT / block.page).parent.iterdir() if p.is_file() and p.name != "README.rst"]
+        lines = {line.strip().removeprefix("# ").strip() for p in files for line in p.read_text().splitlines()}
+        missing = [line for line in block.text.splitlines()
+                   if line.strip() and not line.strip().startswith("#") and line.strip() not in lines]
+        assert not missing, missing
     elif what == "site":
         # Built with warnings as errors by tests/unit/test_docs_site.py: the same flags.
         assert text.split()[:5] == ["sphinx-build", "-W", "-b", "html", "docs"], text
