@@ -35,7 +35,6 @@ ATOMS = {
     "a": "user agent", "T": "request time, whole seconds", "M": "request time, milliseconds",
     "D": "request time, microseconds", "L": "request time, decimal seconds", "p": "process id",
 }
-_ATOM = re.compile(r"%\(([^)]*)\)")
 _BRACED = re.compile(r"\{([^{}]+)\}([ioe])")
 # Apache's escaping of logged strings: quotes, backslashes and anything not printable ASCII.
 _ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0x100)]}
@@ -66,15 +65,34 @@ def compile_format(fmt: str) -> str:
     hides a typo until someone reads the logs)."""
     if re.search(r"%(?!\()", fmt.replace("%%", "")):
         raise ValueError(f"{fmt!r}: a % must start an atom, %(name)s, or be doubled, %%")
-    for name in _ATOM.findall(fmt):
-        if name not in ATOMS and not _BRACED.fullmatch(name):
-            raise ValueError(f"unknown atom %({name})s; known: {' '.join(ATOMS)} and {{header}}i, "
-                             "{header}o, {variable}e")
+    asked = _Asked()
     try:
+        fmt % asked  # Python's own reading of the atoms (nested parentheses, %% included)
         fmt % _Fields({}, 200, 0, 0.0, [], 0.0)
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"{fmt!r} is not a format of %(atom)s fields: {exc}") from None
+    for name in asked.keys_asked:
+        if name not in ATOMS and not _BRACED.fullmatch(name):
+            raise ValueError(f"unknown atom %({name})s; known: {' '.join(ATOMS)} and {{header}}i, "
+                             "{header}o, {variable}e")
     return fmt
+
+
+class _Asked(Mapping[str, str]):
+    """Records the atoms a format asks for."""
+
+    def __init__(self) -> None:
+        self.keys_asked: list[str] = []
+
+    def __getitem__(self, key: str) -> str:
+        self.keys_asked.append(key)
+        return ""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 class _Fields(Mapping[str, str]):
@@ -134,8 +152,8 @@ class _Fields(Mapping[str, str]):
             value = next((v for n, v in self.headers if n.lower() == low), None)
             if value is None and low == "x-request-id":  # the server's own, added to the head
                 value = env.get("gracehttp.request_id")
-        else:
-            value = env.get(name)
+        else:  # gunicorn finds {remote_addr}e as {REMOTE_ADDR}e
+            value = env.get(name, env.get(name.upper()))
         return "-" if value is None else _quote(str(value))
 
     def __iter__(self) -> Iterator[str]:

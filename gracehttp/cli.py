@@ -40,6 +40,12 @@ TOPICS = ("listeners", "serving", "proxy", "timeouts", "limits", "shutdown", "ad
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
+def _log_level(text: str) -> str:
+    """gunicorn takes the level in any case, uvicorn also ``trace``: both mean what they say."""
+    low = text.lower()
+    return "debug" if low == "trace" else low
+
+
 class UsageError(Exception):
     """A mistake on the command line or in its files: one line for the user, exit status 2.
 
@@ -193,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     general.add_argument("--check", action="store_true", help="print the effective config and exit")
     general.add_argument("--reload", action="store_true",
                          help="development: restart when a .py file under the current directory changes")
-    general.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default: info")
+    general.add_argument("--log-level", choices=LOG_LEVELS, default="info", type=_log_level,
+                         help="default: info (any case; uvicorn's trace is debug)")
     general.add_argument("--log-format", choices=("text", "json"), default="text",
                          help="text for terminals, json (one object per line) for log shippers")
     general.add_argument("--version", action="version", version=f"gracehttp {__version__}")

@@ -86,8 +86,7 @@ class Engine:
         site.promote = self._promote
         self._threads: list[threading.Thread] = []
         self.threads = threads
-        #: Listeners set aside by `hold`, their sockets open.
-        self._held: dict[int, Listener] = {}
+        self._held: dict[int, Listener] | None = {}  # set aside by `hold`; None once accepting stopped
         self._name = name
         for sock in sockets:
             sock.setblocking(False)
@@ -124,6 +123,7 @@ class Engine:
         with self._lock:
             listeners = list(self.listeners.values())
             self.listeners.clear()
+            self._held = None  # held ones stay set aside: their queue is the other workers'
         for lst in listeners:
             with contextlib.suppress(OSError):
                 self.ep.unregister(lst.fd)
@@ -137,6 +137,8 @@ class Engine:
         """Take no new connections (or take them again), the sockets left open: a worker
         whose every request thread is stuck leaves new clients to the other workers."""
         with self._lock:
+            if self._held is None:
+                return
             src, dst = (self.listeners, self._held) if held else (self._held, self.listeners)
             for fd in list(src):
                 dst[fd] = src.pop(fd)

@@ -26,7 +26,20 @@ class Foreign:
     note: str = ""
 
 
+class ForeignFlagError(Exception):
+    """A flag of another server with no equivalent here: the message names what to use."""
+
+
 _NUMBER = re.compile(r"\d+(\.\d+)?$")
+
+
+def _seconds_or_off(flag: str, value: str) -> str:
+    """gunicorn's seconds, where 0 means never."""
+    if not _NUMBER.match(value):
+        raise ForeignFlagError(f"{flag} takes seconds (0: off), not {value!r}")
+    return "none" if float(value) == 0 else value
+
+
 FOREIGN: tuple[Foreign, ...] = (
     Foreign(("-w",), "gunicorn", lambda v: ["--workers", v], "--workers"),
     Foreign(("--graceful-timeout",), "gunicorn", lambda v: ["--drain-timeout", v], "--drain-timeout"),
@@ -45,8 +58,7 @@ FOREIGN: tuple[Foreign, ...] = (
             note="with --workers, the worker is replaced, the new one ready first"),
     Foreign(("--limit-concurrency",), "uvicorn", None,
             "use --max-connections (connections per process; past it, stalled ones give way) and --threads"),
-    Foreign(("--timeout", "-t"), "gunicorn",
-            lambda v: ["--request-timeout", "none" if _NUMBER.match(v) and float(v) == 0 else v],
+    Foreign(("--timeout", "-t"), "gunicorn", lambda v: ["--request-timeout", _seconds_or_off("--timeout", v)],
             "--request-timeout", note="0 is off; the stuck request is logged with its stack, and its worker "
             "replaced (the new one ready first) instead of killed"),
     Foreign(("--limit-request-field_size",), "gunicorn", None,
@@ -71,10 +83,6 @@ HOST_PORT = ("--host", "--port")
 UVICORN_HOST, UVICORN_PORT = "127.0.0.1", "8000"
 
 
-class ForeignFlagError(Exception):
-    """A flag of another server with no equivalent here: the message names what to use."""
-
-
 def translate(argv: Sequence[str]) -> list[str]:
     """`argv` with gunicorn's and uvicorn's spellings rewritten to gracehttp's; raises
     `ForeignFlagError` for one that has no equivalent.
@@ -90,10 +98,9 @@ def translate(argv: Sequence[str]) -> list[str]:
     while i < len(argv):
         arg = argv[i]
         name, eq, inline = arg.partition("=")
-        if arg.startswith("-w") and arg[2:].isdigit():  # gunicorn's -w4
-            out += ["--workers", arg[2:]]
-            i += 1
-            continue
+        short = by_flag.get(arg[:2]) if len(arg) > 2 and arg[1] != "-" else None
+        if short is not None and short.takes_value:  # attached, as their parsers take it: -w4, -t30
+            name, eq, inline = arg[:2], "=", arg[2:]
         value = inline if eq else (argv[i + 1] if i + 1 < len(argv) else "")
         if name == "--keep-alive" and _NUMBER.match(value):
             # gunicorn's seconds; 0 turns keep-alive off there

@@ -185,8 +185,8 @@ class Responder:
             out = b""
         if data and not self.head_only and self.length != 0:
             if self.chunked:
+                self.sent += len(data)  # the body's bytes, not its framing
                 data = chunk(data)
-                self.sent += len(data)
             elif self.length is not None and self.sent + len(data) >= self.length:
                 if self.sent + len(data) > self.length:
                     data = data[: self.length - self.sent]  # never send past Content-Length

@@ -84,9 +84,17 @@ def request_watchdog(cfg: Config, engine: Engine, metrics: Metrics | None,
         return None
 
     def wedged(stuck: bool) -> str:
-        if on_replace is not None:  # other workers serve: leave new connections to them
-            engine.hold(stuck)
-            return ": this worker takes no new connections" if stuck else ": this worker takes connections again"
+        if on_replace is not None:  # other workers serve: leave new clients to them
+            if stuck:
+                # Its idle keep-alive clients too: closed cleanly, they reconnect to one that serves.
+                engine.hold(True)
+                engine.close_idle()
+                return ": this worker takes no new connections and closes its idle ones"
+            engine.hold(False)  # nothing once the drain has stopped accepting (replaced meanwhile)
+            if site.lifecycle.is_shutting_down:  # checked after: the drain sets closing after this state
+                return ": this worker is draining and takes no new connections"
+            site.closing = False  # close_idle's Connection: close ends with the hold
+            return ": this worker takes connections again"
         site.lifecycle.stuck = stuck
         return ": /livez now answers 503" if stuck else ": /livez answers 200 again"
 

@@ -111,7 +111,8 @@ class Watchdog:
                 self._asked = now
                 self.logger.error(
                     "request %s has run %.1fs, past request_timeout (%gs): replacing this worker; it drains "
-                    "its other requests first", run.describe(), age, self.timeout)
+                    "its other requests first", run.describe(), age, self.timeout,
+                    extra={"request_id": run.request_id})
                 self.on_replace(run)
         self._reported &= current
         wedged = stuck >= self.threads
@@ -131,4 +132,4 @@ class Watchdog:
         name = next((t.name for t in threading.enumerate() if t.ident == ident), str(ident))
         self.logger.warning(
             "request %s has run %.1fs, past request_timeout (%gs), on thread %s:\n%s",
-            run.describe(), age, self.timeout, name, stack)
+            run.describe(), age, self.timeout, name, stack, extra={"request_id": run.request_id})

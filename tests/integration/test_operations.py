@@ -423,3 +423,41 @@ def test_the_supervisors_counts_stay_whole_under_concurrent_events(tmp_path: Any
     reader.join()
     assert not bad
     assert json.loads((tmp_path / WorkerEvents.FILE).read_text())["starts"]["restart"] == 900
+
+
+def test_chunked_bodies_count_their_bytes_not_their_framing(caplog: pytest.LogCaptureFixture) -> None:
+    def chunked(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        start_response("200 OK", [])
+        yield b"hello"
+        yield b"world"
+
+    with caplog.at_level(logging.INFO, logger="gracehttp.access"), \
+            running(chunked, access_log="common", admin_addr="127.0.0.1:0") as server:
+        admin = admin_port(server)
+        before = metric(admin, "gracehttp_response_bytes_total")
+        assert get(server.port, "/").body == b"helloworld"
+        assert wait_until(lambda: metric(admin, "gracehttp_response_bytes_total") == before + 10)
+    line = next(r.getMessage() for r in caplog.records if r.name == "gracehttp.access")
+    assert line.endswith('" 200 10')
+
+
+@pytest.mark.parametrize(("fmt", "ok"), [
+    ("%%(zz)s %(h)s", True),  # a literal, then an atom
+    ("%({a(b}i)s)s", False),  # Python reads the nested parentheses: an unknown atom
+    ("%({remote_addr}e)s %({REMOTE_ADDR}e)s", True),
+])
+def test_atoms_are_read_as_python_reads_them(fmt: str, ok: bool) -> None:
+    if ok:
+        assert compile_format(fmt) == fmt
+    else:
+        with pytest.raises(ValueError, match="unknown atom"):
+            compile_format(fmt)
+
+
+def test_an_environ_atom_is_found_in_either_case() -> None:
+    lines: list[str] = []
+    log = AccessLog("%({remote_addr}e)s|%({REMOTE_ADDR}e)s", logging.getLogger("test.case"))
+    log.logger.setLevel(logging.INFO)
+    log.logger.addHandler(type("H", (logging.Handler,), {"emit": lambda self, r: lines.append(r.getMessage())})())
+    log({"REMOTE_ADDR": "1.2.3.4"}, 200, 0, 0.0)
+    assert lines == ["1.2.3.4|1.2.3.4"]

@@ -31,6 +31,7 @@ MIGRATION = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "migration.r
     (["app:app", "--preload", "--threads", "8"], ["app:app", "--threads", "8"]),
     (["app:app", "-p", "/run/x.pid"], ["app:app", "--pid-file", "/run/x.pid"]),
     (["app:app", "--ssl-certfile", "c.pem"], ["app:app", "--certfile", "c.pem"]),
+    (["app:app", "-t30", "-p/run/x.pid"], ["app:app", "--request-timeout", "30", "--pid-file", "/run/x.pid"]),
     (["app:app", "--timeout-keep-alive", "5"], ["app:app", "--idle-timeout", "5"]),
     (["app:app", "--timeout-graceful-shutdown", "9"], ["app:app", "--drain-timeout", "9"]),
     (["app:app", "--limit-max-requests", "100"], ["app:app", "--max-requests", "100"]),
@@ -44,6 +45,9 @@ def test_same_meaning_is_rewritten(argv: list[str], expected: list[str]) -> None
     (["app:app", "-k", "gevent"], "one engine"),
     (["app:app", "--limit-request-field_size", "100"], "--max-header-bytes"),
     (["app:app", "-c", "gunicorn.conf.py"], "--config FILE.toml"),
+    (["app:app", "-c/etc/gunicorn.conf.py"], "--config FILE.toml"),
+    (["app:app", "-kgevent"], "one engine"),
+    (["app:app", "--timeout", "abc"], "--timeout takes seconds"),
     (["app:app", "-w"], "needs a value"),
 ])
 def test_no_equivalent_is_named(argv: list[str], named: str) -> None:
@@ -73,3 +77,8 @@ def test_their_flags_with_our_spelling_are_ours() -> None:
 def test_the_flag_table_of_the_migration_page_is_generated() -> None:
     start = MIGRATION.index(".. flags-start") + len(".. flags-start")
     assert MIGRATION[start:MIGRATION.index(".. flags-end")].strip() == migration_table_rst()
+
+
+@pytest.mark.parametrize(("given", "level"), [("DEBUG", "debug"), ("Info", "info"), ("trace", "debug")])
+def test_log_levels_as_gunicorn_and_uvicorn_spell_them(given: str, level: str) -> None:
+    assert build_parser().parse_args(["app:app", "--log-level", given]).log_level == level
