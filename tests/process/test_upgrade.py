@@ -241,3 +241,50 @@ def test_an_upgrade_rereads_the_certificate_files(start_server: Any, tmp_path: P
     assert second == ssl.PEM_cert_to_DER_cert(Path(crt).read_text())
     os.kill(new, signal.SIGTERM)
     assert wait_until(lambda: not alive(new), 15)
+
+
+def admin_port(srv: Any) -> int:
+    assert wait_until(lambda: any("admin listening on" in line for line in srv.stderr), 10)
+    line = next(line for line in srv.stderr if "admin listening on" in line)
+    return int(re.search(r"admin listening on http://127\.0\.0\.1:(\d+)", line)[1])  # type: ignore[index]
+
+
+def scrape(port: int) -> str:
+    return get(port, "/metrics").body.decode()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_upgrades_are_counted_across_generations(start_server: Any, tmp_path: Path, workers: int) -> None:
+    pid_file = tmp_path / "server.pid"
+    srv = start_server(pid_file=str(pid_file), threads=4, workers=workers, admin_addr="127.0.0.1:0")
+    admin = admin_port(srv)
+    assert wait_until(lambda: pid_in(pid_file) == srv.proc.pid, 10)
+    assert 'gracehttp_upgrades_total{result="succeeded"} 0.0' in scrape(admin)
+    new = upgrade(srv.proc.pid, pid_file)
+    newer = upgrade(new, pid_file)
+    assert wait_until(lambda: 'gracehttp_upgrades_total{result="succeeded"} 2.0' in scrape(admin), 10), scrape(admin)
+    assert 'gracehttp_upgrades_total{result="failed"} 0.0' in scrape(admin)
+    if workers > 1:
+        text = scrape(admin)
+        assert 'gracehttp_worker_starts_total{reason="start"} 2.0' in text, text
+        # A worker killed unasked is restarted, and both are counted with their reason.
+        victim = answering_pid(srv.port)
+        os.kill(victim, signal.SIGKILL)
+        assert wait_until(lambda: 'gracehttp_worker_starts_total{reason="restart"} 1.0' in scrape(admin), 15)
+        assert 'gracehttp_worker_exits_total{reason="killed"} 1.0' in scrape(admin)
+    os.kill(newer, signal.SIGTERM)
+    assert wait_until(lambda: not alive(newer), 15)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failed_upgrade_is_counted(start_server: Any, tmp_path: Path, workers: int) -> None:
+    pid_file = tmp_path / "server.pid"
+    srv = start_server(env={"APP_FAIL_IN_NEW_GENERATION": "1"}, pid_file=str(pid_file), threads=4,
+                       workers=workers, admin_addr="127.0.0.1:0")
+    admin = admin_port(srv)
+    srv.proc.send_signal(signal.SIGUSR2)
+    assert wait_until(lambda: any("upgrade failed" in line for line in srv.stderr), 30)
+    assert wait_until(lambda: 'gracehttp_upgrades_total{result="failed"} 1.0' in scrape(admin), 5), scrape(admin)
+    assert 'gracehttp_upgrades_total{result="succeeded"} 0.0' in scrape(admin)
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.wait_exit(15)[0] == 0
