@@ -130,6 +130,12 @@ class Body:
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
+            if not self._buf and self._stored is not None:
+                # A body collected in memory comes in one piece: hand it over as it is.
+                piece = self._stored()
+                if piece and not self._fill():
+                    return piece
+                self._buf[:0] = piece
             while self._fill():
                 pass
             data = bytes(self._buf)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from gracehttp.errors import ProtocolError
 from gracehttp.http.parser import Limits, RequestHead, parse_head
-from gracehttp.spool import MEMORY_LIMIT, BodySpool
+from gracehttp.spool import BODY_MEMORY_LIMIT, BUDGET, MEMORY_BUDGET, MEMORY_LIMIT, BodySpool
 from gracehttp.wsgi import Body
 
 
@@ -52,16 +52,45 @@ def test_any_split_gives_the_body_and_the_bytes_after_it(body: bytes, size: int,
     assert spool.framer.leftover == after
 
 
-def test_a_large_body_goes_to_a_temporary_file_and_reads_back_whole() -> None:
-    body = bytes(range(256)) * (3 * MEMORY_LIMIT // 256 + 7)
+def fed(body: bytes) -> BodySpool:
     spool = BodySpool(head(b"Content-Length: %d" % len(body)), None)
-    for i in range(0, len(body), 10_000):
-        spool.feed(body[i:i + 10_000])
+    for i in range(0, len(body), 65_536):
+        spool.feed(body[i:i + 65_536])
+    return spool
+
+
+def test_a_body_past_the_memory_limits_goes_to_a_temporary_file_and_reads_back_whole() -> None:
+    body = bytes(range(256)) * (BODY_MEMORY_LIMIT // 256 + 7)
+    spool = fed(body)
     assert spool._file is not None
     assert not spool._mem
+    assert BUDGET.free == MEMORY_BUDGET  # what it held in memory on the way was given back
     assert read_all(spool) == body
     spool.close()
     assert spool._file is None
+
+
+def test_a_megabyte_body_stays_in_memory_and_gives_its_budget_back() -> None:
+    body = bytes(range(256)) * (1024 * 1024 // 256)
+    spool = fed(body)
+    assert spool._file is None  # no file to create, write, read and unlink
+    assert spool._map is not None
+    assert BUDGET.free == MEMORY_BUDGET - len(body)
+    assert read_all(spool) == body
+    spool.close()
+    assert BUDGET.free == MEMORY_BUDGET
+
+
+def test_past_the_process_budget_bodies_go_to_files() -> None:
+    body = bytes(1024 * 1024)
+    held = [fed(body) for _ in range(MEMORY_BUDGET // len(body))]
+    assert all(s._map is not None for s in held)
+    late = fed(body)
+    assert late._file is not None  # the budget is spent: memory stays bounded
+    assert read_all(late) == body
+    for s in [*held, late]:
+        s.close()
+    assert BUDGET.free == MEMORY_BUDGET
 
 
 def test_not_done_until_the_last_byte_or_the_last_chunk() -> None:
@@ -126,3 +155,14 @@ def test_full_only_while_the_body_is_unfinished() -> None:
     spool.feed(b"67890")
     assert spool.done
     assert not spool.full
+
+
+def test_a_chunked_body_past_the_memory_limit_goes_to_a_file() -> None:
+    body = bytes(range(256)) * (4 * MEMORY_LIMIT // 256)
+    spool = BodySpool(head(b"Transfer-Encoding: chunked"), None)
+    spool.feed(chunked(body, 65_536) + b"0\r\n\r\n")
+    assert spool.done
+    assert spool._map is None  # its size was not known: no memory to set aside for it
+    assert spool._file is not None
+    assert read_all(spool) == body
+    spool.close()
