@@ -43,8 +43,8 @@ MEMORY_BUDGET = 64 * 1024 * 1024
 
 
 class _Budget:
-    """The process's anonymous memory for bodies: a body's size taken when it passes
-    `MEMORY_LIMIT`, given back when it is closed."""
+    """The memory of the body buffers in use in this process: a buffer's size is taken
+    when its body passes `MEMORY_LIMIT`, given back when the body is closed."""
 
     def __init__(self, total: int) -> None:
         self.free = total
@@ -80,8 +80,13 @@ class _Pool:
         self._free: dict[int, list[bytearray]] = {}
         self._lock = threading.Lock()
 
-    def get(self, size: int) -> bytearray:
-        want = max(2 * MEMORY_LIMIT, 1 << (size - 1).bit_length())
+    @staticmethod
+    def size_for(size: int) -> int:
+        """The buffer a body of `size` bytes gets: the next power of two."""
+        return max(2 * MEMORY_LIMIT, 1 << (size - 1).bit_length())
+
+    def get(self, want: int) -> bytearray:
+        """A buffer of `want` bytes (a `size_for` size), reused when one is kept."""
         with self._lock:
             free = self._free.get(want)
             if free:
@@ -149,9 +154,10 @@ class BodySpool:
                 self._mem += data
                 return
             size = self.head.content_length
-            if size is not None and size <= BODY_MEMORY_LIMIT and BUDGET.take(size):
-                self._taken = size
-                self._map = POOL.get(size)
+            want = POOL.size_for(size) if size is not None and size <= BODY_MEMORY_LIMIT else 0
+            if want and BUDGET.take(want):  # the buffer's whole size counts
+                self._taken = want
+                self._map = POOL.get(want)
                 held = len(self._mem)
                 view = memoryview(self._map)
                 view[:held] = self._mem

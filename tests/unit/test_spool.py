@@ -75,7 +75,7 @@ def test_a_megabyte_body_stays_in_memory_and_gives_its_budget_back() -> None:
     spool = fed(body)
     assert spool._file is None  # no file to create, write, read and unlink
     assert spool._map is not None
-    assert BUDGET.free == MEMORY_BUDGET - len(body)
+    assert BUDGET.free == MEMORY_BUDGET - len(body)  # a power of two: its buffer is just its size
     assert read_all(spool) == body
     spool.close()
     assert BUDGET.free == MEMORY_BUDGET
@@ -166,3 +166,14 @@ def test_a_chunked_body_past_the_memory_limit_goes_to_a_file() -> None:
     assert spool._file is not None
     assert read_all(spool) == body
     spool.close()
+
+
+def test_the_budget_counts_the_whole_buffer_a_body_gets() -> None:
+    body = bytes(600 * 1024)  # gets a 1 MiB buffer
+    spool = fed(body)
+    assert spool._map is not None
+    assert len(spool._map) == 1024 * 1024
+    assert BUDGET.free == MEMORY_BUDGET - 1024 * 1024
+    assert read_all(spool) == body
+    spool.close()
+    assert BUDGET.free == MEMORY_BUDGET
