@@ -2,7 +2,7 @@
 atoms, or one JSON object per line; to the ``gracehttp.access`` logger, or with
 ``access_logfile`` to a file or stdout alone on their line.
 
-Middle layer: standard library only. A server without an access log never calls
+Middle layer: imports `wsgi` (for a probe's environ keys). A server without an access log never calls
 in here; one with it formats nothing when the logger would drop the record.
 
 The lines are exactly what log tooling parses (goaccess, Loki's and Elastic's
@@ -24,6 +24,8 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+from gracehttp.wsgi import environ_key
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 NAMED = ("common", "combined", "json")
@@ -233,5 +235,7 @@ def probe_environ(method: str, target: bytes, version: str, remote: str,
     env: dict[str, Any] = {"REQUEST_METHOD": method, "RAW_URI": target.decode("latin-1"),
                            "SERVER_PROTOCOL": version, "REMOTE_ADDR": remote}
     for name, value in headers:
-        env.setdefault("HTTP_" + name.decode("latin-1").upper().replace("-", "_"), value.decode("latin-1"))
+        key = environ_key(name)  # as the app's environ would have it
+        if key is not None:
+            env.setdefault(key, value.decode("latin-1"))
     return env

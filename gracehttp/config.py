@@ -184,9 +184,10 @@ class Config:
         if self.access_logfile is not None and self.access_logfile != "-":
             path = self.access_logfile
             parent = os.path.dirname(os.path.abspath(path))
-            if os.path.isdir(path) or not os.path.isdir(parent):
-                raise ConfigError("access_logfile", f"{path!r} is a directory" if os.path.isdir(path)
-                                  else f"{path!r}: no directory {parent!r}")
+            if os.path.isdir(path):
+                raise ConfigError("access_logfile", f"{path!r} is a directory")
+            if not os.path.isdir(parent):
+                raise ConfigError("access_logfile", f"{path!r}: no directory {parent!r}")
             if not os.access(path if os.path.exists(path) else parent, os.W_OK):
                 raise ConfigError("access_logfile", f"{path!r} is not writable")
         _check_prefix("health_prefix", self.health_prefix, "/_gracehttp")

@@ -76,11 +76,13 @@ def is_probe(head: RequestHead, paths: dict[bytes, str]) -> bool:
 
 
 def probe_response(head: RequestHead, path: str, lifecycle: Lifecycle, in_flight: int, keep_alive: bool,
-                   server: str | None) -> bytes:
-    """The whole HTTP response to a probe (`is_probe`) of the health path `path`."""
+                   server: str | None) -> tuple[int, int, bytes]:
+    """The whole HTTP response to a probe (`is_probe`) of the health path `path`, with its
+    status and the bytes of body sent (for the access log)."""
     status, ctype, body = answer(path, lifecycle, in_flight)
-    return simple_response(status, body, content_type=ctype, close=not keep_alive,
-                           head_only=head.method == "HEAD", server=server)
+    head_only = head.method == "HEAD"
+    return status, 0 if head_only else len(body), simple_response(
+        status, body, content_type=ctype, close=not keep_alive, head_only=head_only, server=server)
 
 
 def health_wsgi_app(lifecycle: Lifecycle, in_flight: Callable[[], int], endpoint: str,

@@ -107,11 +107,9 @@ class Site:
     def answer_probe(self, head: RequestHead, keep_alive: bool, peer: tuple[Any, ...] | None) -> bytes:
         """The whole response to a health probe (`health.is_probe`), logged when asked:
         probes come every few seconds from every checker, so by default they are not."""
-        path = self.probe_paths[head.path]
-        data = probe_response(head, path, self.lifecycle, self.inflight.requests, keep_alive, self.server_header)
+        status, sent, data = probe_response(head, self.probe_paths[head.path], self.lifecycle,
+                                            self.inflight.requests, keep_alive, self.server_header)
         if self.log_probes and self.access_log is not None:
             env = probe_environ(head.method, head.target, head.version, str(peer[0]) if peer else "", head.headers)
-            status = int(data[9:12])
-            self.access_log(env, status, 0 if head.method == "HEAD" else len(data) - data.index(b"\r\n\r\n") - 4,
-                            0.0)
+            self.access_log(env, status, sent, 0.0)
         return data

@@ -27,7 +27,7 @@ from gracehttp.metrics import Metrics
 from gracehttp.proxy import TrustedProxies
 from gracehttp.site import Site
 from gracehttp.state import Lifecycle
-from gracehttp.watchdog import Running, Watchdog
+from gracehttp.watchdog import Watchdog
 
 #: Request threads of the admin listener: its own budget, apart from the main pool.
 ADMIN_THREADS = 4
@@ -75,7 +75,7 @@ def admin_engine(cfg: Config, main: Engine, inflight: InFlight, metrics: Metrics
 
 
 def request_watchdog(cfg: Config, engine: Engine, metrics: Metrics | None,
-                     on_replace: Callable[[Running], None] | None) -> Watchdog | None:
+                     on_replace: Callable[[], None] | None) -> Watchdog | None:
     """The `request_timeout` watchdog of the main engine: with `on_replace` (a worker) it
     asks for its worker's replacement and, while every request thread is stuck, holds
     the listeners; without (one process) it fails /livez while every thread is stuck."""

@@ -56,7 +56,7 @@ class Watchdog:
 
     def __init__(self, running: dict[int, Running], timeout: float, logger: logging.Logger,
                  threads: int, on_over: Callable[[], None] | None = None,
-                 on_replace: Callable[[Running], None] | None = None,
+                 on_replace: Callable[[], None] | None = None,
                  on_wedged: Callable[[bool], str] | None = None) -> None:
         self.running = running
         self.timeout = timeout
@@ -113,7 +113,7 @@ class Watchdog:
                     "request %s has run %.1fs, past request_timeout (%gs): replacing this worker; it drains "
                     "its other requests first", run.describe(), age, self.timeout,
                     extra={"request_id": run.request_id})
-                self.on_replace(run)
+                self.on_replace()
         self._reported &= current
         wedged = stuck >= self.threads
         if wedged != self.wedged:

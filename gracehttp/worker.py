@@ -112,7 +112,7 @@ class WorkerLink:
     def recycle(self) -> None:
         self._send(RECYCLE)
 
-    def stuck(self, _running: object = None) -> None:
+    def stuck(self) -> None:
         self._send(STUCK)
 
     def _send(self, kind: bytes) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import get, read_response, read_until_close, running, statuses, wait_until
 
-BIG = bytes(range(256)) * 1200  # 300 KiB: past the spool's memory limit, into a temporary file
+BIG = bytes(range(256)) * 1200  # 300 KiB: past 64 KiB; sized, a pooled buffer; chunked, a temporary file
 CALLS: list[str] = []
 
 
@@ -215,3 +215,29 @@ def test_a_closing_answer_with_a_pipelined_request_behind_a_spooled_body_lingers
         assert wait_until(lambda: [c.state for c in tuple(engine.parking.parked.values())] == [ConnState.LINGERING], 5)
         sock.close()
         assert wait_until(lambda: not engine.parking.parked, 5)
+
+
+def test_uploaders_that_stall_cannot_take_the_memory_of_others_and_give_it_back_at_their_deadline() -> None:
+    """Hostile clients announce 4 MiB and stall after 1 MiB: they hold the body memory budget
+    only until read_timeout, and meanwhile a real upload is still served (from a file)."""
+    from gracehttp.spool import BUDGET, MEMORY_BUDGET
+
+    size = 4 * 1024 * 1024
+    with running(digest_app, threads=2, read_timeout=1.5) as server:
+        stalled = []
+        for _ in range(MEMORY_BUDGET // size + 2):  # more than the budget holds
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size + bytes(1 << 20))
+            stalled.append(sock)
+        assert wait_until(lambda: BUDGET.free < size, 5)  # the budget is spent
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(upload(BIG * 4, chunk=False))
+        resp = read_response(sock)
+        assert resp.status == 200
+        assert resp.body == expected(BIG * 4)
+        sock.close()
+        # At their deadline each stalled upload is refused (408) and its memory given back.
+        for s in stalled:
+            assert statuses(read_until_close(s, 10)) == [408]
+            s.close()
+        assert wait_until(lambda: BUDGET.free == MEMORY_BUDGET, 5)
