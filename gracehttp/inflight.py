@@ -28,6 +28,9 @@ class InFlight:
         self.requests = 0
         self.busy = 0
         self.heads = 0
+        #: Threads in `wait_idle`: the request path notifies only when there are some, since
+        #: ``notify_all`` is Python-level code that would otherwise run twice per request.
+        self._waiters = 0
         self.total = 0
         self.aborted = False
         #: ``on_limit()`` runs once, when the `limit`-th request starts (a worker's max_requests).
@@ -45,7 +48,7 @@ class InFlight:
     def request_finished(self) -> None:
         with self._lock:
             self.requests -= 1
-            if self.requests == 0:
+            if self.requests == 0 and self._waiters:
                 self._cond.notify_all()
 
     def claim(self, was_head: bool, count: int = 1) -> None:
@@ -62,7 +65,7 @@ class InFlight:
             if to_head:
                 self.heads += count
             self.busy -= count
-            if self.busy == 0 and self.heads == 0:
+            if self.busy == 0 and self.heads == 0 and self._waiters:
                 self._cond.notify_all()
 
     def abort(self) -> None:
@@ -79,9 +82,13 @@ class InFlight:
         """Wait until nothing is pending; False if `deadline` (monotonic) passes first
         or `abort` was called. A condition wait, woken by the last finisher."""
         with self._cond:
-            while self.busy > 0 or self.requests > 0 or self.heads > 0:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.aborted:
-                    return False
-                self._cond.wait(remaining)
-            return True
+            self._waiters += 1
+            try:
+                while self.busy > 0 or self.requests > 0 or self.heads > 0:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self.aborted:
+                        return False
+                    self._cond.wait(remaining)
+                return True
+            finally:
+                self._waiters -= 1

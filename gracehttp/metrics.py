@@ -1,7 +1,7 @@
 """Prometheus metrics: the fixed names, bounded labels, one registry per server
 (docs/architecture.rst, "Admin listener and metrics").
 
-Middle layer: imports `state`, `inflight`, `inherit` and `flushbell`.
+Middle layer: imports `state`, `inflight`, `flushbell` and `workermetrics`.
 
 The request path only appends ``(method, status, seconds)`` to a deque (thread
 safe, about 0.1 us); a flusher thread moves what accumulated into the
@@ -19,22 +19,18 @@ summed over the live workers.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
-import json
-import os
-import shutil
-import signal
 import struct
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 from gracehttp.flushbell import Doorbell, doorbell_pids, remove_doorbell, ring
 from gracehttp.inflight import InFlight
-from gracehttp.inherit import inheritance
 from gracehttp.state import Lifecycle
+from gracehttp.workermetrics import UPGRADES_HELP, ProcessGauges, WorkerFiles, multiprocess_dir
 
 #: Methods counted under their own name; anything else is "other", so a client
 #: sending random methods cannot create unbounded label values.
@@ -47,32 +43,26 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 FLUSH_INTERVAL = 0.1
 
 
-def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+def can_observe_many(histogram: Any) -> bool:
+    """Whether `observe_many` can add to this prometheus-client histogram in bulk."""
+    buckets = getattr(histogram, "_buckets", None)
+    return isinstance(buckets, list) and len(buckets) == len(BUCKETS) + 1 and hasattr(histogram, "_sum")
 
 
-def start_multiprocess() -> str:
-    """prometheus-client's multiprocess mode, for a supervisor before it forks: every
-    worker writes its samples to files in this new directory, a scrape sums them."""
-    path = tempfile.mkdtemp(prefix="gracehttp-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    return path
+def observe_many(histogram: Any, per_bucket: list[int], total: float) -> None:
+    """Add many observations to a prometheus-client `histogram` at once: `per_bucket`
+    counts them by bucket (`BUCKETS`, then +Inf), `total` is their sum.
+
+    prometheus-client has no call for this, so its histogram's own values (one per
+    bucket, kept non-cumulative, and the sum) are added to; `can_observe_many` says
+    whether the installed version keeps them so (else each sample is observed).
+    """
+    for value, n in zip(histogram._buckets, per_bucket, strict=True):
+        if n:
+            value.inc(n)
+    histogram._sum.inc(total)
 
 
-def worker_gone(path: str, pid: int) -> None:
-    """A worker exited: its live gauges stop counting."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
-    remove_doorbell(path, pid)
-
-
-def end_multiprocess(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-
-
-UPGRADES_HELP = "Upgrades in place (SIGUSR2): succeeded ones that led to this process, failed ones it survived."
 #: (busy request threads, all request threads, complete requests waiting for a thread).
 PoolState = Callable[[], tuple[int, int, int]]
 
@@ -94,7 +84,7 @@ class Metrics:
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._children: dict[tuple[str, int], Any] = {}
-        self._process: _ProcessGauges | None = None
+        self._process: ProcessGauges | None = None
         self._bell: Doorbell | None = None
         directory = multiprocess_dir()
         if directory is not None:
@@ -103,6 +93,7 @@ class Metrics:
             with contextlib.suppress(OSError):
                 self._bell = Doorbell(directory)
         self.registry: Any = None
+        self._bulk = False  # set with the histogram (`can_observe_many`)
         threading.Thread(target=self._run, name="gracehttp-metrics", daemon=True).start()
 
     # -- the request path ------------------------------------------------------
@@ -174,6 +165,7 @@ class Metrics:
         self.duration = Histogram("gracehttp_request_duration_seconds",
                                   "Time from the request head to the end of the response.", buckets=BUCKETS,
                                   registry=reg)
+        self._bulk = can_observe_many(self.duration)
         self.bad_requests = Counter("gracehttp_bad_requests", "Requests refused before the app, by reason.",
                                     ["reason"], registry=reg)
         self.response_bytes = Counter("gracehttp_response_bytes", "Response body bytes of the requests answered "
@@ -189,7 +181,7 @@ class Metrics:
                                     multiprocess_mode="max")
         if self.multiprocess:
             self._live.register_multiprocess(reg)
-            self._process = _ProcessGauges(reg)
+            self._process = ProcessGauges(reg)
         else:
             reg.register(self._live)
             from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
@@ -204,17 +196,28 @@ class Metrics:
         `process`, also this worker's process metrics (with workers, before a scrape)."""
         with self._flush_lock:
             pop = self._requests.popleft
-            observe = self.duration.observe
             counts: collections.Counter[tuple[str, int]] = collections.Counter()
+            # Durations are counted into their buckets here and added to the histogram once
+            # per bucket: its own observe() takes a lock and a scan per sample, several
+            # microseconds of the GIL per request at full load.
+            per_bucket = [0] * (len(BUCKETS) + 1)
+            total_seconds = 0.0
             sent = 0
+            bulk = self._bulk
             while True:
                 try:
                     method, status, seconds, body_bytes = pop()
                 except IndexError:
                     break
                 counts[(method, status)] += 1
-                observe(seconds)
+                if bulk:
+                    per_bucket[bisect.bisect_left(BUCKETS, seconds)] += 1
+                    total_seconds += seconds
+                else:
+                    self.duration.observe(seconds)
                 sent += body_bytes
+            if any(per_bucket):
+                observe_many(self.duration, per_bucket, total_seconds)
             if sent:
                 self.response_bytes.inc(sent)
             while self._over:
@@ -256,7 +259,7 @@ class Metrics:
 
         for attempt in range(3):
             registry = CollectorRegistry()
-            registry.register(_WorkerFiles(directory))
+            registry.register(WorkerFiles(directory))
             try:
                 return encoder(registry), content_type
             except (OSError, ValueError, struct.error):
@@ -265,112 +268,6 @@ class Metrics:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
-
-
-class _ProcessGauges:
-    """prometheus-client's process collector, which multiprocess mode cannot aggregate,
-    written into each worker's files: memory, descriptors and start time per live
-    worker (a ``pid`` label), CPU seconds as a counter summed over every worker."""
-
-    def __init__(self, registry: Any) -> None:
-        from prometheus_client import Counter, Gauge, ProcessCollector
-
-        self._collector = ProcessCollector(registry=None)
-        self._gauges: dict[str, Any] = {}
-        self._cpu = Counter("process_cpu_seconds", "Total user and system CPU time spent in seconds.",
-                            registry=registry)
-        self._cpu_seen = 0.0
-        for family in self._collector.collect():
-            if family.type == "gauge":
-                self._gauges[family.name] = Gauge(family.name, family.documentation, registry=registry,
-                                                  multiprocess_mode="liveall")
-
-    def publish(self) -> None:
-        for family in self._collector.collect():
-            for sample in family.samples:
-                if sample.name == "process_cpu_seconds_total":
-                    if sample.value > self._cpu_seen:
-                        self._cpu.inc(sample.value - self._cpu_seen)
-                        self._cpu_seen = sample.value
-                elif sample.name in self._gauges:
-                    self._gauges[sample.name].set(sample.value)
-
-
-class _WorkerFiles:
-    """prometheus-client's multiprocess collector, minus files a starting worker has
-    created but not yet sized (reading one of those raises)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def collect(self) -> Any:
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        files = []
-        for name in os.listdir(self.path):
-            full = os.path.join(self.path, name)
-            if name.endswith(".db") and os.path.getsize(full) >= 8:
-                files.append(full)
-        yield from MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
-        yield from WorkerEvents.families(self.path)
-
-
-class WorkerEvents:
-    """The supervisor's counts: workers started and exited, by reason, and its upgrades.
-
-    The supervisor never imports prometheus-client (35 ms and megabytes in a process
-    that serves nothing), so it keeps these few numbers in a JSON file in the metrics
-    directory, replaced whole at each event, which a worker's scrape reads.
-    """
-
-    FILE = "supervisor.json"
-    FAMILIES: ClassVar[dict[str, tuple[str, str]]] = {
-        "starts": ("gracehttp_worker_starts", "Workers started, by reason: start, replace (SIGHUP, max_requests, "
-                   "request_timeout), restart (after dying), added (SIGTTIN)."),
-        "exits": ("gracehttp_worker_exits", "Workers exited, by reason: retired (replaced), stopped (shutdown), "
-                  "died (unasked), killed (SIGKILL: past a deadline)."),
-        "upgrades": ("gracehttp_upgrades", UPGRADES_HELP),
-    }
-
-    def __init__(self) -> None:
-        self.directory: str | None = None
-        upgrades = inheritance().upgrades  # the generations before this supervisor
-        self.counts: dict[str, dict[str, int]] = {"upgrades": {"succeeded": upgrades, "failed": 0}}
-        self._lock = threading.Lock()
-
-    def exited(self, code: int, asked: bool, retired: bool) -> None:
-        """A worker exited with `code` (negative: the signal that killed it)."""
-        self.count("exits", "killed" if code == -signal.SIGKILL else "retired" if retired
-                   else "stopped" if asked else "died")
-
-    def count(self, family: str, reason: str) -> None:
-        with self._lock:  # the main loop and an upgrade's thread both count
-            bucket = self.counts.setdefault(family, {})
-            bucket[reason] = bucket.get(reason, 0) + 1
-            self._write()
-
-    def _write(self) -> None:
-        if self.directory is not None:
-            tmp = os.path.join(self.directory, f".{self.FILE}.tmp")
-            with contextlib.suppress(OSError):
-                with open(tmp, "w") as f:
-                    json.dump(self.counts, f)
-                os.replace(tmp, os.path.join(self.directory, self.FILE))
-
-    @classmethod
-    def families(cls, directory: str) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily
-
-        try:
-            with open(os.path.join(directory, cls.FILE)) as f:
-                counts = json.load(f)
-        except (OSError, ValueError):
-            return
-        for key, (name, doc) in cls.FAMILIES.items():
-            family = CounterMetricFamily(name, doc, labels=["result" if key == "upgrades" else "reason"])
-            for reason, n in sorted(counts.get(key, {}).items()):
-                family.add_metric([reason], n)
-            yield family
 
 
 class _LiveGauges:

@@ -37,7 +37,22 @@ Send = Callable[[bytes], None]
 #: ``send_file(head, fd, offset, count)``: the head, then `count` bytes of the file.
 SendFile = Callable[[bytes, int, int, int], None]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
-_HOP_BY_HOP = frozenset({"transfer-encoding", "keep-alive", "upgrade", "proxy-connection", "te", "trailer"})
+_HOP_BY_HOP_NAMES = frozenset({"transfer-encoding", "keep-alive", "upgrade", "proxy-connection", "te", "trailer"})
+# What the server does with an app's header, by name (`_kind`).
+_PLAIN, _LENGTH, _CONNECTION, _HOP_BY_HOP, _DATE, _SERVER, _REQUEST_ID = range(7)
+_SPECIAL = {"content-length": _LENGTH, "connection": _CONNECTION, "date": _DATE, "server": _SERVER,
+            "x-request-id": _REQUEST_ID, **dict.fromkeys(_HOP_BY_HOP_NAMES, _HOP_BY_HOP)}
+#: The kinds of header names seen before, in the app's spelling: a lookup instead of a
+#: lower() and a chain of comparisons per header (bounded like the other name caches).
+_KINDS: dict[str, int] = {}
+_KINDS_MAX = 1024
+
+
+def _kind(name: str) -> int:
+    kind = _SPECIAL.get(name.lower(), _PLAIN)
+    if type(name) is str and len(_KINDS) < _KINDS_MAX:
+        _KINDS[name] = kind
+    return kind
 
 
 class Responder:
@@ -118,32 +133,38 @@ class Responder:
         # No Content-Length in a 1xx or 204 (RFC 9110 section 8.6); a 304's is the app's
         # word for the length the 200 would have had, so it stays.
         drop_length = code == 204 or code < 200
-        own_date = own_server = False
+        own_date = own_server = own_id = False
         headers: list[tuple[str, str]] = []
-        for name, value in self.headers:
-            low = name.lower()
-            if low == "content-length":
+        kinds = _KINDS
+        for pair in self.headers:
+            name, value = pair
+            kind = kinds.get(name)
+            if kind is None:
+                kind = _kind(name)
+            if kind == _PLAIN:
+                headers.append(pair)
+            elif kind == _LENGTH:
                 if not value.isdigit():
                     raise HeaderError(f"bad Content-Length {value!r}")
                 length = int(value)
-                if drop_length:
-                    continue
-            elif low == "connection":
+                if not drop_length:
+                    headers.append(pair)
+            elif kind == _CONNECTION:
                 if "close" in value.lower():
                     self.keep_alive = False
-                continue  # the server's to say
-            elif low == "date":
-                own_date = True
-            elif low == "server":
-                own_server = True
-            elif low in _HOP_BY_HOP:
+                # the server's to say: not sent as the app gave it
+            elif kind == _HOP_BY_HOP:
                 raise HeaderError(f"hop-by-hop header {name!r} is the server's to set (PEP 3333)")
-            headers.append((name, value))
+            else:
+                own_date = own_date or kind == _DATE
+                own_server = own_server or kind == _SERVER
+                own_id = own_id or kind == _REQUEST_ID
+                headers.append(pair)
         # The app's own Date or Server wins; the server adds its own only where it set none.
         extra = [] if own_server else [self._extra]
         if not own_date:
             extra += ("Date: ", http_date(), "\r\n")
-        if self.request_id is not None and not any(n.lower() == "x-request-id" for n, _ in headers):
+        if self.request_id is not None and not own_id:
             extra += ("X-Request-ID: ", self.request_id, "\r\n")
         if self.keep_alive and self._closing():
             self.keep_alive = False  # the drain began while the app ran: tell the client now

@@ -51,7 +51,6 @@ from collections.abc import Callable
 from gracehttp.addresses import describe_socket
 from gracehttp.config import Config
 from gracehttp.listeners import BoundListener, open_all
-from gracehttp.metrics import WorkerEvents, end_multiprocess, start_multiprocess, worker_gone
 from gracehttp.systemd import notify, remove_pid_file, watchdog_interval, write_pid_file
 from gracehttp.upgrade import Upgrader, report_ready
 from gracehttp.worker import (
@@ -68,6 +67,7 @@ from gracehttp.worker import (
     watch_supervisor,
     worker_config,
 )
+from gracehttp.workermetrics import WorkerEvents, end_multiprocess, start_multiprocess, worker_gone
 
 #: Extra seconds after `shutdown_timeout` before workers still alive are killed.
 KILL_GRACE = 5.0

@@ -46,6 +46,16 @@ _HOST = re.compile(
 #: set lookup costs a tenth of the match. Bounded, so random hosts cannot grow it.
 _VALID_HOSTS: set[bytes] = set()
 _VALID_HOSTS_MAX = 256
+#: Request lines and header lines parsed before, with what they parsed to: clients send
+#: the same lines again and again (the same Host, User-Agent, Accept; a health check's
+#: or an API's same few paths), and a lookup costs a fraction of the checks. Parsing is
+#: a pure function of a line's bytes, so an entry is valid for ever; only lines that
+#: passed are kept, short ones, and only so many, so that a client sending random lines
+#: costs memory once and then just misses.
+_LINES_MAX = 1024
+_LINE_CACHED_LEN = 256
+_REQUEST_LINES: dict[bytes, tuple[str, bytes, str, bytes, bytes]] = {}
+_FIELDS: dict[bytes, tuple[tuple[bytes, bytes], bytes]] = {}
 
 #: Fields that must not appear in a chunked trailer: they would change how the
 #: message is framed or routed after the fact (RFC 9110 section 6.5.1).
@@ -148,7 +158,14 @@ def parse_head(head: bytes, limits: Limits) -> RequestHead:
     request_line = lines[0]
     if len(request_line) > limits.max_request_line:
         raise ProtocolError(414, "uri_too_long", "request line too long")
-    method, target, version = _parse_request_line(request_line)
+    parsed = _REQUEST_LINES.get(request_line)
+    if parsed is None:
+        method, target, version = _parse_request_line(request_line)
+        path, query = _split_target(method, target)
+        if len(request_line) <= _LINE_CACHED_LEN and len(_REQUEST_LINES) < _LINES_MAX:
+            _REQUEST_LINES[request_line] = (method, target, version, path, query)
+    else:
+        method, target, version, path, query = parsed
     if len(lines) - 1 > limits.max_header_count:
         raise ProtocolError(431, "too_many_headers", "too many header fields")
     if len(head) - len(request_line) - 4 > limits.max_header_bytes:
@@ -162,10 +179,16 @@ def parse_head(head: bytes, limits: Limits) -> RequestHead:
     hosts = 0
     host = b""
     content_types = 0
+    fields = _FIELDS
     for line in lines[1:]:
-        name, value = parse_field_line(line)
-        headers.append((name, value))
-        lname = name.lower()
+        field = fields.get(line)
+        if field is None:
+            field = (parse_field_line(line), line.partition(b":")[0].lower())
+            if len(line) <= _LINE_CACHED_LEN and len(fields) < _LINES_MAX:
+                fields[line] = field
+        pair, lname = field
+        headers.append(pair)
+        value = pair[1]
         if lname == b"content-length":
             content_lengths.append(value)
         elif lname == b"transfer-encoding":
@@ -206,7 +229,6 @@ def parse_head(head: bytes, limits: Limits) -> RequestHead:
 
     tokens = {t.strip(b" \t") for t in connection.split(b",")} if connection else set()
     keep_alive = b"close" not in tokens if version == "HTTP/1.1" else b"keep-alive" in tokens and b"close" not in tokens
-    path, query = _split_target(method, target)
     return RequestHead(
         method, target, path, query, version, headers, keep_alive, content_length,
         chunked, expect == b"100-continue" and version == "HTTP/1.1",

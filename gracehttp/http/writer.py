@@ -52,9 +52,22 @@ class HeaderError(ValueError):
     """The app produced a header that must not be sent."""
 
 
+#: Header pairs found valid before: apps send the same few again and again, so each is
+#: checked once (bounded, so that apps making up values cannot grow it without limit).
+_CHECKED: set[tuple[str, str]] = set()
+_CHECKED_MAX = 4096
+
+
 def check_headers(headers: list[tuple[str, str]]) -> None:
     """Raise `HeaderError` for a name that is not a token or a value with a CTL."""
-    for name, value in headers:
+    checked = _CHECKED
+    for pair in headers:
+        try:
+            if pair in checked:
+                continue
+        except TypeError:  # not hashable: not a pair of str, which the checks below say
+            pass
+        name, value = pair
         if not isinstance(name, str) or not isinstance(value, str):
             raise HeaderError(f"header {name!r} is not a pair of str")
         try:
@@ -66,6 +79,8 @@ def check_headers(headers: list[tuple[str, str]]) -> None:
             raise HeaderError(f"invalid header name {name!r}")
         if len(bvalue.translate(None, _VALUE_CTL)) != len(bvalue):
             raise HeaderError(f"control character (CR/LF?) in header {name!r}")
+        if type(pair) is tuple and type(name) is str and type(value) is str and len(checked) < _CHECKED_MAX:
+            checked.add(pair)
 
 
 _STATUS_CODES: dict[str, int] = {}

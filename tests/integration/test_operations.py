@@ -395,7 +395,7 @@ def test_an_access_logfile_that_cannot_be_written_is_named(tmp_path: Any, path: 
 
 
 def test_the_supervisors_counts_stay_whole_under_concurrent_events(tmp_path: Any) -> None:
-    from gracehttp.metrics import WorkerEvents
+    from gracehttp.workermetrics import WorkerEvents
 
     events = WorkerEvents()
     events.directory = str(tmp_path)

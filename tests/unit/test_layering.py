@@ -11,7 +11,7 @@ LAYERS = {
     0: {"errors", "addresses", "state", "inflight", "http.parser", "http.framing", "http.writer", "callbacks", "http",
         "leadership", "systemd", "inherit", "connstate", "watchdog", "requestid"},
     1: {"config", "spool", "wsgi", "response", "health", "routing", "metrics", "accesslog", "debug", "admin",
-        "flushbell", "proxy"},
+        "flushbell", "proxy", "workermetrics"},
     2: {"listeners", "connection", "engine", "shutdown", "signals", "supervisor", "server", "upgrade", "worker",
         "sites", "site", "transport", "outgoing", "parking", "exchange"},
     3: {"__init__", "__main__", "cli", "group", "reloader", "foreign_flags"},
