@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-APPS = {"hello": "hello", "json": "json_app"}
+APPS = {"hello": "hello", "json": "json_app", "flask": "flask_app", "heavy": "heavy"}
 
 
 @dataclass(frozen=True)

@@ -14,24 +14,40 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (.ci/run installs it)")
-def test_benchmark_run_produces_table_json_and_chart(tmp_path: pathlib.Path) -> None:
-    pytest.importorskip("waitress")
-    pytest.importorskip("matplotlib")
+@pytest.mark.timeout(300)
+def test_quick_benchmark_every_server_answers_every_load(tmp_path: pathlib.Path) -> None:
+    """``run.py --quick`` (one-second runs): every server in it answers every load it takes
+    part in, without an error, and the ratio table, the JSON and both charts come out."""
+    for module in ("waitress", "gunicorn", "granian", "flask", "matplotlib"):
+        pytest.importorskip(module)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from run import CURVE_KEYS, LOADS, QUICK
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--servers", "gracehttp,waitress-8",
-         "--duration", "1", "--rounds", "1", "--apps", "hello", "--idle", "50", "--idle-deadline", "5",
-         "--no-strace", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120)
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--duration", "1", "--idle", "50",
+         "--out", str(tmp_path)], capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stderr
     assert "gracehttp (1 process)" in proc.stdout
+    assert "gracehttp / granian" in proc.stdout
     data = json.loads((tmp_path / "latest.json").read_text())
-    for name in ("gracehttp", "waitress-8"):
-        summary = data["summary"][name]["hello keep-alive"]
-        assert summary["rps"] > 0
-        assert summary["errors"] == 0
-        assert data["results"][name]["idle"]["held"] == 50
+    for name in QUICK:
+        expected = {ld.key for ld in LOADS if ld.servers is None or name in ld.servers}
+        assert set(data["summary"][name]) == expected, name
+        for key in expected:
+            summary = data["summary"][name][key]
+            assert summary["rps"] > 0, (name, key)
+            assert summary["errors"] == 0, (name, key)
+        assert "idle" in data["results"][name], name
+        if name != "gunicorn-sync-1":  # its sync worker closes each connection after one answer
+            assert data["results"][name]["idle"]["held"] == 50, name
     assert data["summary"]["gracehttp"]["hello keep-alive"]["served_min"] == 50
+    compared = {r["key"] for r in data["ratios"] if r["ours"] == "gracehttp" and r["theirs"] == "granian-1"}
+    assert compared == {ld.key for ld in LOADS if ld.servers is None or "granian-1" in ld.servers}
+    assert set(CURVE_KEYS) <= compared
     assert (tmp_path / "latest.png").stat().st_size > 10_000
+    assert (tmp_path / "latest-curve.png").stat().st_size > 10_000
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (.ci/run installs it)")
