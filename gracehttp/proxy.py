@@ -31,6 +31,7 @@ import re
 from typing import Any
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_KNOWN_MAX = 4096
 
 
 class TrustedProxies:
@@ -40,10 +41,22 @@ class TrustedProxies:
         self.any = "*" in allowed
         #: Raises ValueError naming a bad entry (`Config` turns it into a ConfigError).
         self.networks: list[Network] = [ipaddress.ip_network(a, strict=False) for a in allowed if a != "*"]
+        #: Answers given before, by address: parsing one with `ipaddress` costs more than
+        #: a whole request, and a server sees the same few peers (its proxies) again and
+        #: again. Bounded, so that many clients cannot grow it without limit.
+        self._known: dict[str, bool] = {}
 
     def trusts(self, address: str) -> bool:
         if self.any:
             return True
+        known = self._known.get(address)
+        if known is None:
+            known = self._trusts(address)
+            if len(self._known) < _KNOWN_MAX:
+                self._known[address] = known
+        return known
+
+    def _trusts(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address.strip().strip("[]"))
         except ValueError:

@@ -27,7 +27,7 @@ from gracehttp.http.writer import (
     HeaderError,
     check_headers,
     chunk,
-    http_date,
+    http_date_line,
     render_head,
     status_code,
 )
@@ -133,37 +133,38 @@ class Responder:
         # No Content-Length in a 1xx or 204 (RFC 9110 section 8.6); a 304's is the app's
         # word for the length the 200 would have had, so it stays.
         drop_length = code == 204 or code < 200
-        own_date = own_server = own_id = False
-        headers: list[tuple[str, str]] = []
+        own_date = own_server = own_id = drop = False
         kinds = _KINDS
-        for pair in self.headers:
-            name, value = pair
+        for name, value in self.headers:
             kind = kinds.get(name)
             if kind is None:
                 kind = _kind(name)
-            if kind == _PLAIN:
-                headers.append(pair)
-            elif kind == _LENGTH:
-                if not value.isdigit():
-                    raise HeaderError(f"bad Content-Length {value!r}")
-                length = int(value)
-                if not drop_length:
-                    headers.append(pair)
-            elif kind == _CONNECTION:
-                if "close" in value.lower():
-                    self.keep_alive = False
-                # the server's to say: not sent as the app gave it
-            elif kind == _HOP_BY_HOP:
-                raise HeaderError(f"hop-by-hop header {name!r} is the server's to set (PEP 3333)")
-            else:
-                own_date = own_date or kind == _DATE
-                own_server = own_server or kind == _SERVER
-                own_id = own_id or kind == _REQUEST_ID
-                headers.append(pair)
+            if kind:  # one the server reads, drops or refuses (most are sent as they are)
+                if kind == _LENGTH:
+                    if not value.isdigit():
+                        raise HeaderError(f"bad Content-Length {value!r}")
+                    length = int(value)
+                    drop = drop or drop_length
+                elif kind == _CONNECTION:
+                    if "close" in value.lower():
+                        self.keep_alive = False
+                    drop = True  # the server's to say: not sent as the app gave it
+                elif kind == _HOP_BY_HOP:
+                    raise HeaderError(f"hop-by-hop header {name!r} is the server's to set (PEP 3333)")
+                elif kind == _DATE:
+                    own_date = True
+                elif kind == _SERVER:
+                    own_server = True
+                else:
+                    own_id = True
+        headers = self.headers
+        if drop:
+            dropped = (_CONNECTION, _LENGTH) if drop_length else (_CONNECTION,)
+            headers = [(n, v) for n, v in headers if _SPECIAL.get(n.lower()) not in dropped]
         # The app's own Date or Server wins; the server adds its own only where it set none.
         extra = [] if own_server else [self._extra]
         if not own_date:
-            extra += ("Date: ", http_date(), "\r\n")
+            extra.append(http_date_line())
         if self.request_id is not None and not own_id:
             extra += ("X-Request-ID: ", self.request_id, "\r\n")
         if self.keep_alive and self._closing():

@@ -55,7 +55,12 @@ _VALID_HOSTS_MAX = 256
 _LINES_MAX = 1024
 _LINE_CACHED_LEN = 256
 _REQUEST_LINES: dict[bytes, tuple[str, bytes, str, bytes, bytes]] = {}
-_FIELDS: dict[bytes, tuple[tuple[bytes, bytes], bytes]] = {}
+_FIELDS: dict[bytes, tuple[tuple[bytes, bytes], int]] = {}
+#: The header fields the parser reads itself, by lower-case name (any other is 0).
+_F_HOST, _F_CONNECTION, _F_CONTENT_LENGTH, _F_CONTENT_TYPE, _F_TRANSFER_ENCODING, _F_EXPECT = range(1, 7)
+_FIELD_KINDS = {b"host": _F_HOST, b"connection": _F_CONNECTION, b"content-length": _F_CONTENT_LENGTH,
+                b"content-type": _F_CONTENT_TYPE, b"transfer-encoding": _F_TRANSFER_ENCODING,
+                b"expect": _F_EXPECT}
 
 #: Fields that must not appear in a chunked trailer: they would change how the
 #: message is framed or routed after the fact (RFC 9110 section 6.5.1).
@@ -141,10 +146,10 @@ def find_head_end(buf: bytes | bytearray, limits: Limits, start: int = 0) -> int
 
 def parse_head(head: bytes, limits: Limits) -> RequestHead:
     """Parse a complete head (request line through the blank line) into a `RequestHead`."""
-    start = 0
-    while head.startswith(b"\r\n", start) and start < MAX_LEADING_CRLF * 2:
-        start += 2
-    if start:
+    if head[:2] == b"\r\n":
+        start = 0
+        while head.startswith(b"\r\n", start) and start < MAX_LEADING_CRLF * 2:
+            start += 2
         head = head[start:]
     if head.translate(None, _HEAD_OK):
         raise _bad("bad_char", "control character in request head")
@@ -183,25 +188,24 @@ def parse_head(head: bytes, limits: Limits) -> RequestHead:
     for line in lines[1:]:
         field = fields.get(line)
         if field is None:
-            field = (parse_field_line(line), line.partition(b":")[0].lower())
-            if len(line) <= _LINE_CACHED_LEN and len(fields) < _LINES_MAX:
-                fields[line] = field
-        pair, lname = field
+            field = _field(line)
+        pair, kind = field
         headers.append(pair)
-        value = pair[1]
-        if lname == b"content-length":
-            content_lengths.append(value)
-        elif lname == b"transfer-encoding":
-            transfer_codings.extend(c.strip(b" \t").lower() for c in value.split(b","))
-        elif lname == b"host":
-            hosts += 1
-            host = value
-        elif lname == b"connection":
-            connection += b"," + value.lower()
-        elif lname == b"expect":
-            expect = value.lower()
-        elif lname == b"content-type":
-            content_types += 1
+        if kind:  # one the server reads itself
+            value = pair[1]
+            if kind == _F_HOST:
+                hosts += 1
+                host = value
+            elif kind == _F_CONNECTION:
+                connection += b"," + value.lower()
+            elif kind == _F_CONTENT_LENGTH:
+                content_lengths.append(value)
+            elif kind == _F_CONTENT_TYPE:
+                content_types += 1
+            elif kind == _F_TRANSFER_ENCODING:
+                transfer_codings.extend(c.strip(b" \t").lower() for c in value.split(b","))
+            else:
+                expect = value.lower()
 
     if hosts > 1 or (version == "HTTP/1.1" and hosts != 1):
         raise _bad("bad_host", "an HTTP/1.1 request needs exactly one Host (RFC 9112 section 3.2)")
@@ -227,12 +231,25 @@ def parse_head(head: bytes, limits: Limits) -> RequestHead:
         if limits.max_body_bytes is not None and content_length > limits.max_body_bytes:
             raise ProtocolError(413, "body_too_large", "request body too large")
 
-    tokens = {t.strip(b" \t") for t in connection.split(b",")} if connection else set()
-    keep_alive = b"close" not in tokens if version == "HTTP/1.1" else b"keep-alive" in tokens and b"close" not in tokens
+    if connection:
+        tokens = {t.strip(b" \t") for t in connection.split(b",")}
+        keep_alive = b"close" not in tokens and (version == "HTTP/1.1" or b"keep-alive" in tokens)
+    else:
+        keep_alive = version == "HTTP/1.1"
     return RequestHead(
         method, target, path, query, version, headers, keep_alive, content_length,
         chunked, expect == b"100-continue" and version == "HTTP/1.1",
     )
+
+
+def _field(line: bytes) -> tuple[tuple[bytes, bytes], int]:
+    """A header line's (name, value) pair and what the server makes of it (`_FIELD_KINDS`),
+    kept for the next time the same line comes (`_FIELDS`)."""
+    pair = parse_field_line(line)
+    field = (pair, _FIELD_KINDS.get(pair[0].lower(), 0))
+    if len(line) <= _LINE_CACHED_LEN and len(_FIELDS) < _LINES_MAX:
+        _FIELDS[line] = field
+    return field
 
 
 def _parse_request_line(line: bytes) -> tuple[str, bytes, str]:

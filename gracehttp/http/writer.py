@@ -48,6 +48,18 @@ def http_date() -> str:
     return _date_cache[1]
 
 
+def http_date_line() -> str:
+    """The whole ``Date`` header line, made at most once a second."""
+    global _date_line_cache
+    value = http_date()
+    if _date_line_cache[0] is not value:
+        _date_line_cache = (value, f"Date: {value}\r\n")
+    return _date_line_cache[1]
+
+
+_date_line_cache: tuple[str, str] = ("", "")
+
+
 class HeaderError(ValueError):
     """The app produced a header that must not be sent."""
 
@@ -103,9 +115,15 @@ def status_code(status: str) -> int:
     return int(code)
 
 
+_FIELD_LINE = "%s: %s\r\n"
+
+
 def render_head(status: str, headers: list[tuple[str, str]], extra: str) -> bytes:
     """The status line and header block; `extra` holds server-added header lines."""
-    lines = "".join([f"{k}: {v}\r\n" for k, v in headers])
+    try:
+        lines = "".join(map(_FIELD_LINE.__mod__, headers))  # each line formatted in C
+    except TypeError:  # a pair that is not a tuple (a list, say): formatted one by one
+        lines = "".join([f"{k}: {v}\r\n" for k, v in headers])
     return f"HTTP/1.1 {status}\r\n{lines}{extra}\r\n".encode("latin-1")
 
 

@@ -1,0 +1,58 @@
+"""The response head the server renders from an app's headers, driven with bytes: the
+caches of the hot path (pairs checked before, name kinds, C-level formatting) must give
+the same head as the plain rules, for tuples, lists, repeated and dropped headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gracehttp.http.parser import Limits, parse_head
+from gracehttp.http.writer import HeaderError
+from gracehttp.response import Responder, run_app
+
+
+def head_of(headers: Any, status: str = "200 OK", body: bytes = b"hi",
+            request: bytes = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n") -> list[str]:
+    out: list[bytes] = []
+    responder = Responder(out.append, out.append, lambda *a: None, parse_head(request, Limits()), True, "gh")
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response(status, headers)
+        return [body]
+
+    run_app(app, {}, responder)
+    lines = b"".join(out).split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    return [line for line in lines if not line.startswith("Date: ")]
+
+
+@pytest.mark.parametrize("pair", [("X-A", "1"), ["X-A", "1"]])
+def test_a_pair_given_as_a_list_renders_as_a_tuple_does(pair: Any) -> None:
+    for _ in range(2):  # the second time from the caches
+        assert head_of([pair]) == ["HTTP/1.1 200 OK", "X-A: 1", "Server: gh", "Content-Length: 2"]
+
+
+def test_connection_is_the_servers_and_a_204_loses_its_length() -> None:
+    for _ in range(2):
+        assert head_of([("Connection", "close"), ("X-B", "2")]) == \
+            ["HTTP/1.1 200 OK", "X-B: 2", "Server: gh", "Content-Length: 2", "Connection: close"]
+        assert head_of([("content-length", "0"), ("X-C", "3")], status="204 No Content", body=b"") == \
+            ["HTTP/1.1 204 No Content", "X-C: 3", "Server: gh"]
+
+
+def test_the_apps_own_date_server_and_request_id_win() -> None:
+    lines = head_of([("Server", "mine"), ("X-Request-ID", "r1")])
+    assert lines == ["HTTP/1.1 200 OK", "Server: mine", "X-Request-ID: r1", "Content-Length: 2"]
+
+
+@pytest.mark.parametrize("headers", [
+    [("X-Ok", "1"), ("X-Bad", "a\r\nSet-Cookie: x=1")],  # the bad one after a cached good one
+    [("Keep-Alive", "timeout=5")],
+    [("X-N", 5)],
+    [(b"X-Bytes", "1")],
+])
+def test_a_bad_header_is_refused_every_time(headers: Any) -> None:
+    for _ in range(2):
+        with pytest.raises((HeaderError, TypeError)):
+            head_of(headers)
