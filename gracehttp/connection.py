@@ -416,4 +416,5 @@ class Connection:
         if self.ready is not None and self.ready[2] is not None:
             self.ready[2].close()
         self.sender.drop()
+        self.exchange = None  # it holds bound methods of this connection: freed now, not by the gc
         self.io.close()
