@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 import socket
-import ssl
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gracehttp.accesslog import AccessLog
 from gracehttp.addresses import describe_socket, is_private
@@ -28,6 +27,9 @@ from gracehttp.proxy import TrustedProxies
 from gracehttp.site import Site
 from gracehttp.state import Lifecycle
 from gracehttp.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    import ssl  # imported at run time only with TLS (`config`): 4-5 MiB of every process
 
 #: Request threads of the admin listener: its own budget, apart from the main pool.
 ADMIN_THREADS = 4
