@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from gracehttp.metrics import BUCKETS, can_observe_many, observe_many
+from gracehttp.metrics import BUCKETS, bucket_counts, can_observe_many, observe_many
 
 SAMPLES = [0.0, 0.0001, 0.0005, 0.00050001, 0.001, 0.003, 0.0999, 0.1, 2.5, 29.9, 30.0, 30.5, 1e6]
 
@@ -21,12 +21,7 @@ def test_bulk_observations_read_as_single_ones() -> None:
         one.observe(s)
     bulk_reg, bulk = _histogram()
     assert can_observe_many(bulk)
-    import bisect
-
-    per_bucket = [0] * (len(BUCKETS) + 1)
-    for s in SAMPLES:
-        per_bucket[bisect.bisect_left(BUCKETS, s)] += 1
-    observe_many(bulk, per_bucket, sum(SAMPLES))
+    observe_many(bulk, bucket_counts(sorted(SAMPLES)), sum(SAMPLES))
 
     def lines(reg: CollectorRegistry) -> list[str]:
         return [line for line in generate_latest(reg).decode().splitlines() if not line.startswith("d_created")]
