@@ -3,8 +3,8 @@
 
 Middle layer: imports `state`, `inflight`, `flushbell` and `workermetrics`.
 
-The request path only appends ``(method, status, seconds)`` to a deque (thread
-safe, about 0.1 us); a flusher thread moves what accumulated into the
+The request path only adds to its own thread's running totals (`_Tally`: no
+lock, about a microsecond); a flusher thread adds what grew into the
 prometheus-client metrics every `FLUSH_INTERVAL`, and a scrape flushes first,
 so a scrape is always exact. prometheus-client itself (35 ms to import) is
 imported by that thread, not on the way to serving the first request. The
@@ -22,7 +22,6 @@ from __future__ import annotations
 import bisect
 import collections
 import contextlib
-import operator
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -50,11 +49,34 @@ def can_observe_many(histogram: Any) -> bool:
     return isinstance(buckets, list) and len(buckets) == len(BUCKETS) + 1 and hasattr(histogram, "_sum")
 
 
-def bucket_counts(ordered: list[float]) -> list[int]:
-    """How many of the `ordered` (sorted) durations fall in each bucket of `BUCKETS`, then
-    +Inf: found by bisecting at each bound (a value on a bound counts in that bucket)."""
-    below = [bisect.bisect_right(ordered, bound) for bound in BUCKETS]
-    return [b - a for a, b in zip([0, *below], [*below, len(ordered)], strict=True)]
+class _Tally:
+    """One thread's running totals of the requests it answered.
+
+    Only that thread writes them, so counting a request takes no lock and queues
+    nothing for the flusher to work through (a flush that went through a queue
+    held the GIL long enough to show in a lone client's p99). The flusher copies
+    them (each copy made in C, so it never sees a dict mid-change) and adds what
+    grew since its last look; a request counted between two of its copies shows in
+    the next flush.
+    """
+
+    __slots__ = ("buckets", "counts", "seconds", "seen", "sent")
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, int], int] = {}
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.seconds = 0.0
+        self.sent = 0
+        self.seen: tuple[dict[tuple[str, int], int], list[int], float, int] = ({}, list(self.buckets), 0.0, 0)
+
+    def take(self) -> tuple[dict[tuple[str, int], int], list[int], float, int]:
+        """What grew since the last call: counts by (method, status), by bucket, the
+        seconds and the body bytes."""
+        now = (dict(self.counts), list(self.buckets), self.seconds, self.sent)
+        counts, buckets, seconds, sent = self.seen
+        self.seen = now
+        return ({key: n - counts.get(key, 0) for key, n in now[0].items() if n != counts.get(key, 0)},
+                [a - b for a, b in zip(now[1], buckets, strict=True)], now[2] - seconds, now[3] - sent)
 
 
 def observe_many(histogram: Any, per_bucket: list[int], total: float) -> None:
@@ -63,7 +85,8 @@ def observe_many(histogram: Any, per_bucket: list[int], total: float) -> None:
 
     prometheus-client has no call for this, so its histogram's own values (one per
     bucket, kept non-cumulative, and the sum) are added to; `can_observe_many` says
-    whether the installed version keeps them so (else each sample is observed).
+    whether the installed version keeps them so (else the flusher observes each
+    request at its bucket's bound: exact counts, an approximate sum).
     """
     for value, n in zip(histogram._buckets, per_bucket, strict=True):
         if n:
@@ -71,10 +94,6 @@ def observe_many(histogram: Any, per_bucket: list[int], total: float) -> None:
     histogram._sum.inc(total)
 
 
-# The fields of a queued request (`Metrics.observe`).
-_METHOD_STATUS = operator.itemgetter(0)
-_SECONDS = operator.itemgetter(1)
-_BODY_BYTES = operator.itemgetter(2)
 #: (busy request threads, all request threads, complete requests waiting for a thread).
 PoolState = Callable[[], tuple[int, int, int]]
 
@@ -83,7 +102,10 @@ class Metrics:
     def __init__(self, lifecycle: Lifecycle, inflight: InFlight, open_connections: Callable[[], int],
                  pool: PoolState = lambda: (0, 0, 0), upgrades: int = 0) -> None:
         self.multiprocess = multiprocess_dir() is not None
-        self._requests: collections.deque[tuple[tuple[str, int], float, int]] = collections.deque()
+        #: Each request thread's running totals (`_Tally`), made at its first request.
+        self._local = threading.local()
+        self._tallies: list[_Tally] = []
+        self._tallies_lock = threading.Lock()
         self._bad: collections.deque[str] = collections.deque()
         #: One entry per request found past request_timeout; per upgrade that failed.
         self._over: collections.deque[None] = collections.deque()
@@ -111,8 +133,19 @@ class Metrics:
     # -- the request path ------------------------------------------------------
 
     def observe(self, method: str, status: int, seconds: float, body_bytes: int = 0) -> None:
-        """Count one answered request."""
-        self._requests.append(((method, status), seconds, body_bytes))
+        """Count one answered request, in this thread's own running totals."""
+        try:
+            tally: _Tally = self._local.tally
+        except AttributeError:
+            tally = self._local.tally = _Tally()
+            with self._tallies_lock:
+                self._tallies.append(tally)
+        key = (method, status)
+        counts = tally.counts
+        counts[key] = counts.get(key, 0) + 1
+        tally.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1  # the first bound >= seconds
+        tally.seconds += seconds
+        tally.sent += body_bytes
 
     def over_timeout(self) -> None:
         """A request was found running past request_timeout."""
@@ -207,23 +240,27 @@ class Metrics:
         """Move what the request path queued into the prometheus-client metrics; with
         `process`, also this worker's process metrics (with workers, before a scrape)."""
         with self._flush_lock:
-            queue = self._requests
-            pop = queue.popleft
-            # Taken in one pass, then counted by C-level calls: per request only the pop
-            # runs as Python, so a flush at full load holds the GIL a fraction of a
-            # millisecond (one that held it a millisecond showed in a lone client's p99).
-            batch = [pop() for _ in range(len(queue))]
-            counts = collections.Counter(map(_METHOD_STATUS, batch))
-            if batch:
-                seconds = sorted(map(_SECONDS, batch))
+            counts: collections.Counter[tuple[str, int]] = collections.Counter()
+            per_bucket = [0] * (len(BUCKETS) + 1)
+            seconds = 0.0
+            sent = 0
+            with self._tallies_lock:
+                tallies = tuple(self._tallies)
+            for tally in tallies:
+                grew = tally.take()
+                counts.update(grew[0])
+                per_bucket = [a + b for a, b in zip(per_bucket, grew[1], strict=True)]
+                seconds += grew[2]
+                sent += grew[3]
+            if any(per_bucket):
                 if self._bulk:
-                    observe_many(self.duration, bucket_counts(seconds), sum(seconds))
-                else:
-                    for value in seconds:
-                        self.duration.observe(value)
-                sent = sum(map(_BODY_BYTES, batch))
-                if sent:
-                    self.response_bytes.inc(sent)
+                    observe_many(self.duration, per_bucket, seconds)
+                else:  # each at its bucket's bound: the counts are exact, the sum is not
+                    for bound, n in zip((*BUCKETS, 2 * BUCKETS[-1]), per_bucket, strict=True):
+                        for _ in range(n):
+                            self.duration.observe(bound)
+            if sent:
+                self.response_bytes.inc(sent)
             while self._over:
                 self._over.popleft()
                 self.over_timeout_total.inc()

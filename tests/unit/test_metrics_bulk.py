@@ -1,34 +1,74 @@
-"""The flusher adds request durations to the histogram in bulk: the scrape must read
-exactly as if each had been observed on its own, bucket bounds and +Inf included."""
+"""Request durations reach the histogram in bulk (each thread's running totals, added
+once per bucket by the flusher): a scrape must read exactly as if each had been observed
+on its own, bucket bounds and +Inf included, from one thread or several."""
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from gracehttp.metrics import BUCKETS, bucket_counts, can_observe_many, observe_many
+from gracehttp.inflight import InFlight
+from gracehttp.metrics import BUCKETS, Metrics, can_observe_many
+from gracehttp.state import Lifecycle
 
 SAMPLES = [0.0, 0.0001, 0.0005, 0.00050001, 0.001, 0.003, 0.0999, 0.1, 2.5, 29.9, 30.0, 30.5, 1e6]
+NAME = "gracehttp_request_duration_seconds"
 
 
-def _histogram() -> tuple[CollectorRegistry, Histogram]:
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(NAME) and "_created" not in line]
+
+
+def _reference(samples: list[float]) -> list[str]:
     reg = CollectorRegistry()
-    return reg, Histogram("d", "durations", buckets=BUCKETS, registry=reg)
-
-
-def test_bulk_observations_read_as_single_ones() -> None:
-    one_reg, one = _histogram()
-    for s in SAMPLES:
+    one = Histogram(NAME, "d", buckets=BUCKETS, registry=reg)
+    assert can_observe_many(one)
+    for s in samples:
         one.observe(s)
-    bulk_reg, bulk = _histogram()
-    assert can_observe_many(bulk)
-    observe_many(bulk, bucket_counts(sorted(SAMPLES)), sum(SAMPLES))
+    return _lines(generate_latest(reg).decode())
 
-    def lines(reg: CollectorRegistry) -> list[str]:
-        return [line for line in generate_latest(reg).decode().splitlines() if not line.startswith("d_created")]
 
-    assert lines(bulk_reg) == lines(one_reg)
-    assert 'd_bucket{le="+Inf"} 13.0' in lines(bulk_reg)
-    assert 'd_bucket{le="0.0005"} 3.0' in lines(bulk_reg)  # a value on a bound counts in that bucket
+def _scraped(metrics: Metrics) -> list[str]:
+    return _lines(metrics.render("text/plain")[0].decode())
+
+
+def test_durations_counted_in_bulk_read_as_single_observations() -> None:
+    metrics = Metrics(Lifecycle(), InFlight(), lambda: 0)
+    try:
+        for s in SAMPLES:
+            metrics.observe("GET", 200, s, 10)
+        scraped = _scraped(metrics)
+        assert scraped == _reference(SAMPLES)
+        assert f'{NAME}_bucket{{le="+Inf"}} 13.0' in scraped
+        assert f'{NAME}_bucket{{le="0.0005"}} 3.0' in scraped  # a value on a bound counts in that bucket
+        # Counted once: a second scrape adds nothing, more requests add only themselves.
+        assert _scraped(metrics) == scraped
+        metrics.observe("GET", 200, 0.002, 10)
+        assert _scraped(metrics) == _reference([*SAMPLES, 0.002])
+    finally:
+        metrics.close()
+
+
+def test_requests_counted_on_many_threads_are_all_scraped() -> None:
+    metrics = Metrics(Lifecycle(), InFlight(), lambda: 0)
+    try:
+        def count() -> None:
+            for s in SAMPLES:
+                metrics.observe("POST", 201, s, 3)
+                metrics.flush()  # flushes racing the counting: nothing lost, nothing twice
+
+        threads = [threading.Thread(target=count) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert _scraped(metrics) == _reference(SAMPLES * 4)
+        text = metrics.render("text/plain")[0].decode()
+        assert 'gracehttp_requests_total{method="POST",status="201"} 52.0' in text
+        assert "gracehttp_response_bytes_total 156.0" in text
+    finally:
+        metrics.close()
 
 
 def test_an_unknown_histogram_is_not_taken_in_bulk() -> None:
