@@ -44,9 +44,24 @@ FLUSH_INTERVAL = 0.025
 
 
 def can_observe_many(histogram: Any) -> bool:
-    """Whether `observe_many` can add to this prometheus-client histogram in bulk."""
+    """Whether `observe_many` can add to this prometheus-client histogram in bulk: it has
+    a value per bucket and a sum, and a probe histogram shows them kept as `observe_many`
+    assumes (a count per bucket, not running totals; nothing else counted)."""
     buckets = getattr(histogram, "_buckets", None)
-    return isinstance(buckets, list) and len(buckets) == len(BUCKETS) + 1 and hasattr(histogram, "_sum")
+    if not (isinstance(buckets, list) and len(buckets) == len(BUCKETS) + 1 and hasattr(histogram, "_sum")):
+        return False
+    try:
+        from prometheus_client import CollectorRegistry, Histogram
+
+        probe = Histogram("probe", "probe", buckets=BUCKETS, registry=CollectorRegistry())
+        probe.observe(0.0007)
+        observe_many(probe, [0, 0, 1, *[0] * (len(BUCKETS) - 2)], 0.002)
+        got = [b.get() for b in probe._buckets]
+        plain = {s.name: s.value for m in probe.collect() for s in m.samples if "le" not in s.labels}
+    except Exception:  # a layout other than the one assumed: observe each request instead
+        return False
+    return got == [0, 1, 1, *[0] * (len(BUCKETS) - 2)] and plain.get("probe_count") == 2.0 and \
+        abs(plain.get("probe_sum", 0) - 0.0027) < 1e-9
 
 
 class _Tally:
@@ -140,7 +155,7 @@ class Metrics:
             tally = self._local.tally = _Tally()
             with self._tallies_lock:
                 self._tallies.append(tally)
-        key = (method, status)
+        key = (method if method in KNOWN_METHODS else "other", status)  # bounded: no label per made-up method
         counts = tally.counts
         counts[key] = counts.get(key, 0) + 1
         tally.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1  # the first bound >= seconds
@@ -269,8 +284,7 @@ class Metrics:
             for key, n in counts.items():
                 child = self._children.get(key)
                 if child is None:
-                    label = key[0] if key[0] in KNOWN_METHODS else "other"
-                    child = self._children[key] = self.requests.labels(label, str(key[1]))
+                    child = self._children[key] = self.requests.labels(key[0], str(key[1]))
                 child.inc(n)
             while True:
                 try:

@@ -32,6 +32,7 @@ from typing import Any
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _KNOWN_MAX = 4096
+_ADDRESS_MAX = 45  # the longest text form of an IP address (IPv4-mapped IPv6)
 
 
 class TrustedProxies:
@@ -52,8 +53,8 @@ class TrustedProxies:
         known = self._known.get(address)
         if known is None:
             known = self._trusts(address)
-            if len(self._known) < _KNOWN_MAX:
-                self._known[address] = known
+            if len(address) <= _ADDRESS_MAX and len(self._known) < _KNOWN_MAX:
+                self._known[address] = known  # only what can be an address: a header's hop can be anything
         return known
 
     def _trusts(self, address: str) -> bool:

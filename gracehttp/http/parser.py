@@ -166,9 +166,6 @@ def parse_head(head: bytes, limits: Limits) -> RequestHead:
     parsed = _REQUEST_LINES.get(request_line)
     if parsed is None:
         method, target, version = _parse_request_line(request_line)
-        path, query = _split_target(method, target)
-        if len(request_line) <= _LINE_CACHED_LEN and len(_REQUEST_LINES) < _LINES_MAX:
-            _REQUEST_LINES[request_line] = (method, target, version, path, query)
     else:
         method, target, version, path, query = parsed
     if len(lines) - 1 > limits.max_header_count:
@@ -236,6 +233,10 @@ def parse_head(head: bytes, limits: Limits) -> RequestHead:
         keep_alive = b"close" not in tokens and (version == "HTTP/1.1" or b"keep-alive" in tokens)
     else:
         keep_alive = version == "HTTP/1.1"
+    if parsed is None:  # the target's checks come last, as they always have (which error a bad head gets)
+        path, query = _split_target(method, target)
+        if len(request_line) <= _LINE_CACHED_LEN and len(_REQUEST_LINES) < _LINES_MAX:
+            _REQUEST_LINES[request_line] = (method, target, version, path, query)
     return RequestHead(
         method, target, path, query, version, headers, keep_alive, content_length,
         chunked, expect == b"100-continue" and version == "HTTP/1.1",

@@ -65,9 +65,12 @@ class HeaderError(ValueError):
 
 
 #: Header pairs found valid before: apps send the same few again and again, so each is
-#: checked once (bounded, so that apps making up values cannot grow it without limit).
+#: checked once (bounded in count and value length, so that values an app makes up per
+#: response cannot grow it without limit).
 _CHECKED: set[tuple[str, str]] = set()
 _CHECKED_MAX = 4096
+#: Longer values (cookies, tokens) are rarely sent twice: checked each time, not kept.
+_CHECKED_VALUE = 128
 
 
 def check_headers(headers: list[tuple[str, str]]) -> None:
@@ -91,7 +94,8 @@ def check_headers(headers: list[tuple[str, str]]) -> None:
             raise HeaderError(f"invalid header name {name!r}")
         if len(bvalue.translate(None, _VALUE_CTL)) != len(bvalue):
             raise HeaderError(f"control character (CR/LF?) in header {name!r}")
-        if type(pair) is tuple and type(name) is str and type(value) is str and len(checked) < _CHECKED_MAX:
+        if type(pair) is tuple and type(name) is str and type(value) is str and len(value) <= _CHECKED_VALUE \
+                and len(checked) < _CHECKED_MAX:
             checked.add(pair)
 
 

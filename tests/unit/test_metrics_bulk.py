@@ -77,3 +77,17 @@ def test_an_unknown_histogram_is_not_taken_in_bulk() -> None:
             pass
 
     assert not can_observe_many(Other())
+
+
+def test_made_up_methods_share_one_label_and_keep_no_entry_each() -> None:
+    metrics = Metrics(Lifecycle(), InFlight(), lambda: 0)
+    try:
+        for i in range(500):
+            metrics.observe(f"M{i}", 405, 0.001)
+        metrics.observe("GET", 200, 0.001)
+        text = metrics.render("text/plain")[0].decode()
+        assert 'gracehttp_requests_total{method="other",status="405"} 500.0' in text
+        assert 'method="M1"' not in text
+        assert len(metrics._tallies[0].counts) == 2  # ("other", 405) and ("GET", 200)
+    finally:
+        metrics.close()

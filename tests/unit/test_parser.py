@@ -244,3 +244,29 @@ def test_well_formed_chunk_extensions_are_ignored(ext: bytes) -> None:
     ((_, body),) = parse_stream([raw])
     assert body == b"ab"
 
+
+
+@pytest.mark.parametrize(("head", "status", "reason"), [
+    # Two faults: the header limits and the Host are checked before the target, as always.
+    (b"GET * HTTP/1.1\r\nHost: t\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431, "too_many_headers"),
+    (b"GET * HTTP/1.1\r\n\r\n", 400, "bad_host"),
+    (b"GET * HTTP/1.1\r\nHost: t\r\n\r\n", 400, "bad_target"),
+])
+def test_which_fault_is_named_does_not_depend_on_the_line_caches(head: bytes, status: int, reason: str) -> None:
+    # Twice, with a good request of the same request line between: the second parse of each
+    # line may come from the caches, and must refuse the same way.
+    for _ in range(2):
+        with pytest.raises(ProtocolError) as err:
+            parse_head(head, Limits())
+        assert (err.value.status, err.value.reason) == (status, reason)
+        parse_head(b"OPTIONS * HTTP/1.1\r\nHost: t\r\nX: y\r\n\r\n", Limits())
+
+
+def test_a_cached_header_line_parses_as_it_did_the_first_time() -> None:
+    head = b"POST /a?b=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nConnection: close\r\nX-K: v \r\n\r\n"
+    first, second = parse_head(head, Limits()), parse_head(head, Limits())
+    for got in (first, second):
+        assert (got.method, got.path, got.query, got.content_length, got.keep_alive) == ("POST", b"/a", b"b=1", 3,
+                                                                                         False)
+        assert got.headers == [(b"Host", b"h"), (b"Content-Length", b"3"), (b"Connection", b"close"),
+                               (b"X-K", b"v")]

@@ -115,3 +115,16 @@ def test_with_any_peer_trusted_the_client_is_the_nearest_proxys_word() -> None:
     env = env_with(**{"for": "6.6.6.6, 203.0.113.9"})
     apply_forwarded(env, TrustedProxies(("*",)))
     assert env["REMOTE_ADDR"] == "203.0.113.9"
+
+
+def test_only_address_sized_hops_are_remembered() -> None:
+    """The trust answers are kept per address, but a forwarded hop can be any text: a long
+    one is judged each time, never kept (4,096 of them would otherwise stay for good)."""
+    proxies = TrustedProxies(("127.0.0.1",))
+    env: dict[str, Any] = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "a" * 60_000}
+    apply_forwarded(env, proxies)
+    assert env["REMOTE_ADDR"] == "127.0.0.1"  # not an address: the peer's own stays
+    assert all(len(k) <= 45 for k in proxies._known)
+    assert proxies.trusts("127.0.0.1")
+    assert not proxies.trusts("10.0.0.1")
+    assert proxies._known == {"127.0.0.1": True, "10.0.0.1": False}
