@@ -167,19 +167,25 @@ def hold_idle(port: int, count: int, deadline_s: float = 15.0) -> list[socket.so
     return held
 
 
-def syscalls_per_request(port: int, pid: int, duration: float = 3.0) -> float | None:
-    """Count the server tree's syscalls with ``strace -c -f`` during a keep-alive wrk run."""
+def strace_counts(port: int, pid: int, *, close: bool = False, duration: float = 3.0) -> tuple[dict[str, int], int]:
+    """System calls of the server tree by name (``strace -c -f``) during a wrk run, and the
+    requests that run made. strace slows the server; the counts per request are what matter."""
     strace = ensure_tool("strace")
-    pids = tree(pid)
     args = [strace, "-c", "-f", "-o", "/dev/stderr"]
-    for p in pids:
+    for p in tree(pid):
         args += ["-p", str(p)]
     tracer = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)  # let strace attach before the load starts
-    result = wrk(port, pid, duration=duration, connections=50, close=False)
+    result = wrk(port, pid, duration=duration, connections=50, close=close)
     tracer.terminate()
     _, err = tracer.communicate(timeout=30)
-    total = re.search(r"^-+.*\n\s*100\.00\s+\S+\s+\S+\s+(\d+)", err, re.M)
-    if not total or not result.requests:
+    rows = re.findall(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", err, re.M)
+    return {name: int(calls) for calls, name in rows}, result.requests
+
+
+def syscalls_per_request(port: int, pid: int, duration: float = 3.0) -> float | None:
+    """All system calls per request of a keep-alive wrk run (`strace_counts`)."""
+    counts, requests = strace_counts(port, pid, duration=duration)
+    if "total" not in counts or not requests:
         return None
-    return int(total.group(1)) / result.requests
+    return counts["total"] / requests

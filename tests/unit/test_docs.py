@@ -59,3 +59,22 @@ def test_the_code_points_to_the_docs_not_to_an_outside_spec() -> None:
     package = ROOT / "gracehttp"
     for path in package.rglob("*.py"):
         assert "SPEC section" not in path.read_text(), path
+
+
+def test_benchmark_tables_match_the_run_kept_beside_them() -> None:
+    """docs/drills.rst quotes the latest full benchmark run: its tables are those
+    ``benchmarks/rst_tables.py`` renders from docs/benchmark.json, both charts are kept,
+    and the ratios quoted are those of the run."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from rst_tables import render
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    data = json.loads((DOCS / "benchmark.json").read_text())
+    assert _section((DOCS / "drills.rst").read_text(), "bench") == render(data).strip()
+    assert (DOCS / "benchmark.png").stat().st_size > 10_000
+    assert (DOCS / "benchmark-curve.png").stat().st_size > 10_000
+    assert {r["key"] for r in data["ratios"] if r["ours"] == "gracehttp"} >= {"hello keep-alive", "c=1000"}
