@@ -9,8 +9,9 @@ Every server serves the same apps (benchmarks/apps.py) in its own process; wrk
 each round so they are measured under the same machine load. The loads:
 
 - hello, json, flask: wrk -c50, keep-alive and ``Connection: close``, every server;
-- heavy: wrk -c16 keep-alive, one process each: a 1 MiB upload read whole, 1 MiB
-  from memory, 1 MiB through ``wsgi.file_wrapper``, 1 ms of Python per request;
+- heavy: wrk -c16 keep-alive on gracehttp, granian and waitress (one process each) and
+  gunicorn gthread 2x4: a 1 MiB upload read whole, 1 MiB from memory, 1 MiB through
+  ``wsgi.file_wrapper``, 1 ms of Python per request;
 - curve: hello keep-alive at 1, 10, 50, 200 and 1,000 connections (gracehttp and granian).
 
 Results: tables on stdout (with gracehttp/granian ratios),
@@ -38,7 +39,8 @@ QUICK = ["gracehttp", "granian-1", "waitress-8", "gunicorn-sync-1"]
 #: Setups run only when named: the metrics overhead comparison, the before-and-after.
 OPTIONAL = {"gracehttp-nometrics", "gracehttp-baseline"}
 STRACED = ["gracehttp", "waitress-8", "gunicorn-sync-1", "gunicorn-gthread"]
-#: One process each for the heavier requests: gracehttp, granian, and the strongest peers.
+#: The heavier requests: gracehttp, granian and waitress in one process each, and gunicorn
+#: gthread 2x4 (the issue's reference for the upload).
 HEAVY = frozenset({"gracehttp", "gracehttp-baseline", "gracehttp-nometrics", "granian-1", "waitress-8",
                    "gunicorn-gthread"})
 #: The concurrency curve: gracehttp and granian (waitress refuses past 100 connections).
