@@ -55,16 +55,22 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    total = 0
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of `pid`'s whole process tree."""
+    user = system = 0
     for p in tree(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            user += int(fields[11])
+            system += int(fields[12])
         except OSError:
             pass
-    return total / TICK
+    return user / TICK, system / TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
 
 
 def rss_mib(pid: int) -> float:

@@ -23,22 +23,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from measure import TICK, strace_counts, tree, wrk
+from measure import cpu_split, strace_counts, wrk
 from servers import BY_NAME, start, stop
-
-
-def cpu_split(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds of `pid`'s whole process tree."""
-    user = system = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            user += int(fields[11])
-            system += int(fields[12])
-        except OSError:
-            pass
-    return user / TICK, system / TICK
 
 
 def syscalls(port: int, pid: int, close: bool) -> dict[str, float]:

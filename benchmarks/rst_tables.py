@@ -11,8 +11,13 @@ JSON kept beside them, docs/benchmark.json).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from run import CURVE_KEYS, HEAVY_KEYS
 
 
 def grid(head: list[str], rows: list[list[str]]) -> str:
@@ -73,10 +78,8 @@ def ratio_table(data: dict[str, Any]) -> str:
 
 
 def render(data: dict[str, Any]) -> str:
-    heavy = ["upload 1 MiB", "1 MiB from memory", "1 MiB file_wrapper", "1 ms of Python"]
-    curve = ["c=1", "c=10", "c=50", "c=200", "c=1000"]
-    parts = [main_table(data), keyed_table(data, heavy, "heavier: req/s / p99 ms"),
-             keyed_table(data, curve, "connections: req/s / p99 ms"), ratio_table(data)]
+    parts = [main_table(data), keyed_table(data, HEAVY_KEYS, "heavier: req/s / p99 ms"),
+             keyed_table(data, CURVE_KEYS, "connections: req/s / p99 ms"), ratio_table(data)]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 

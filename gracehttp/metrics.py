@@ -37,10 +37,10 @@ from gracehttp.workermetrics import UPGRADES_HELP, ProcessGauges, WorkerFiles, m
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
 #: Request duration buckets, in seconds: sub-millisecond to the default read timeout.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-#: Seconds between flushes: short, so each flush is a small burst of work (a long
-#: one holds the GIL and shows in the p99 latency); with workers it also bounds how
-#: stale another worker's numbers may be in a scrape.
-FLUSH_INTERVAL = 0.025
+#: Seconds between flushes. A flush costs the same however many requests came (it
+#: reads each thread's totals, not each request), so this only bounds how stale
+#: another worker's numbers may be in a scrape (one's own are flushed first).
+FLUSH_INTERVAL = 0.1
 
 
 def can_observe_many(histogram: Any) -> bool:
