@@ -1,0 +1,33 @@
+"""The parser's and writer's caches of lines and pairs seen before, against a client that
+makes every line new: over a real socket, each kept cache stays at its bound, and requests
+are still parsed, refused and answered as before."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gracehttp.http import parser, writer
+from tests.helpers import connect, read_response, running
+
+
+def echo_header_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    # An app echoing a client's value into its headers, as CORS code echoes Origin.
+    start_response("200 OK", [("Content-Length", "2"), ("X-Echo", environ.get("HTTP_X_R", "-"))])
+    return [b"ok"]
+
+
+def test_a_client_making_every_line_new_fills_each_cache_only_to_its_bound() -> None:
+    with running(echo_header_app) as server:
+        sock = connect(server.port)
+        with sock:
+            for i in range(1500):  # more than every bound, one keep-alive connection, flat out
+                sock.sendall(f"GET /p{i}?q={i} HTTP/1.1\r\nHost: t\r\nX-R: {i:x}{'v' * 100}\r\n\r\n".encode())
+                resp = read_response(sock)
+                assert resp.status == 200
+                assert resp.headers["x-echo"].startswith(f"{i:x}v")
+            # Still strict afterwards: a bad line is refused though its neighbours are cached.
+            sock.sendall(b"GET /p1?q=1 HTTP/1.1\r\nHost: t\r\nX R: 1\r\n\r\n")
+            assert read_response(sock).status == 400
+    assert len(parser._REQUEST_LINES) <= parser._LINES_MAX
+    assert len(parser._FIELDS) <= parser._LINES_MAX
+    assert len(writer._CHECKED) <= writer._CHECKED_MAX
