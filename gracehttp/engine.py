@@ -193,14 +193,14 @@ class Engine:
         lead = self.leadership
         while True:
             self._serve_ready()  # what the reserve queued while this thread was busy
-            gen = lead.acquire()
+            turn = lead.acquire()
             while True:  # the leader: poll, then serve what came in on this thread
                 if ready:
                     conn = parking.pop_ready()
                     if conn is not None:
-                        lead.begin()
+                        lead.begin(turn)
                         self._serve(conn)
-                        if not lead.end(gen):
+                        if not lead.end(turn):
                             break
                         continue
                 try:
@@ -208,15 +208,15 @@ class Engine:
                 except InterruptedError:
                     continue
                 except (OSError, ValueError):
-                    lead.leave(gen)
+                    lead.leave(turn)
                     return  # epoll closed
                 if not events:
                     continue
                 fd = events[0][0]
                 if fd == wake:
-                    lead.leave(gen)  # the next thread wakes, sees the pipe too, and leaves
+                    lead.leave(turn)  # the next thread wakes, sees the pipe too, and leaves
                     return
-                lead.begin()
+                lead.begin(turn)
                 lst = listeners.get(fd)
                 if lst is not None:
                     self._accept(lst)
@@ -224,7 +224,7 @@ class Engine:
                     conn = unpark(fd)
                     if conn is not None:
                         self._serve(conn)
-                if not lead.end(gen):
+                if not lead.end(turn):
                     break  # the watchdog passed the role on while we served: follow
 
     def _serve_ready(self) -> None:
@@ -243,8 +243,8 @@ class Engine:
         lead = self.leadership
         poll = self.ep.poll
         while lead.reserve_wait():
-            gen = lead.reserve_acquire()
-            if not gen:
+            turn = lead.reserve_acquire()
+            if turn is None:
                 continue
             self._drain_want()  # a wish from an earlier turn must not end this one at once
             with contextlib.suppress(OSError):
@@ -280,7 +280,7 @@ class Engine:
                             self._serve(conn, run_app=False)
             finally:
                 self._drain_want()
-                lead.reserve_leave(gen)
+                lead.reserve_leave(turn)
 
     def _drain_want(self) -> None:
         with contextlib.suppress(OSError):
@@ -359,7 +359,7 @@ class Engine:
                 except OSError:
                     sock.close()
         finally:
-            inflight.release(False, batch - len(taken))
+            inflight.release(batch - len(taken))
             with self._lock:
                 self.open.update(taken)
         return taken

@@ -18,7 +18,7 @@ from gracehttp import requestid
 from gracehttp.errors import ProtocolError
 from gracehttp.http.framing import BodyFramer
 from gracehttp.http.parser import RequestHead
-from gracehttp.proxy import apply_forwarded
+from gracehttp.proxy import FORWARDED_KEYS, apply_forwarded
 from gracehttp.response import Responder, SendFile, run_app
 from gracehttp.site import Site
 from gracehttp.spool import BodySpool
@@ -31,6 +31,9 @@ DISCARD_LIMIT = 65536
 #: The framer of every request without a body: done from the start, never fed (a done
 #: framer is only read), so one serves all threads.
 NO_BODY = BodyFramer(None)
+#: The ``wsgi.input`` of every request without a body: it reads nothing and keeps nothing
+#: (its buffer stays empty and it never receives), so one serves all requests.
+NO_BODY_INPUT = Body(NO_BODY, bytes)
 
 
 class Outcome(enum.IntEnum):
@@ -83,7 +86,7 @@ class Exchange:
         limits = site.limits
         if spool is None and not head.content_length and not head.chunked:
             framer = NO_BODY  # most requests: nothing to frame; what follows is all in `rest`
-            body = Body(framer, self._recv)
+            body = NO_BODY_INPUT
         elif spool is None:  # the whole body arrived with the head, in `rest`
             framer = BodyFramer(head, limits.max_body_bytes, limits.max_header_bytes)
             body = Body(framer, self._recv, framer.feed(rest))
@@ -92,7 +95,7 @@ class Exchange:
             framer = spool.framer
             body = Body(framer, self._recv, stored=spool.read)
         environ = build_environ(self._env, head, body)
-        if self._proxies is not None:
+        if self._proxies is not None and not environ.keys().isdisjoint(FORWARDED_KEYS):
             apply_forwarded(environ, self._proxies, site.forwarded_host)
         rid = token = None
         if site.request_id:
@@ -107,11 +110,10 @@ class Exchange:
             responder.request_id = rid
         inflight = site.inflight
         inflight.request_started()
-        started = time.perf_counter()
-        if site.metrics is not None:
-            # Counted just before the response's last bytes go out, so that a scrape made once
-            # the client has its answer includes it (the access log waits for the response).
-            responder.on_final = lambda: self._count(responder, head.method, responder.code, started)
+        responder.started = started = time.perf_counter()
+        # Counted just before the response's last bytes go out, so that a scrape made once
+        # the client has its answer includes it (the access log waits for the response).
+        responder.meter = site.metrics
         active = site.active
         if active is not None:
             active[threading.get_ident()] = Running(head.method, head.target.decode("latin-1")[:200],
@@ -157,19 +159,10 @@ class Exchange:
 
     def _account(self, environ: dict[str, Any], responder: Responder, status: int, length: int,
                  started: float) -> None:
-        """Metrics (unless counted at the response's last send, `Responder.on_final`) and the
-        access log for one answered request (nothing when both are off)."""
-        site = self._site
-        if site.metrics is None and site.access_log is None:
-            return
-        self._count(responder, environ["REQUEST_METHOD"], status, started)
-        if site.access_log is not None:
-            site.access_log(environ, status, length, time.perf_counter() - started, responder.headers)
-
-    def _count(self, responder: Responder, method: str, status: int, started: float) -> None:
-        """Metrics for one request, once: at its last send (`Responder.on_final`, which only
-        exists with metrics on), or after the app when that never came."""
-        if responder.on_final is not None:
-            responder.on_final = None
-            self._site.metrics.observe(method, status, time.perf_counter() - started,  # type: ignore[union-attr]
-                                       responder.sent)
+        """Metrics (unless counted at the response's last send, `Responder.meter`) and the
+        access log for one answered request."""
+        if responder.meter is not None:
+            responder.count(status)
+        access_log = self._site.access_log
+        if access_log is not None:
+            access_log(environ, status, length, time.perf_counter() - started, responder.headers)

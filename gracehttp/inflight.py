@@ -10,10 +10,19 @@ waits for all three to reach zero, so a request that reached the socket before
 the listeners closed is answered, not lost in a hand-over between the counters:
 a connection is counted busy *before* it stops counting as a head, and the
 other way round when it is parked.
+
+The counts change four times per request, so they take no lock: each is the
+length of a list, changed by ``append``/``extend`` and ``pop``/slice deletion,
+which CPython performs atomically (the library FAQ's list of atomic operations),
+and the request numbers come from `itertools.count`, whose ``next`` is atomic
+too. A reader may see a connection counted twice for a moment, never nowhere,
+because every hand-over counts the new place before it uncounts the old. Only
+the drain's wait takes the lock; see `wait_idle` for why no wake-up is lost.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -21,52 +30,89 @@ from collections.abc import Callable
 
 class InFlight:
     def __init__(self) -> None:
-        # Entered as the bare lock: `with` on a Condition is a Python-level call, and these
-        # counters change several times per request and per accepted connection.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self.requests = 0
-        self.busy = 0
-        self.heads = 0
-        #: Threads in `wait_idle`: the request path notifies only when there are some, since
-        #: ``notify_all`` is Python-level code that would otherwise run twice per request.
+        self._requests: list[None] = []
+        self._busy: list[None] = []
+        self._heads: list[None] = []
+        self._numbers = itertools.count(1)
+        #: Threads in `wait_idle`: the request path notifies only when there are some.
         self._waiters = 0
-        self.total = 0
         self.aborted = False
         #: ``on_limit()`` runs once, when the `limit`-th request starts (a worker's max_requests).
         self.limit = 0
         self.on_limit: Callable[[], None] | None = None
 
+    @property
+    def requests(self) -> int:
+        return len(self._requests)
+
+    @property
+    def busy(self) -> int:
+        return len(self._busy)
+
+    @property
+    def heads(self) -> int:
+        return len(self._heads)
+
+    @property
+    def total(self) -> int:
+        """Requests started so far: the next number `itertools.count` would give, less one
+        (read from its repr, ``count(N)``, which does not advance it)."""
+        return int(repr(self._numbers)[6:-1]) - 1
+
     def request_started(self) -> None:
-        with self._lock:
-            self.requests += 1
-            self.total += 1
-            hit = self.total == self.limit
-        if hit and self.on_limit is not None:
+        self._requests.append(None)
+        if next(self._numbers) == self.limit and self.on_limit is not None:
             self.on_limit()
 
     def request_finished(self) -> None:
-        with self._lock:
-            self.requests -= 1
-            if self.requests == 0 and self._waiters:
-                self._cond.notify_all()
+        requests = self._requests
+        requests.pop()
+        if self._waiters and not requests:
+            self._notify()
 
     def claim(self, was_head: bool, count: int = 1) -> None:
         """A thread took `count` connections (from the parked set when `was_head`/idle,
         or accept, which claims a batch before taking it)."""
-        with self._lock:
-            self.busy += count
+        if count == 1:
+            self._busy.append(None)
             if was_head:
-                self.heads -= count
+                self._heads.pop()
+        else:
+            self._busy.extend([None] * count)
+            if was_head:
+                del self._heads[-count:]
 
-    def release(self, to_head: bool, count: int = 1) -> None:
-        """A thread let go of `count` connections, parking them as begun requests when `to_head`."""
-        with self._lock:
-            if to_head:
-                self.heads += count
-            self.busy -= count
-            if self.busy == 0 and self.heads == 0 and self._waiters:
-                self._cond.notify_all()
+    def count_heads(self, count: int = 1) -> None:
+        """`count` connections are about to be parked as begun requests: counted *before*
+        they can be taken from the parked set, whose taker uncounts them (`claim`)."""
+        if count == 1:
+            self._heads.append(None)
+        else:
+            self._heads.extend([None] * count)
+
+    def uncount_heads(self, count: int = 1) -> None:
+        """Connections counted by `count_heads` were closed instead of parked."""
+        del self._heads[-count:]
+        self._settled()
+
+    def release(self, count: int = 1) -> None:
+        """A thread let go of `count` connections (parked, counted by `count_heads` first
+        if they carry a begun request, or closed)."""
+        if count == 1:
+            self._busy.pop()
+        elif count:
+            del self._busy[-count:]
+        self._settled()
+
+    def _settled(self) -> None:
+        if self._waiters and not self._busy and not self._heads:
+            self._notify()
+
+    def _notify(self) -> None:  # only while a drain waits: not on the request path
+        with self._cond:
+            self._cond.notify_all()
 
     def abort(self) -> None:
         """Wake every waiter now: a forcible close does not wait for anyone."""
@@ -80,11 +126,17 @@ class InFlight:
 
     def wait_idle(self, deadline: float) -> bool:
         """Wait until nothing is pending; False if `deadline` (monotonic) passes first
-        or `abort` was called. A condition wait, woken by the last finisher."""
+        or `abort` was called.
+
+        A condition wait, woken by the last finisher. No wake-up is lost without the
+        request path's lock: a waiter is counted in `_waiters` (under the lock) before it
+        looks at the counts, and a finisher looks at `_waiters` after its count changed,
+        then notifies under the lock, which it gets only once the waiter is waiting.
+        """
         with self._cond:
             self._waiters += 1
             try:
-                while self.busy > 0 or self.requests > 0 or self.heads > 0:
+                while self._busy or self._requests or self._heads:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self.aborted:
                         return False

@@ -20,12 +20,13 @@ role back, which it signals through `on_wanted` and takes as soon as the
 reserve lets go.
 
 The role is a `threading.Lock` (which any thread may release): the leader holds
-it; followers block in ``acquire``. The watchdog releases it on behalf of a
-stuck leader and clears the holder's generation; the leader sees that when it
-finishes and becomes a follower. If the leader finishes just as
-it is demoted, two threads poll for a moment, which is safe (every descriptor
-is EPOLLONESHOT); only the thread whose generation holds the token may release
-it, so it is never released twice.
+it; followers block in ``acquire``. Each holder gets a fresh `Turn`, which it
+alone writes around every connection it serves (no lock on the request path).
+The watchdog releases the role on behalf of a stuck leader and clears the
+holder; the leader sees that when it finishes and becomes a follower. If the
+leader finishes just as it is demoted, two threads poll for a moment, which is
+safe (every descriptor is EPOLLONESHOT); only the thread whose turn holds the
+token may release it, so it is never released twice.
 """
 
 from __future__ import annotations
@@ -41,19 +42,31 @@ HANDOFF_AFTER = 0.002
 IDLE_TICKS = 50
 
 
+class Turn:
+    """One spell of leading: what the watchdog reads to tell a stuck leader.
+
+    Written only by the thread that leads with it, so beginning and ending a
+    connection take no lock; a demoted leader's writes go to its own old turn
+    and can never hide its successor's slow request from the watchdog.
+    """
+
+    __slots__ = ("seq", "serving")
+
+    def __init__(self) -> None:
+        self.serving = False
+        self.seq = 0
+
+
 class Leadership:
     def __init__(self, handoff_after: float = HANDOFF_AFTER) -> None:
         self._token = threading.Lock()
         self._mutex = threading.Lock()
-        self._gen = 0
-        self._holder = 0  # generation of the thread holding the token; 0 when nobody does
+        #: The turn holding the token; None when nobody does.
+        self._holder: Turn | None = None
         self._handoff_after = handoff_after
         self._wake = threading.Event()
         self._stopped = False
         self.sleeping = False
-        #: Written by the leader around each connection it serves; read by the watchdog.
-        self.serving = False
-        self.seq = 0
         self.handoffs = 0
         #: Request threads blocked in `acquire`, waiting to lead.
         self.waiting = 0
@@ -62,8 +75,8 @@ class Leadership:
         self.on_wanted: Callable[[], None] = lambda: None
         self._starved = threading.Event()
 
-    def acquire(self) -> int:
-        """Block until this thread is the leader; return its generation."""
+    def acquire(self) -> Turn:
+        """Block until this thread is the leader; return its turn."""
         with self._mutex:
             self.waiting += 1
             if self.reserve_leading:
@@ -71,9 +84,8 @@ class Leadership:
         self._token.acquire()
         with self._mutex:
             self.waiting -= 1
-            self._gen += 1
-            self._holder = self._gen
-            return self._gen
+            self._holder = turn = Turn()
+            return turn
 
     # -- the reserve poller ------------------------------------------------------
 
@@ -83,49 +95,45 @@ class Leadership:
         self._starved.clear()
         return not self._stopped
 
-    def reserve_acquire(self) -> int:
-        """Take the role for the reserve poller; 0 (and the role given back) if a
+    def reserve_acquire(self) -> Turn | None:
+        """Take the role for the reserve poller; None (and the role given back) if a
         request thread waits for it, since a request thread can serve everything."""
         self._token.acquire()
         with self._mutex:
             if self.waiting or self._stopped:
                 self._token.release()
-                return 0
-            self._gen += 1
-            self._holder = self._gen
+                return None
+            self._holder = turn = Turn()  # it never begins: the watchdog leaves it be
             self.reserve_leading = True
-            return self._gen
+            return turn
 
-    def reserve_leave(self, gen: int) -> None:
+    def reserve_leave(self, turn: Turn) -> None:
         with self._mutex:
             self.reserve_leading = False
-        self.leave(gen)
+        self.leave(turn)
 
-    def begin(self) -> None:
+    def begin(self, turn: Turn) -> None:
         """The leader starts serving a connection."""
-        self.seq += 1
-        self.serving = True
+        turn.seq += 1
+        turn.serving = True
         if self.sleeping:
             self.sleeping = False
             self._wake.set()
 
-    def end(self, gen: int) -> bool:
+    def end(self, turn: Turn) -> bool:
         """The leader finished serving; False if it was demoted meanwhile (now a follower).
 
-        A demoted thread leaves `serving` alone: it is its successor's now, and
-        clearing it would hide a successor stuck in turn from the watchdog.
+        If the watchdog demotes it just after this looked, it leads on with its
+        successor for a moment, which is safe, and learns it at its next `end`.
         """
-        with self._mutex:
-            if self._holder != gen:
-                return False
-            self.serving = False
-            return True
+        turn.serving = False
+        return self._holder is turn
 
-    def leave(self, gen: int) -> None:
+    def leave(self, turn: Turn) -> None:
         """Give up the role (a stopping thread); no-op if the watchdog already took it."""
         with self._mutex:
-            if self._holder == gen:
-                self._holder = 0
+            if self._holder is turn:
+                self._holder = None
                 self._token.release()
 
     def stop(self) -> None:
@@ -135,6 +143,7 @@ class Leadership:
 
     def watch(self) -> None:
         """The watchdog thread's loop: demote a leader stuck on one connection."""
+        last: Turn | None = None
         last_seq = -1
         idle = 0
         while not self._stopped:
@@ -143,22 +152,27 @@ class Leadership:
                 # Re-check after announcing the sleep: a leader that began serving just
                 # before it saw `sleeping` False and did not wake us (it sets `seq` and
                 # `serving` before reading `sleeping`; we set `sleeping` before reading them).
-                if not self.serving and self.seq == last_seq:
+                turn = self._holder
+                if turn is None or (not turn.serving and turn is last and turn.seq == last_seq):
                     self._wake.wait()
                 self.sleeping = False
                 self._wake.clear()
                 idle = 0
                 continue
             self._wake.wait(self._handoff_after)
-            seq = self.seq
-            if self.serving and seq == last_seq:
+            turn = self._holder
+            if turn is None:
+                last, idle = None, idle + 1
+                continue
+            seq, serving = turn.seq, turn.serving
+            if serving and turn is last and seq == last_seq:
                 with self._mutex:
-                    if self._holder:
-                        self._holder = 0
-                        self.serving = False  # the successor polls; it has not begun anything
+                    if self._holder is turn:
+                        self._holder = None
                         self.handoffs += 1
                         self._token.release()
                         if not self.waiting:
                             self._starved.set()  # no request thread is free: the reserve polls
-            idle = idle + 1 if seq == last_seq and not self.serving else 0
-            last_seq = seq
+                serving = False  # the successor polls; it has not begun anything
+            idle = idle + 1 if turn is last and seq == last_seq and not serving else 0
+            last, last_seq = turn, seq

@@ -105,14 +105,18 @@ class Parking:
         if state is QUEUED:
             self.ready.append(conn)
             return
-        parked_begun = False
+        inflight = self.site.inflight
         try:
             if state is CLOSED:
                 self.close(conn)
-            elif self.park(conn):
-                parked_begun = state in PARKED_BEGUN
+            elif state in PARKED_BEGUN:
+                inflight.count_heads()  # before another thread can take it (and uncount it)
+                if not self.park(conn):
+                    inflight.uncount_heads()
+            else:
+                self.park(conn)
         finally:
-            self.site.inflight.release(parked_begun)
+            inflight.release()
 
     def park(self, conn: Connection) -> bool:
         """Put an owned connection in the parked set and arm it; False if it was closed."""
@@ -120,9 +124,17 @@ class Parking:
             self.close(conn)
             return False
         state = conn.state
+        events = _ONESHOT_OUT if state is WRITING or conn.yielding else _ONESHOT_IN
         with self._lock:
             self.parked[conn.fd] = conn
-        if not self._arm_parked(conn, _ONESHOT_OUT if state is WRITING or conn.yielding else _ONESHOT_IN):
+        armed = False
+        if conn.registered:  # the usual case, a connection parked before: armed again
+            try:
+                self.ep.modify(conn.fd, events)
+                armed = True
+            except OSError:
+                pass  # `_arm_parked` sorts it out
+        if not armed and not self._arm_parked(conn, events):
             return False
         if state is IDLE and self.site.closing:
             self.sweep(conn)  # the drain's sweep may have run just before we parked
@@ -138,14 +150,15 @@ class Parking:
                 self.dispose(conn, conn.state)
             return
         parked = self.parked
+        inflight = self.site.inflight
+        inflight.count_heads(len(conns))  # READING_HEAD: parked as begun
         with self._lock:
             for conn in conns:
                 parked[conn.fd] = conn
         closed = sum(not self._arm_parked(conn, _ONESHOT_IN) for conn in conns)
-        inflight = self.site.inflight
         if closed:
-            inflight.release(False, closed)
-        inflight.release(True, len(conns) - closed)  # READING_HEAD: parked as begun
+            inflight.uncount_heads(closed)
+        inflight.release(len(conns))
 
     def _arm_parked(self, conn: Connection, events: int) -> bool:
         """Arm a connection just put in the parked set; False if that failed and it was closed.

@@ -104,6 +104,11 @@ def _client(forwarded_for: str, proxies: TrustedProxies) -> str:
     return client
 
 
+#: The environ keys `apply_forwarded` reads: a request with none of them is left as it is.
+FORWARDED_KEYS = frozenset({"HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
+                            "HTTP_X_FORWARDED_PORT"})
+
+
 def apply_forwarded(env: dict[str, Any], proxies: TrustedProxies, host_too: bool = False) -> None:
     """Apply a trusted peer's X-Forwarded-* headers to `env` (see the module docstring);
     X-Forwarded-Host and -Port only with `host_too` (``forwarded_host``)."""

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from gracehttp.http.parser import RequestHead
 from gracehttp.http.writer import (
     LAST_CHUNK,
     NO_BODY_STATUSES,
+    STATUS_CODES,
     HeaderError,
     check_headers,
     chunk,
@@ -34,6 +36,14 @@ from gracehttp.http.writer import (
 from gracehttp.wsgi import FileWrapper
 
 Send = Callable[[bytes], None]
+
+
+class Meter(Protocol):
+    """What counts answered requests (`gracehttp.metrics.Metrics`)."""
+
+    def observe(self, method: str, status: int, seconds: float, body_bytes: int = 0) -> None: ...
+
+
 #: ``send_file(head, fd, offset, count)``: the head, then `count` bytes of the file.
 SendFile = Callable[[bytes, int, int, int], None]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
@@ -71,10 +81,12 @@ class Responder:
         "headers_sent",
         "keep_alive",
         "length",
-        "on_final",
+        "meter",
+        "method",
         "overran",
         "request_id",
         "sent",
+        "started",
         "status",
         "version",
     )
@@ -86,6 +98,7 @@ class Responder:
         self._send_final = send_final
         self._closing = closing
         self._sendfile = sendfile
+        self.method = head.method
         self.head_only = head.method == "HEAD"
         self.version = head.version
         self.keep_alive = keep_alive
@@ -97,11 +110,13 @@ class Responder:
         self.length: int | None = None
         self.sent = 0
         self.overran = False
-        #: Called (by its owner, who then clears it) just before the response's last bytes
-        #: are handed over, where they are known to be the last: not for a streamed body
-        #: without a length (close-delimited, or the head of a HEAD), which ends when its
-        #: iterable does.
-        self.on_final: Callable[[], None] | None = None
+        #: Counts the request (`count`) just before the response's last bytes are handed
+        #: over, where they are known to be the last, so a scrape made once the client has
+        #: its answer includes it; not for a streamed body without a length
+        #: (close-delimited), which ends when its iterable does and is counted by the owner.
+        self.meter: Meter | None = None
+        #: When the request began (``time.perf_counter``), for the meter's duration.
+        self.started = 0.0
         self._extra = f"Server: {server_header}\r\n" if server_header else ""
         #: Sent as X-Request-ID unless the app sent its own.
         self.request_id: str | None = None
@@ -118,7 +133,7 @@ class Responder:
             raise AssertionError("start_response called twice without exc_info")
         if not isinstance(status, str):
             raise HeaderError(f"status must be str, got {type(status).__name__}")
-        self.code = status_code(status)
+        self.code = STATUS_CODES.get(status) or status_code(status)
         check_headers(headers)
         self.status = status
         self.headers = list(headers)
@@ -240,13 +255,21 @@ class Responder:
         self._final(head + body)
 
     def _final(self, data: bytes) -> None:
-        self._ending()
+        if self.meter is not None:
+            self.count(self.code)
         self._send_final(data)
 
     def _ending(self) -> None:
-        """The response's last bytes go next: its owner's `on_final`, if any."""
-        if self.on_final is not None:
-            self.on_final()
+        """The response's last bytes go next: count it now (see `meter`)."""
+        if self.meter is not None:
+            self.count(self.code)
+
+    def count(self, status: int) -> None:
+        """Count the request with the meter, once (nothing when there is none or it has)."""
+        meter = self.meter
+        if meter is not None:
+            self.meter = None
+            meter.observe(self.method, status, time.perf_counter() - self.started, self.sent)
 
     def send_file(self, wrapper: FileWrapper) -> bool:
         """Send a `FileWrapper` with sendfile; False when it must be iterated instead."""

@@ -51,13 +51,13 @@ def http_date() -> str:
 def http_date_line() -> str:
     """The whole ``Date`` header line, made at most once a second."""
     global _date_line_cache
-    value = http_date()
-    if _date_line_cache[0] is not value:
-        _date_line_cache = (value, f"Date: {value}\r\n")
+    now = int(time.time())
+    if _date_line_cache[0] != now:
+        _date_line_cache = (now, f"Date: {http_date()}\r\n")
     return _date_line_cache[1]
 
 
-_date_line_cache: tuple[str, str] = ("", "")
+_date_line_cache: tuple[int, str] = (0, "")
 
 
 class HeaderError(ValueError):
@@ -99,13 +99,14 @@ def check_headers(headers: list[tuple[str, str]]) -> None:
             checked.add(pair)
 
 
-_STATUS_CODES: dict[str, int] = {}
+#: Status strings checked before, and their codes (see `status_code`).
+STATUS_CODES: dict[str, int] = {}
 
 
 def status_code(status: str) -> int:
     """The numeric code of a WSGI status string such as ``"200 OK"``; checked once per
     distinct string (apps reuse a handful), so the hot path is a dict lookup."""
-    known = _STATUS_CODES.get(status)
+    known = STATUS_CODES.get(status)
     if known is not None:
         return known
     code = status[:3]
@@ -114,8 +115,8 @@ def status_code(status: str) -> int:
     reason = status[4:].encode("latin-1", "replace")
     if len(reason.translate(None, _VALUE_CTL)) != len(reason):  # "200 OK\r\nSet-Cookie: ..."
         raise HeaderError(f"control character in status {status!r}")
-    if len(_STATUS_CODES) < 256:
-        _STATUS_CODES[status] = int(code)
+    if len(STATUS_CODES) < 256:
+        STATUS_CODES[status] = int(code)
     return int(code)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from gracehttp.leadership import Leadership
+from gracehttp.leadership import Leadership, Turn
 
 
 def run_watchdog(lead: Leadership) -> threading.Thread:
@@ -25,7 +25,7 @@ def test_stuck_leader_is_replaced_and_learns_it_when_done() -> None:
         took_over.set()
 
     threading.Thread(target=follower, daemon=True).start()
-    lead.begin()
+    lead.begin(gen_a)
     assert took_over.wait(2)  # while A is still "serving"
     assert lead.end(gen_a) is False  # A is a follower now
     assert lead.handoffs == 1
@@ -39,11 +39,11 @@ def test_a_successor_stuck_in_turn_is_seen_after_its_predecessor_finishes() -> N
     watchdog = run_watchdog(lead)
     gen_a = lead.acquire()
     b_leads, c_leads = threading.Event(), threading.Event()
-    b_gen: list[int] = []
+    b_gen: list[Turn] = []
     threading.Thread(target=lambda: (b_gen.append(lead.acquire()), b_leads.set()), daemon=True).start()
-    lead.begin()  # A is stuck
+    lead.begin(gen_a)  # A is stuck
     assert b_leads.wait(2)
-    lead.begin()  # B (the leader now) begins a slow request too
+    lead.begin(b_gen[0])  # B (the leader now) begins a slow request too
     assert lead.end(gen_a) is False  # A finishes: a follower; B is still serving
     threading.Thread(target=lambda: (lead.acquire(), c_leads.set()), daemon=True).start()
     assert c_leads.wait(2), "the watchdog missed the stuck successor"
@@ -58,7 +58,7 @@ def test_fast_leader_keeps_the_role() -> None:
     watchdog = run_watchdog(lead)
     gen = lead.acquire()
     for _ in range(200):
-        lead.begin()
+        lead.begin(gen)
         assert lead.end(gen)
     assert lead.handoffs == 0
     lead.stop()
@@ -89,7 +89,7 @@ def test_idle_watchdog_sleeps_and_wakes_for_work() -> None:
     assert lead.sleeping
     follower_led = threading.Event()
     threading.Thread(target=lambda: (lead.acquire(), follower_led.set()), daemon=True).start()
-    lead.begin()  # wakes the watchdog, which then sees a stuck leader
+    lead.begin(gen)  # wakes the watchdog, which then sees a stuck leader
     assert follower_led.wait(2)
     assert not lead.end(gen)
     lead.stop()

@@ -1,4 +1,4 @@
-"""`Responder.on_final`: called once, just before the bytes that end the response are
+"""`Responder.meter`: counts the request once, just before the bytes that end the response are
 handed over, where they can be known to be the last, so that metrics count a request
 before its client can see the answer. Driven with bytes, no socket."""
 
@@ -29,11 +29,12 @@ def respond(app: Callable[..., Iterable[bytes]], request: bytes = b"GET / HTTP/1
 
     responder = Responder(send, send, sendfile, head, True, None)
 
-    def final() -> None:
-        responder.on_final = None  # as its owner does
-        events.append("final")
+    class Meter:
+        def observe(self, method: str, status: int, seconds: float, body_bytes: int = 0) -> None:
+            assert (method, status) == (head.method, 200)
+            events.append("final")
 
-    responder.on_final = final
+    responder.meter = Meter()
     run_app(app, {}, responder)
     return events
 
