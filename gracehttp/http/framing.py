@@ -1,6 +1,6 @@
 """Request framing on bytes: where a head ends, and a body's bytes and its end.
 
-Bottom layer: imports only the parser (for `ChunkedDecoder` and `RequestHead`)
+Bottom layer: imports only the parser and decoder (`RequestHead`, `ChunkedDecoder`)
 and `gracehttp.errors`; never touches a socket.
 
 One `BodyFramer` frames one request body wherever its bytes travel: collected
@@ -15,7 +15,8 @@ found in one place. See docs/architecture.rst, "Request bodies".
 from __future__ import annotations
 
 from gracehttp.errors import ProtocolError
-from gracehttp.http.parser import MAX_LEADING_CRLF, ChunkedDecoder, Limits, RequestHead, find_head_end
+from gracehttp.http.chunked import ChunkedDecoder
+from gracehttp.http.parser import MAX_LEADING_CRLF, Limits, RequestHead, find_head_end
 
 
 class BodyFramer:

@@ -1,4 +1,4 @@
-"""HTTP/1.1 request parsing on bytes: request head, body framing, chunked decoding.
+"""HTTP/1.1 request head parsing on bytes (chunked bodies: `gracehttp.http.chunked`).
 
 Bottom layer: imports only `gracehttp.errors`; never touches a socket, so tests
 feed it one byte at a time or at every split point.
@@ -18,25 +18,13 @@ from dataclasses import dataclass
 from gracehttp.errors import ProtocolError
 
 _TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_HEX = b"0123456789abcdefABCDEF"
 # Bytes allowed anywhere in a head: VCHAR, obs-text, SP, HTAB and the CR/LF of
 # line endings (whose pairing is checked separately). Everything else is a CTL.
-_HEAD_OK = bytes([9, 10, 13, *range(0x20, 0x7F), *range(0x80, 0x100)])
+HEAD_OK = bytes([9, 10, 13, *range(0x20, 0x7F), *range(0x80, 0x100)])
 
-#: A chunk-size line longer than this is refused; real clients send < 20 bytes,
-#: the slack is for chunk extensions.
-MAX_CHUNK_LINE = 4096
-#: 16 hex digits cover any size a 64-bit peer can mean; more is an attack.
-MAX_CHUNK_SIZE_DIGITS = 16
 #: Empty lines tolerated before a request line (RFC 9112 section 2.2).
 MAX_LEADING_CRLF = 8
 
-_TOKEN_RE = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED_RE = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
-#: The chunk extensions after a chunk size, from their first ";" (RFC 9112 section 7.1.1):
-#: ``*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )``.
-_CHUNK_EXTENSIONS = re.compile(
-    rb"(?:[ \t]*;[ \t]*" + _TOKEN_RE + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN_RE + rb"|" + _QUOTED_RE + rb"))?)*")
 #: A Host value: ``uri-host [ ":" port ]`` (RFC 9112 section 3.2, RFC 3986 section 3.2.2):
 #: an IP literal in brackets, or a reg-name (an IPv4 address is one too); empty is allowed.
 _HOST = re.compile(
@@ -61,14 +49,6 @@ _F_HOST, _F_CONNECTION, _F_CONTENT_LENGTH, _F_CONTENT_TYPE, _F_TRANSFER_ENCODING
 _FIELD_KINDS = {b"host": _F_HOST, b"connection": _F_CONNECTION, b"content-length": _F_CONTENT_LENGTH,
                 b"content-type": _F_CONTENT_TYPE, b"transfer-encoding": _F_TRANSFER_ENCODING,
                 b"expect": _F_EXPECT}
-
-#: Fields that must not appear in a chunked trailer: they would change how the
-#: message is framed or routed after the fact (RFC 9110 section 6.5.1).
-FORBIDDEN_TRAILERS = frozenset(
-    {b"content-length", b"transfer-encoding", b"host", b"content-type", b"content-encoding",
-     b"content-range", b"trailer", b"authorization", b"set-cookie", b"cookie", b"expect",
-     b"te", b"connection", b"keep-alive", b"upgrade"}
-)
 
 
 @dataclass(frozen=True)
@@ -117,7 +97,7 @@ class RequestHead:
         return f"RequestHead({self.method} {self.target!r} {self.version})"
 
 
-def _bad(reason: str, detail: str) -> ProtocolError:
+def bad_request(reason: str, detail: str) -> ProtocolError:
     return ProtocolError(400, reason, detail)
 
 
@@ -138,7 +118,7 @@ def find_head_end(buf: bytes | bytearray, limits: Limits, start: int = 0) -> int
             raise ProtocolError(414, "uri_too_long", "request line too long")
         return -1
     if line_end == 0 or buf[line_end - 1] != 13:
-        raise _bad("bare_lf", "line ending without CR")
+        raise bad_request("bare_lf", "line ending without CR")
     if len(buf) > limits.max_request_line + limits.max_header_bytes + 4 + MAX_LEADING_CRLF * 2:
         raise ProtocolError(431, "headers_too_large", "header section too large")
     return -1
@@ -151,15 +131,15 @@ def parse_head(head: bytes, limits: Limits) -> RequestHead:
         while head.startswith(b"\r\n", start) and start < MAX_LEADING_CRLF * 2:
             start += 2
         head = head[start:]
-    if head.translate(None, _HEAD_OK):
-        raise _bad("bad_char", "control character in request head")
+    if head.translate(None, HEAD_OK):
+        raise bad_request("bad_char", "control character in request head")
     crlf = head.count(b"\r\n")
     if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
-        raise _bad("bare_cr_lf", "CR or LF outside a CRLF line ending")
+        raise bad_request("bare_cr_lf", "CR or LF outside a CRLF line ending")
     lines = head.split(b"\r\n")
     del lines[-2:]  # the head ends with an empty line; split leaves two empties
     if not lines:
-        raise _bad("bad_request_line", "empty request")
+        raise bad_request("bad_request_line", "empty request")
     request_line = lines[0]
     if len(request_line) > limits.max_request_line:
         raise ProtocolError(414, "uri_too_long", "request line too long")
@@ -205,21 +185,21 @@ def parse_head(head: bytes, limits: Limits) -> RequestHead:
                 expect = value.lower()
 
     if hosts > 1 or (version == "HTTP/1.1" and hosts != 1):
-        raise _bad("bad_host", "an HTTP/1.1 request needs exactly one Host (RFC 9112 section 3.2)")
+        raise bad_request("bad_host", "an HTTP/1.1 request needs exactly one Host (RFC 9112 section 3.2)")
     if host and host not in _VALID_HOSTS:
         if _HOST.fullmatch(host) is None:
-            raise _bad("bad_host", "invalid Host (RFC 9112 section 3.2)")
+            raise bad_request("bad_host", "invalid Host (RFC 9112 section 3.2)")
         if len(_VALID_HOSTS) < _VALID_HOSTS_MAX:
             _VALID_HOSTS.add(host)
     if content_types > 1:
-        raise _bad("bad_header", "several Content-Type fields")
+        raise bad_request("bad_header", "several Content-Type fields")
     chunked = False
     content_length: int | None = None
     if transfer_codings:
         if content_lengths:
-            raise _bad("te_and_cl", "both Content-Length and Transfer-Encoding")
+            raise bad_request("te_and_cl", "both Content-Length and Transfer-Encoding")
         if version == "HTTP/1.0":
-            raise _bad("te_http10", "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 section 6.1)")
+            raise bad_request("te_http10", "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 section 6.1)")
         if transfer_codings != [b"chunked"]:
             raise ProtocolError(501, "unsupported_te", "only a single 'chunked' transfer coding is supported")
         chunked = True
@@ -256,15 +236,15 @@ def _field(line: bytes) -> tuple[tuple[bytes, bytes], int]:
 def _parse_request_line(line: bytes) -> tuple[str, bytes, str]:
     parts = line.split(b" ")
     if len(parts) != 3 or b"\t" in line:
-        raise _bad("bad_request_line", "malformed request line")
+        raise bad_request("bad_request_line", "malformed request line")
     method, target, version = parts
     if not method or method.translate(None, _TOKEN):
-        raise _bad("bad_method", "malformed method")
+        raise bad_request("bad_method", "malformed method")
     if not target:
-        raise _bad("bad_request_line", "empty request target")
+        raise bad_request("bad_request_line", "empty request target")
     if len(version) != 8 or not version.startswith(b"HTTP/") or version[6] != 0x2E \
             or not version[5:6].isdigit() or not version[7:8].isdigit():
-        raise _bad("bad_version", "malformed HTTP version")
+        raise bad_request("bad_version", "malformed HTTP version")
     if version not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise ProtocolError(505, "version_not_supported", "HTTP version not supported")
     return method.decode("ascii"), target, version.decode("ascii")
@@ -276,22 +256,22 @@ def _split_target(method: str, target: bytes) -> tuple[bytes, bytes]:
         rest = target
     elif target == b"*":
         if method != "OPTIONS":
-            raise _bad("bad_target", "'*' is only for OPTIONS")
+            raise bad_request("bad_target", "'*' is only for OPTIONS")
         return b"*", b""
     elif method == "CONNECT":
         if b"/" in target or b"?" in target:
-            raise _bad("bad_target", "CONNECT needs host:port")
+            raise bad_request("bad_target", "CONNECT needs host:port")
         return b"", b""
     else:
         scheme, sep, after = target.partition(b"://")
         if not sep or scheme.lower() not in (b"http", b"https") or not after:
-            raise _bad("bad_target", "request target is not origin- or absolute-form")
+            raise bad_request("bad_target", "request target is not origin- or absolute-form")
         slash = min((i for i in (after.find(b"/"), after.find(b"?")) if i >= 0), default=-1)
         rest = after[slash:] if slash >= 0 else b"/"
         if rest[:1] == b"?":
             rest = b"/" + rest
     if method == "CONNECT":
-        raise _bad("bad_target", "CONNECT needs authority-form")
+        raise bad_request("bad_target", "CONNECT needs authority-form")
     rest = rest.partition(b"#")[0]
     path, _, query = rest.partition(b"?")
     return path, query
@@ -300,12 +280,12 @@ def _split_target(method: str, target: bytes) -> tuple[bytes, bytes]:
 def parse_field_line(line: bytes) -> tuple[bytes, bytes]:
     """Split one header (or trailer) line into name and trimmed value."""
     if not line or line[0] in (0x20, 0x09):
-        raise _bad("obs_fold", "obsolete line folding is not accepted")
+        raise bad_request("obs_fold", "obsolete line folding is not accepted")
     name, sep, value = line.partition(b":")
     if not sep or not name:
-        raise _bad("bad_header", "header line without a name and colon")
+        raise bad_request("bad_header", "header line without a name and colon")
     if name.translate(None, _TOKEN):
-        raise _bad("bad_header_name", "invalid character in header name")
+        raise bad_request("bad_header_name", "invalid character in header name")
     return name, value.strip(b" \t")
 
 
@@ -313,104 +293,7 @@ def _parse_content_length(values: list[bytes]) -> int:
     first = values[0]
     for value in values:
         if value != first:
-            raise _bad("bad_content_length", "several differing Content-Length fields")
+            raise bad_request("bad_content_length", "several differing Content-Length fields")
     if not first.isdigit() or len(first) > 18:
-        raise _bad("bad_content_length", "Content-Length is not a decimal number")
+        raise bad_request("bad_content_length", "Content-Length is not a decimal number")
     return int(first)
-
-
-_DATA, _DATA_CRLF, _SIZE, _TRAILER, _DONE = range(5)
-
-
-class ChunkedDecoder:
-    """Incremental decoder for a chunked body (RFC 9112 section 7.1).
-
-    `feed` takes whatever bytes arrived and returns the body bytes they complete.
-    After `done`, `leftover` holds bytes past the body (a pipelined request).
-    """
-
-    __slots__ = ("_buf", "_max_trailer", "_remaining", "_state", "_trailer_bytes", "done", "trailers")
-
-    def __init__(self, max_trailer_bytes: int = 65536) -> None:
-        self._buf = bytearray()
-        self._state = _SIZE
-        self._remaining = 0
-        self._trailer_bytes = 0
-        self._max_trailer = max_trailer_bytes
-        self.trailers: list[tuple[bytes, bytes]] = []
-        self.done = False
-
-    @property
-    def leftover(self) -> bytes:
-        return bytes(self._buf) if self.done else b""
-
-    def feed(self, data: bytes) -> bytes:
-        buf = self._buf
-        buf += data
-        out: list[bytes] = []
-        pos = 0
-        while True:
-            state = self._state
-            if state == _DATA:
-                n = min(self._remaining, len(buf) - pos)
-                if n == 0:
-                    break
-                out.append(bytes(buf[pos:pos + n]))
-                pos += n
-                self._remaining -= n
-                if self._remaining == 0:
-                    self._state = _DATA_CRLF
-            elif state in (_SIZE, _TRAILER):
-                i = buf.find(b"\r\n", pos)
-                if i < 0:
-                    if state == _SIZE and len(buf) - pos > MAX_CHUNK_LINE:
-                        raise _bad("bad_chunk", "chunk size line too long")
-                    break
-                line = bytes(buf[pos:i])
-                pos = i + 2
-                if state == _SIZE:
-                    self._remaining = _parse_chunk_size(line)
-                    self._state = _DATA if self._remaining else _TRAILER
-                elif not line:
-                    self._state = _DONE
-                    self.done = True
-                    break
-                else:
-                    self._add_trailer(line)
-            elif state == _DATA_CRLF:
-                if len(buf) - pos < 2:
-                    break
-                if buf[pos:pos + 2] != b"\r\n":
-                    raise _bad("bad_chunk", "chunk data not followed by CRLF")
-                pos += 2
-                self._state = _SIZE
-            else:
-                break
-        del buf[:pos]
-        if self._state == _TRAILER and len(buf) > self._max_trailer:
-            raise ProtocolError(431, "headers_too_large", "trailer section too large")
-        return b"".join(out)
-
-    def _add_trailer(self, line: bytes) -> None:
-        self._trailer_bytes += len(line) + 2
-        if self._trailer_bytes > self._max_trailer:
-            raise ProtocolError(431, "headers_too_large", "trailer section too large")
-        if line.translate(None, _HEAD_OK) or b"\r" in line or b"\n" in line:
-            raise _bad("bad_char", "control character in trailer")
-        name, value = parse_field_line(line)
-        if name.lower() in FORBIDDEN_TRAILERS:
-            raise _bad("forbidden_trailer", f"{name.decode('ascii')} is not allowed in a trailer")
-        self.trailers.append((name, value))
-
-
-def _parse_chunk_size(line: bytes) -> int:
-    if b"\r" in line or b"\n" in line or line.translate(None, _HEAD_OK):
-        raise _bad("bad_chunk", "control character in chunk size line")
-    size, semi, ext = line.partition(b";")
-    if semi:
-        size = size.rstrip(b" \t")  # BWS before a chunk extension (RFC 9112 section 7.1.1)
-        if _CHUNK_EXTENSIONS.fullmatch(semi + ext) is None:
-            raise _bad("bad_chunk", "malformed chunk extension")
-    if not size or len(size) > MAX_CHUNK_SIZE_DIGITS or size.translate(None, _HEX):
-        raise _bad("bad_chunk", "malformed chunk size")
-    return int(size, 16)

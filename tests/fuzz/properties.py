@@ -4,7 +4,8 @@ and, on the seed corpus and every input a fuzzer ever broke it with, by the unit
 from __future__ import annotations
 
 from gracehttp.errors import ProtocolError
-from gracehttp.http.parser import ChunkedDecoder, Limits, find_head_end, parse_head
+from gracehttp.http.chunked import ChunkedDecoder
+from gracehttp.http.parser import Limits, find_head_end, parse_head
 
 LIMITS = Limits(1024, 4096, 50, 65536)
 

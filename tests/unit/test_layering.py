@@ -8,8 +8,8 @@ import pytest
 PKG = pathlib.Path(__file__).resolve().parents[2] / "gracehttp"
 
 LAYERS = {
-    0: {"errors", "addresses", "state", "inflight", "http.parser", "http.framing", "http.writer", "callbacks", "http",
-        "leadership", "systemd", "inherit", "connstate", "watchdog", "requestid"},
+    0: {"errors", "addresses", "state", "inflight", "http.parser", "http.chunked", "http.framing", "http.writer",
+        "callbacks", "http", "leadership", "systemd", "inherit", "connstate", "watchdog", "requestid"},
     1: {"config", "spool", "wsgi", "response", "health", "routing", "metrics", "accesslog", "debug", "admin",
         "flushbell", "proxy", "workermetrics"},
     2: {"listeners", "connection", "engine", "shutdown", "signals", "supervisor", "server", "upgrade", "worker",

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gracehttp.errors import ProtocolError
-from gracehttp.http.parser import ChunkedDecoder, Limits, RequestHead, find_head_end, parse_head
+from gracehttp.http.chunked import ChunkedDecoder
+from gracehttp.http.parser import Limits, RequestHead, find_head_end, parse_head
 
 LIMITS = Limits()
 
