@@ -45,11 +45,23 @@ def environ_key(name: bytes) -> str | None:
 
 
 def build_environ(base: dict[str, Any], head: RequestHead, body: Body) -> dict[str, Any]:
-    """A fresh environ: `base` holds the per-connection keys (server, peer, scheme)."""
+    """A fresh environ: `base` holds the per-connection keys (server, peer, scheme), and
+    the keys that follow from the head alone are made once per head (`head_environ`)."""
+    script_name = base["SCRIPT_NAME"]
+    made = head.environ
+    if made is None or made[0] != script_name:
+        made = head.environ = (script_name, head_environ(head, script_name))
     env = base.copy()
+    env.update(made[1])
+    env["wsgi.input"] = body
+    return env
+
+
+def head_environ(head: RequestHead, script_name: str) -> dict[str, Any]:
+    """The environ keys a request head gives, for an app mounted at `script_name`."""
+    env: dict[str, Any] = {}
     path = head.path
     env["REQUEST_METHOD"] = head.method
-    script_name = base["SCRIPT_NAME"]
     if script_name:  # the app is mounted under root_path: /prefix or /prefix/... comes off, as sent
         root = script_name.encode("ascii")
         if path.startswith(root) and path[len(root):len(root) + 1] in (b"", b"/"):
@@ -58,7 +70,6 @@ def build_environ(base: dict[str, Any], head: RequestHead, body: Body) -> dict[s
     env["QUERY_STRING"] = head.query.decode("latin-1")
     env["RAW_URI"] = env["REQUEST_URI"] = head.target.decode("latin-1")
     env["SERVER_PROTOCOL"] = head.version
-    env["wsgi.input"] = body
     for name, value in head.headers:
         key = environ_key(name)
         if key is None:

