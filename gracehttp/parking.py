@@ -30,7 +30,6 @@ housekeeper thread expires those that pass, a tick at a time.
 from __future__ import annotations
 
 import collections
-import contextlib
 import select
 import threading
 import time
@@ -206,9 +205,12 @@ class Parking:
                 self.ep.modify(fd, events)
 
     def close(self, conn: Connection) -> None:
-        if conn.registered:
-            with contextlib.suppress(OSError, ValueError):
-                self.ep.unregister(conn.fd)
+        """Close an owned connection. Not unregistered first: closing its socket, the one
+        reference to it (accepted sockets are never duplicated, and programs the app
+        runs do not inherit them), takes it out of the epoll set, and the system call
+        saved is one in eight of a ``Connection: close`` request. Should a child the
+        app forked still hold it, at most one stale event comes under its number, and
+        whoever is parked there then finds nothing to read and is parked again."""
         conn.close()
         self._on_close(conn)
 
