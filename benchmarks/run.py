@@ -75,6 +75,9 @@ LOADS = [
     Load("1 MiB from memory", "heavy", "heavy", "/big", connections=16, servers=HEAVY),
     Load("1 MiB file_wrapper", "heavy", "heavy", "/file", connections=16, servers=HEAVY),
     Load("1 ms of Python", "heavy", "heavy", "/work", connections=16, servers=HEAVY),
+    # gracehttp keeps heads it has parsed (wrk sends one head over and over): this one
+    # never repeats a head, so it shows the parsing a cache cannot save.
+    Load("hello, heads all new", "heavy", "heavy", "/", script="unique.lua", servers=HEAVY),
     *[Load(f"c={c}", "curve", "hello", connections=c, servers=CURVE) for c in CURVE_LEVELS],
 ]
 #: The columns of the main table and the bars of the chart.
