@@ -54,6 +54,8 @@ def main_table(data: dict[str, Any]) -> str:
 
 
 def keyed_table(data: dict[str, Any], keys: list[str], first: str) -> str:
+    # Only the loads this run measured: a run made before a load was added has no column for it.
+    keys = [k for k in keys if any(k in s for s in data["summary"].values())]
     rows = []
     for name, entry in data["results"].items():
         s = data["summary"].get(name, {})
