@@ -13,6 +13,7 @@ the thread running ``serve_forever`` never runs the sequence itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -150,8 +151,8 @@ class GracefulServer:
                                     inherit.inheritance().upgrades)
             self._upgrader.on_failed = self._metrics.upgrade_failed
         self._engine = main_engine(cfg, self._app, self._lifecycle, self._inflight, self.logger, self._tls,
-                                   self._metrics, [lst.sock for lst in self._listeners],
-                                   multiprocess=self._worker is not None)
+                                   self._metrics, [lst.sock for lst in self._listeners], self._worker is not None,
+                                   self._worker.balance if self._worker is not None else None)
         self._watchdog = request_watchdog(cfg, self._engine, self._metrics,
                                           self._worker.stuck if self._worker is not None else None)
         if self._admin_listeners:
@@ -391,7 +392,8 @@ class GracefulServer:
     def port(self) -> int | None:
         for lst in self._listeners:
             if lst.sock.family in (socket.AF_INET, socket.AF_INET6) and lst.sock.fileno() >= 0:
-                return int(lst.sock.getsockname()[1])
+                with contextlib.suppress(OSError):  # closed by the drain since the look
+                    return int(lst.sock.getsockname()[1])
         return None
 
     @property

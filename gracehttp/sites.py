@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from gracehttp.accesslog import AccessLog
 from gracehttp.addresses import describe_socket, is_private
 from gracehttp.admin import AdminApp
+from gracehttp.balance import Balance
 from gracehttp.config import Config
 from gracehttp.debug import MAX_PROFILE_SECONDS
 from gracehttp.engine import Engine
@@ -39,7 +40,8 @@ ADMIN_CONNECTIONS = 64
 
 def main_engine(cfg: Config, app: Callable[..., Iterable[bytes]], lifecycle: Lifecycle, inflight: InFlight,
                 logger: logging.Logger, tls: ssl.SSLContext | None, metrics: Metrics | None,
-                sockets: list[socket.socket], multiprocess: bool = False) -> Engine:
+                sockets: list[socket.socket], multiprocess: bool = False, balance: Balance | None = None) -> Engine:
+    """The server's own engine; `multiprocess` and `balance` in a worker."""
     site = Site(
         app=app,
         limits=Limits(cfg.max_request_line, cfg.max_header_bytes, cfg.max_header_count, cfg.max_body_bytes),
@@ -55,7 +57,7 @@ def main_engine(cfg: Config, app: Callable[..., Iterable[bytes]], lifecycle: Lif
         forwarded_host=cfg.forwarded_host, health_prefix=cfg.health_prefix, request_id=cfg.request_id,
         log_probes=cfg.access_log_probes,
     )
-    return Engine(site, sockets, cfg.threads, cfg.max_connections, logger)
+    return Engine(site, sockets, cfg.threads, cfg.max_connections, logger, balance=balance)
 
 
 def admin_engine(cfg: Config, main: Engine, inflight: InFlight, metrics: Metrics | None,

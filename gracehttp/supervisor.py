@@ -63,9 +63,9 @@ from gracehttp.worker import (
     WorkerLink,
     decode,
     enter_worker,
-    request_limit,
     watch_supervisor,
     worker_config,
+    worker_link,
 )
 from gracehttp.workermetrics import WorkerEvents, end_multiprocess, start_multiprocess, worker_gone
 
@@ -415,6 +415,5 @@ class Supervisor:
     def _become_worker(self, index: int) -> int:
         enter_worker(_HANDLED, [self._fds[name] for name in ("wake_r", "wake_w", "alive_w", "status_r")], self.go)
         watch_supervisor(self._fds["alive_r"])
-        link = WorkerLink(index, memoryview(self._shared)[:1], self._fds["status_w"], request_limit(self.config),
-                          self.go)
+        link = worker_link(index, memoryview(self._shared), self._fds["status_w"], self.config, self.go)
         return self.serve_worker(worker_config(self.config, self.listeners, self.admin), link)

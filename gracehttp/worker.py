@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gracehttp import inherit
+from gracehttp.balance import Balance, capacity
 from gracehttp.config import Config
 from gracehttp.listeners import BoundListener
 
@@ -100,6 +101,8 @@ class WorkerLink:
     max_requests: int | None
     #: The supervisor's word that this worker may serve (None: serve at once).
     go: GoPipe | None = None
+    #: This worker's share of new connections (`gracehttp.balance`).
+    balance: Balance | None = None
 
     def ready(self) -> None:
         self._send(READY)
@@ -166,6 +169,13 @@ def worker_config(config: Config, listeners: list[BoundListener], admin: list[Bo
     return dataclasses.replace(
         config, workers=1, listeners=(), addr=f"fd://{fds[0]}", addrs=tuple(f"fd://{fd}" for fd in fds[1:]),
         admin_addr=f"fd://{admin[0].sock.fileno()}" if admin else None, pid_file=None)
+
+
+def worker_link(index: int, page: memoryview, status_fd: int, config: Config, go: GoPipe) -> WorkerLink:
+    """A worker's end of what it shares with the supervisor: in the page shared before
+    forking, the drained flag (byte 0) and every worker's open-connection count."""
+    return WorkerLink(index, page[:1], status_fd, request_limit(config), go,
+                      Balance(page, index) if index < capacity(page) else None)
 
 
 def request_limit(config: Config) -> int | None:

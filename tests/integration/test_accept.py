@@ -134,9 +134,9 @@ def test_past_the_limit_a_batch_still_takes_up_to_the_overflow_bound(monkeypatch
     """Overflow connections that send a request count as ordinary ones, so the open count
     can stay past max_connections; new connections are still admitted as overflow, up to
     OVERFLOW_MAX of them (4 here), not one per listener event."""
-    import gracehttp.engine
+    import gracehttp.acceptor
 
-    monkeypatch.setattr(gracehttp.engine, "OVERFLOW_MAX", 4)
+    monkeypatch.setattr(gracehttp.acceptor, "OVERFLOW_MAX", 4)
     with engine_on_listener(max_connections=1) as (engine, lst, port):
         first = _queue(port, 4)
         later: list[socket.socket] = []
@@ -150,7 +150,7 @@ def test_past_the_limit_a_batch_still_takes_up_to_the_overflow_bound(monkeypatch
                 if conn is not None:
                     engine._serve(conn, run_app=False)  # a request: promoted, queued for a thread
             assert len(engine.open) == 4
-            assert engine._overflow == 0  # all promoted: 3 past max_connections=1
+            assert engine.acceptor.overflow == 0  # all promoted: 3 past max_connections=1
             later = _queue(port, 10)
             assert wait_until(lambda: lst.queued() == 10)
             engine._accept(lst, run_app=False)

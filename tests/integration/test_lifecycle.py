@@ -243,9 +243,11 @@ def test_app_raising_system_exit_gets_500_and_threads_survive(exc: BaseException
 
 
 def _drain_in_background(server: GracefulServer) -> threading.Thread:
+    port = server.port  # read before the drain closes the listener it comes from
+    assert port is not None
     stopper = threading.Thread(target=server.shutdown)
     stopper.start()
-    assert wait_until(lambda: refused(server.port), 5)  # step 3 of the sequence has run
+    assert wait_until(lambda: refused(port), 5)  # step 3 of the sequence has run
     return stopper
 
 

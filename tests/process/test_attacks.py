@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gracehttp.engine import OVERFLOW_MAX
+from gracehttp.acceptor import OVERFLOW_MAX
 from tests.helpers import fd_table, get, read_until_close, statuses, wait_until
 
 

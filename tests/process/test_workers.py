@@ -8,7 +8,7 @@ import signal
 import threading
 from typing import Any
 
-from tests.helpers import get, wait_until
+from tests.helpers import get, read_response, wait_until
 from tests.process.test_shutdown import fire, in_flight
 
 
@@ -150,3 +150,28 @@ def test_metrics_are_aggregated_and_drain_reaches_every_worker(start_server: Any
     code, _ = srv.wait_exit(15)
     assert code == 0
     assert not os.path.exists(metrics_dir)  # the supervisor cleaned up after itself
+
+
+def test_connections_opened_together_are_shared_between_the_workers(start_server: Any) -> None:
+    """A client pool opening its keep-alive connections all at once (as wrk and a load
+    balancer's upstream pool do) is spread over the workers: each worker takes only its
+    share of what is queued. Before, the worker that polled first took nearly all of
+    them and the other idled (0 of 50 in the measurement that found it)."""
+    import socket
+
+    srv = start_server(workers=2, threads=4)
+    assert wait_until(lambda: len(worker_pids(srv)) == 2, 10)
+    assert wait_until(lambda: any("all 2 workers ready" in line for line in srv.stderr), 10)
+    socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(50)]
+    try:
+        for s in socks:
+            s.sendall(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+        pids: dict[int, int] = {}
+        for s in socks:
+            pid = int(read_response(s).body.split()[1])  # "done <pid>"
+            pids[pid] = pids.get(pid, 0) + 1
+    finally:
+        for s in socks:
+            s.close()
+    assert sorted(pids) == sorted(worker_pids(srv))
+    assert min(pids.values()) >= 10, pids  # an even share is 25; before, 0 or a handful

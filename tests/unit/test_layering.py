@@ -9,17 +9,17 @@ PKG = pathlib.Path(__file__).resolve().parents[2] / "gracehttp"
 
 LAYERS = {
     0: {"errors", "addresses", "state", "inflight", "http.parser", "http.chunked", "http.framing", "http.writer",
-        "callbacks", "http", "leadership", "systemd", "inherit", "connstate", "watchdog", "requestid"},
+        "callbacks", "http", "leadership", "systemd", "inherit", "connstate", "watchdog", "requestid", "balance"},
     1: {"config", "spool", "wsgi", "response", "health", "routing", "metrics", "accesslog", "debug", "admin",
         "flushbell", "proxy", "workermetrics"},
-    2: {"listeners", "connection", "engine", "shutdown", "signals", "supervisor", "server", "upgrade", "worker",
-        "sites", "site", "transport", "outgoing", "parking", "exchange"},
+    2: {"listeners", "connection", "acceptor", "engine", "shutdown", "signals", "supervisor", "server", "upgrade",
+        "worker", "sites", "site", "transport", "outgoing", "parking", "exchange"},
     3: {"__init__", "__main__", "cli", "group", "reloader", "foreign_flags"},
 }
 LAYER_OF = {mod: layer for layer, mods in LAYERS.items() for mod in mods}
 # Within the upper layer, this order holds: a module imports only those before it.
 UPPER_ORDER = ["listeners", "upgrade", "signals", "site", "transport", "outgoing", "exchange", "connection",
-               "parking", "engine", "sites", "shutdown", "worker", "supervisor", "server"]
+               "parking", "acceptor", "engine", "sites", "shutdown", "worker", "supervisor", "server"]
 
 
 def _modules() -> list[tuple[str, pathlib.Path]]:
