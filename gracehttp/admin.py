@@ -10,7 +10,6 @@ only ever given to the admin listener's engine.
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -75,6 +74,8 @@ class AdminApp:
 
     def _debug(self, path: str, query: dict[str, list[str]], start_response: StartResponse) -> Iterable[bytes]:
         if path in ("/debug", "/debug/"):
+            import html  # here: only this index page needs it (0.4 MiB of every process)
+
             items = "".join(f'<li><a href="{html.escape(p)}">{html.escape(p)}</a>: {html.escape(what)}</li>'
                             for p, what in DEBUG_PAGES.items())
             page = f"<!doctype html><title>gracehttp debug</title><h1>gracehttp debug</h1><ul>{items}</ul>"

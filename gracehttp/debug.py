@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 import traceback
-import tracemalloc
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,6 +90,8 @@ class Profiler:
 
 def heap_top(limit: int) -> str:
     """The top allocation sites by line; starts tracemalloc if it was not tracing."""
+    import tracemalloc  # here: 0.4 MiB of every process otherwise
+
     if not tracemalloc.is_tracing():
         tracemalloc.start(1)
         return ("tracemalloc was not tracing: it is started now. Ask again once the server has "

@@ -1,6 +1,8 @@
 """What a plain server imports: ssl (4-5 MiB of every process), werkzeug and
-prometheus-client are loaded only when TLS, routes or metrics ask for them, and ctypes
-(0.4 MiB) only when a stopping server closes its listeners' queues."""
+prometheus-client are loaded only when TLS, routes or metrics ask for them, ctypes
+(0.4 MiB) only when a stopping server closes its listeners' queues, and the modules
+of features used now and then (upgrades, access log files, the debug pages: 0.3-0.5
+MiB each) only when those are."""
 
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ server = GracefulServer(Config(app=app, addr="127.0.0.1:0", metrics=False)).run_
 with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
     s.sendall(b"GET / HTTP/1.1\\r\\nHost: t\\r\\nConnection: close\\r\\n\\r\\n")
     assert s.recv(100).startswith(b"HTTP/1.1 200"), "no answer"
-print(sorted(m for m in ("ssl", "werkzeug", "prometheus_client", "ctypes") if m in sys.modules))
+LAZY = ("ssl", "werkzeug", "prometheus_client", "ctypes", "subprocess", "html", "tracemalloc", "datetime",
+        "logging.handlers")
+print(sorted(m for m in LAZY if m in sys.modules))
 server.shutdown()
 """
 
