@@ -35,6 +35,8 @@ _SPARE_DESCRIPTORS = 256
 #: How long a worker over its share leaves the queue to the others (`gracehttp.balance`):
 #: the others are woken by the same arrival, and take it within microseconds unless busy.
 DEFER_SECONDS = 0.002
+#: How long a worker takes connections as if alone once the others' counts look stale.
+ALONE_SECONDS = 1.0
 
 
 class Acceptor:
@@ -55,10 +57,14 @@ class Acceptor:
         self._paused = False
         #: Open connections admitted past max_connections (see `_admit_past_limit`).
         self.overflow = 0
-        #: The last wake-up left the queue to the other workers (`take_batch`); its
-        #: listeners wait unarmed until `rearm_at`, and while `deferring` the engine's
-        #: pollers wait with a timeout so that one of them re-arms them (`rearm_due`).
-        self._declined = False
+        #: Listeners (by descriptor) whose last wake-up left the queue to the other
+        #: workers (`take_batch`); they wait unarmed until `rearm_at`, and while `deferring`
+        #: the engine's pollers wait with a timeout so that one of them re-arms them
+        #: (`rearm_due`). `_stale`: deferrals in a row after which the queue was still there;
+        #: until `_alone_until` this worker takes connections as if it were the only one.
+        self._declined: set[int] = set()
+        self._stale = 0
+        self._alone_until = 0.0
         self._deferred: list[Listener] = []
         self.deferring = False
         self.rearm_at = 0.0
@@ -149,20 +155,31 @@ class Acceptor:
             # Past the limit (room < 0: overflow connections promoted by their requests) the
             # overflow's own bound still admits up to OVERFLOW_MAX of them.
             batch = min(ACCEPT_BATCH, max(room, 0) + OVERFLOW_MAX - self.overflow, queued)
-            if self.balance is not None:
+            if self.balance is not None and time.monotonic() >= self._alone_until:
                 share = self.balance.share(len(self.open), queued)
-                if share <= 0 and queued and not self._declined:
+                if share > 0:
+                    batch = min(batch, share)
+                    self._declined.discard(lst.fd)
+                    self._stale = 0
+                elif queued and lst.fd not in self._declined:
                     # The other workers are due these: the listener stays unarmed here for
-                    # `DEFER_SECONDS` (`rearm_due`); if the queue is still there then, the
-                    # others are not taking it, and this worker takes it.
-                    self._declined = declined = True
+                    # `DEFER_SECONDS` (`rearm_due`).
+                    declined = True
+                    self._declined.add(lst.fd)
                     self._deferred.append(lst)
                     self.rearm_at = time.monotonic() + DEFER_SECONDS
                     self.deferring = True
-                else:
-                    # Past a deferral the others have not taken the queue: an even part of it.
-                    batch = min(batch, share if share > 0 else self.balance.part(queued))
-                    self._declined = False
+                elif queued:
+                    # Left to the others and still there: they are busy, or a count is stale
+                    # (a worker died or froze with connections open). An even part of it; and
+                    # the second time running, take connections as if alone for a while, so
+                    # that a dead worker's count does not slow the ones that serve.
+                    self._declined.discard(lst.fd)
+                    batch = min(batch, self.balance.part(queued))
+                    self._stale += 1
+                    if self._stale >= 2:
+                        self._stale = 0
+                        self._alone_until = time.monotonic() + ALONE_SECONDS
         if declined:
             return []
         accepted = self._take(lst, max(1, batch))

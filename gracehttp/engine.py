@@ -212,7 +212,7 @@ class Engine:
                     try:
                         # The timeout is a safety net only: a request thread that wants the
                         # role writes to the want pipe, which ends this wait at once.
-                        events = poll(0.1, 1)
+                        events = poll(DEFER_SECONDS if self.acceptor.deferring else 0.1, 1)
                     except InterruptedError:
                         continue
                     except (OSError, ValueError):

@@ -159,7 +159,12 @@ class Leadership:
                 self._wake.clear()
                 idle = 0
                 continue
-            self._wake.wait(self._handoff_after)
+            if self._wake.wait(self._handoff_after):
+                # Set by a `begin` that saw this thread about to sleep: not a tick. Without
+                # clearing it every wait would return at once, and the next look would
+                # demote a leader that had served for microseconds.
+                self._wake.clear()
+                continue
             turn = self._holder
             if turn is None:
                 last, idle = None, idle + 1

@@ -207,10 +207,11 @@ class Parking:
     def close(self, conn: Connection) -> None:
         """Close an owned connection. Not unregistered first: closing its socket, the one
         reference to it (accepted sockets are never duplicated, and programs the app
-        runs do not inherit them), takes it out of the epoll set, and the system call
-        saved is one in eight of a ``Connection: close`` request. Should a child the
-        app forked still hold it, at most one stale event comes under its number, and
-        whoever is parked there then finds nothing to read and is parked again."""
+        execs do not inherit them), takes it out of the epoll set, and the system call
+        saved is one in eight of a ``Connection: close`` request. A child the app forked
+        without exec holds a copy until it exits; meanwhile at most one stale event comes
+        under the number, and whoever is parked there then finds nothing to read and is
+        parked again."""
         conn.close()
         self._on_close(conn)
 

@@ -33,18 +33,15 @@ import logging
 import os
 import select
 import signal
+import subprocess  # at start, not at an upgrade: by then a deploy may have replaced the stdlib on disk
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from gracehttp import inherit
 from gracehttp.listeners import BoundListener
 from gracehttp.systemd import notify
-
-if TYPE_CHECKING:
-    import subprocess
 
 #: Seconds to wait for a killed new generation to be reaped.
 REAP_TIMEOUT = 5.0
@@ -87,8 +84,6 @@ class Upgrade:
                                                "upgrades": inherit.inheritance().upgrades + 1})
         try:
             try:
-                import subprocess  # here: only an upgrade needs it (0.3 MiB of every process)
-
                 self.proc = subprocess.Popen(command_line(), env=env, pass_fds=[*fds.values(), ready_w, parent_r])
             finally:
                 os.close(ready_w)
@@ -142,8 +137,6 @@ class Upgrade:
             return
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGKILL)
-        import subprocess
-
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(REAP_TIMEOUT)
 

@@ -133,7 +133,7 @@ def find_head_end(buf: bytes | bytearray, limits: Limits, start: int = 0) -> int
 
 #: Heads this long or shorter are kept (`Limits.heads`), this many per `Limits`.
 _HEAD_CACHED_LEN = 1024
-_HEADS_MAX = 256
+_HEADS_MAX = 64
 
 
 def parse_head(head: bytes, limits: Limits) -> RequestHead:

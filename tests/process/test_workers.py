@@ -175,3 +175,30 @@ def test_connections_opened_together_are_shared_between_the_workers(start_server
             s.close()
     assert sorted(pids) == sorted(worker_pids(srv))
     assert min(pids.values()) >= 10, pids  # an even share is 25; before, 0 or a handful
+
+
+def test_a_frozen_worker_does_not_hold_back_new_connections(start_server: Any) -> None:
+    """A worker stopped with its connections open (SIGSTOP here; a worker wedged in a C call
+    looks the same) keeps its count in the shared page: the other one must still take every
+    new connection, not leave them to it."""
+    import socket
+
+    srv = start_server(workers=2, threads=4)
+    assert wait_until(lambda: any("all 2 workers ready" in line for line in srv.stderr), 10)
+    held = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(20)]
+    try:
+        for s in held:
+            s.sendall(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+        owners = [int(read_response(s).body.split()[1]) for s in held]
+        frozen = max(set(owners), key=owners.count)
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            for _ in range(100):  # new connections, one request each: all answered by the other
+                resp = get(srv.port, "/pid", timeout=10)
+                assert resp.status == 200
+                assert int(resp.body.split()[1]) != frozen
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+    finally:
+        for s in held:
+            s.close()

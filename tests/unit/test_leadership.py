@@ -94,3 +94,23 @@ def test_idle_watchdog_sleeps_and_wakes_for_work() -> None:
     assert not lead.end(gen)
     lead.stop()
     watchdog.join(2)
+
+
+def test_a_wake_up_left_set_does_not_make_the_watchdog_spin_and_demote_at_once() -> None:
+    """A leader's `begin` can set the wake-up just after the watchdog decided not to sleep
+    (it saw the leader serving). That must not turn every later wait into no wait: the
+    leader would be demoted microseconds into a request instead of after `handoff_after`."""
+    lead = Leadership(handoff_after=0.3)
+    turn = lead.acquire()
+    lead.sleeping = True  # as the watchdog leaves it when it skips its sleep
+    lead.begin(turn)  # sees it "sleeping": sets the wake-up, which nobody clears
+    assert not lead.sleeping
+    follower_led = threading.Event()
+    threading.Thread(target=lambda: (lead.acquire(), follower_led.set()), daemon=True).start()
+    began = time.monotonic()
+    watchdog = run_watchdog(lead)
+    assert follower_led.wait(5)  # the stuck leader is still demoted...
+    assert time.monotonic() - began >= 0.25  # ...but only once it has served handoff_after
+    assert not lead.end(turn)
+    lead.stop()
+    watchdog.join(2)
