@@ -56,6 +56,10 @@ _SPECIAL = {"content-length": _LENGTH, "connection": _CONNECTION, "date": _DATE,
 #: lower() and a chain of comparisons per header (bounded like the other name caches).
 _KINDS: dict[str, int] = {}
 _KINDS_MAX = 1024
+#: Response heads framed before, by what they were framed from (`Responder._frame`):
+#: (the Date line they carry, the head, length, chunked, keep-alive).
+_FRAMED: dict[tuple[Any, ...], tuple[str, bytes, int | None, bool, bool]] = {}
+_FRAMED_MAX = 256
 
 
 def _kind(name: str) -> int:
@@ -140,9 +144,37 @@ class Responder:
         return self.write
 
     def _frame(self, body_length: int | None) -> bytes:
-        """Choose the framing and render the head (called once, when output starts)."""
+        """Choose the framing and render the head (called once, when output starts).
+
+        An app answers most requests with the same status and headers, so the head it
+        framed to is kept (`_FRAMED`) for as long as its Date line holds (a second), with
+        what framing it chose; a response with a request id is never kept (the id is new).
+        """
         if not self.status:
             raise AssertionError("the app returned without calling start_response")
+        if self.keep_alive and self._closing():
+            self.keep_alive = False  # the drain began while the app ran: tell the client now
+        key: tuple[Any, ...] | None = None
+        date = http_date_line()
+        if self.request_id is None:
+            key = (self.status, body_length, self.keep_alive, self.version, self.head_only, self._extra,
+                   *self.headers)
+            try:
+                framed = _FRAMED.get(key)
+            except TypeError:  # a header pair that is not a tuple (a list): nothing kept
+                framed = key = None
+            if framed is not None and framed[0] is date:
+                _, head, self.length, self.chunked, self.keep_alive = framed
+                self.headers_sent = True
+                return head
+        head = self._frame_anew(body_length, date)
+        if key is not None:
+            if len(_FRAMED) >= _FRAMED_MAX:
+                _FRAMED.clear()
+            _FRAMED[key] = (date, head, self.length, self.chunked, self.keep_alive)
+        return head
+
+    def _frame_anew(self, body_length: int | None, date: str) -> bytes:
         length: int | None = None
         code = self.code
         # No Content-Length in a 1xx or 204 (RFC 9110 section 8.6); a 304's is the app's
@@ -179,11 +211,9 @@ class Responder:
         # The app's own Date or Server wins; the server adds its own only where it set none.
         extra = [] if own_server else [self._extra]
         if not own_date:
-            extra.append(http_date_line())
+            extra.append(date)
         if self.request_id is not None and not own_id:
             extra += ("X-Request-ID: ", self.request_id, "\r\n")
-        if self.keep_alive and self._closing():
-            self.keep_alive = False  # the drain began while the app ran: tell the client now
         no_body = code in NO_BODY_STATUSES or code < 200
         if length is not None and body_length is not None and body_length < length and not no_body \
                 and not self.head_only:
