@@ -1,18 +1,20 @@
-"""Prometheus metrics: the fixed names, bounded labels, one registry per server
+"""Prometheus metrics: the fixed names, bounded labels, one set per server
 (docs/architecture.rst, "Admin listener and metrics").
 
-Middle layer: imports `state`, `inflight`, `flushbell` and `workermetrics`.
+Middle layer: imports `state`, `inflight`, `flushbell`, `exposition`, `procstats`,
+`totals` and `workermetrics`.
 
 The request path only adds to its own thread's running totals (`_Tally`: no
-lock, about a microsecond); a flusher thread adds what grew into the
-prometheus-client metrics every `FLUSH_INTERVAL`, and a scrape flushes first,
-so a scrape is always exact. prometheus-client itself (35 ms to import) is
-imported by that thread, not on the way to serving the first request. The
-gauges that describe the present (in flight, open connections, ready) are read
-when scraped.
+lock, about a microsecond); a flusher thread adds what grew to the process's
+totals every `FLUSH_INTERVAL`, and a scrape flushes first, so a scrape is
+always exact. The gauges that describe the present (in flight, open
+connections, ready) are read when scraped.
 
-With workers, prometheus-client's multiprocess mode aggregates the files of all
-workers: the flusher is what writes them (so the request path never touches
+A single process keeps its totals itself (`totals.Totals`) and writes the
+scrape with `exposition`: it never imports prometheus-client, whose import
+alone costs about 8 MiB and 35 ms. With workers, prometheus-client's
+multiprocess mode aggregates the files of all workers: the flusher is what
+writes them (`workermetrics.ClientMetrics`, so the request path never touches
 the memory-mapped files), and it also writes this worker's present gauges,
 summed over the live workers.
 """
@@ -24,44 +26,25 @@ import collections
 import contextlib
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
+from gracehttp import exposition
+from gracehttp.exposition import Family, FamilyLike, gauge
 from gracehttp.flushbell import Doorbell, doorbell_pids, remove_doorbell, ring
 from gracehttp.inflight import InFlight
+from gracehttp.procstats import process_families, python_families
 from gracehttp.state import Lifecycle
-from gracehttp.workermetrics import UPGRADES_HELP, ProcessGauges, WorkerFiles, multiprocess_dir
+from gracehttp.totals import BUCKETS, Grown, Sink, Totals
+from gracehttp.workermetrics import ClientMetrics, ProcessGauges, WorkerFiles, multiprocess_dir
 
 #: Methods counted under their own name; anything else is "other", so a client
 #: sending random methods cannot create unbounded label values.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
-#: Request duration buckets, in seconds: sub-millisecond to the default read timeout.
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: Seconds between flushes. A flush costs the same however many requests came (it
 #: reads each thread's totals, not each request), so this only bounds how stale
 #: another worker's numbers may be in a scrape (one's own are flushed first).
 FLUSH_INTERVAL = 0.1
-
-
-def can_observe_many(histogram: Any) -> bool:
-    """Whether `observe_many` can add to this prometheus-client histogram in bulk: it has
-    a value per bucket and a sum, and a probe histogram shows them kept as `observe_many`
-    assumes (a count per bucket, not running totals; nothing else counted)."""
-    buckets = getattr(histogram, "_buckets", None)
-    if not (isinstance(buckets, list) and len(buckets) == len(BUCKETS) + 1 and hasattr(histogram, "_sum")):
-        return False
-    try:
-        from prometheus_client import CollectorRegistry, Histogram
-
-        probe = Histogram("probe", "probe", buckets=BUCKETS, registry=CollectorRegistry())
-        probe.observe(0.0007)
-        observe_many(probe, [0, 0, 1, *[0] * (len(BUCKETS) - 2)], 0.002)
-        got = [b.get() for b in probe._buckets]
-        plain = {s.name: s.value for m in probe.collect() for s in m.samples if "le" not in s.labels}
-    except Exception:  # a layout other than the one assumed: observe each request instead
-        return False
-    return got == [0, 1, 1, *[0] * (len(BUCKETS) - 2)] and plain.get("probe_count") == 2.0 and \
-        abs(plain.get("probe_sum", 0) - 0.0027) < 1e-9
 
 
 class _Tally:
@@ -94,21 +77,6 @@ class _Tally:
                 [a - b for a, b in zip(now[1], buckets, strict=True)], now[2] - seconds, now[3] - sent)
 
 
-def observe_many(histogram: Any, per_bucket: list[int], total: float) -> None:
-    """Add many observations to a prometheus-client `histogram` at once: `per_bucket`
-    counts them by bucket (`BUCKETS`, then +Inf), `total` is their sum.
-
-    prometheus-client has no call for this, so its histogram's own values (one per
-    bucket, kept non-cumulative, and the sum) are added to; `can_observe_many` says
-    whether the installed version keeps them so (else the flusher observes each
-    request at its bucket's bound: exact counts, an approximate sum).
-    """
-    for value, n in zip(histogram._buckets, per_bucket, strict=True):
-        if n:
-            value.inc(n)
-    histogram._sum.inc(total)
-
-
 #: (busy request threads, all request threads, complete requests waiting for a thread).
 PoolState = Callable[[], tuple[int, int, int]]
 
@@ -132,7 +100,6 @@ class Metrics:
         self._ready = threading.Event()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
-        self._children: dict[tuple[str, int], Any] = {}
         self._process: ProcessGauges | None = None
         self._bell: Doorbell | None = None
         directory = multiprocess_dir()
@@ -141,8 +108,8 @@ class Metrics:
             # this one's numbers as of its last periodic flush.
             with contextlib.suppress(OSError):
                 self._bell = Doorbell(directory)
-        self.registry: Any = None
-        self._bulk = False  # set with the histogram (`can_observe_many`)
+        self._sink: Sink | None = None  # made by the flusher thread (`_build`)
+        self._totals: Totals | None = None  # the sink when this is a single process
         threading.Thread(target=self._run, name="gracehttp-metrics", daemon=True).start()
 
     # -- the request path ------------------------------------------------------
@@ -212,48 +179,19 @@ class Metrics:
             self.flush()
 
     def _build(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-        from prometheus_client import values as pc_values
+        if not self.multiprocess:
+            self._sink = self._totals = Totals(self._upgrades)
+            return
+        from prometheus_client import CollectorRegistry
 
-        if self.multiprocess and pc_values.ValueClass.__name__ != "MmapedValue":
-            # prometheus-client chose its value class when first imported, maybe before the
-            # supervisor set PROMETHEUS_MULTIPROC_DIR: choose again for the metrics made here.
-            pc_values.ValueClass = pc_values.MultiProcessValue()  # type: ignore[no-untyped-call]
-        reg = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("gracehttp_requests", "Requests answered by the app, by method and status.",
-                                ["method", "status"], registry=reg)
-        self.duration = Histogram("gracehttp_request_duration_seconds",
-                                  "Time from the request head to the end of the response.", buckets=BUCKETS,
-                                  registry=reg)
-        self._bulk = can_observe_many(self.duration)
-        self.bad_requests = Counter("gracehttp_bad_requests", "Requests refused before the app, by reason.",
-                                    ["reason"], registry=reg)
-        self.response_bytes = Counter("gracehttp_response_bytes", "Response body bytes of the requests answered "
-                                      "by the app.", registry=reg)
-        self.over_timeout_total = Counter("gracehttp_requests_over_timeout", "Requests found running past "
-                                          "request_timeout (each counted once).", registry=reg)
-        if not self.multiprocess:  # with workers, the supervisor upgrades and counts (`WorkerEvents`)
-            self.upgrades = Counter("gracehttp_upgrades", UPGRADES_HELP, ["result"], registry=reg)
-            self.upgrades.labels("succeeded").inc(self._upgrades)
-            self.upgrades.labels("failed")
-        self.drain_duration = Gauge("gracehttp_drain_duration_seconds",
-                                    "How long the last drain took (0 until one happened).", registry=reg,
-                                    multiprocess_mode="max")
-        if self.multiprocess:
-            self._live.register_multiprocess(reg)
-            self._process = ProcessGauges(reg)
-        else:
-            reg.register(self._live)
-            from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
-
-            ProcessCollector(registry=reg)
-            PlatformCollector(registry=reg)
-            GCCollector(registry=reg)
-        self.registry = reg
+        registry = CollectorRegistry(auto_describe=True)
+        self._sink = ClientMetrics(registry)
+        self._live.register_multiprocess(registry)
+        self._process = ProcessGauges(registry)
 
     def flush(self, process: bool = False) -> None:
-        """Move what the request path queued into the prometheus-client metrics; with
-        `process`, also this worker's process metrics (with workers, before a scrape)."""
+        """Add what the request path counted to the sink; with `process`, also this
+        worker's process metrics (with workers, before a scrape)."""
         with self._flush_lock:
             counts: collections.Counter[tuple[str, int]] = collections.Counter()
             per_bucket = [0] * (len(BUCKETS) + 1)
@@ -267,33 +205,9 @@ class Metrics:
                 per_bucket = [a + b for a, b in zip(per_bucket, grew[1], strict=True)]
                 seconds += grew[2]
                 sent += grew[3]
-            if any(per_bucket):
-                if self._bulk:
-                    observe_many(self.duration, per_bucket, seconds)
-                else:  # each at its bucket's bound: the counts are exact, the sum is not
-                    for bound, n in zip((*BUCKETS, 2 * BUCKETS[-1]), per_bucket, strict=True):
-                        for _ in range(n):
-                            self.duration.observe(bound)
-            if sent:
-                self.response_bytes.inc(sent)
-            while self._over:
-                self._over.popleft()
-                self.over_timeout_total.inc()
-            while self._upgrade_results:
-                self.upgrades.labels(self._upgrade_results.popleft()).inc()
-            for key, n in counts.items():
-                child = self._children.get(key)
-                if child is None:
-                    child = self._children[key] = self.requests.labels(key[0], str(key[1]))
-                child.inc(n)
-            while True:
-                try:
-                    reason = self._bad.popleft()
-                except IndexError:
-                    break
-                self.bad_requests.labels(reason).inc()
-            if self._drain_seconds is not None:
-                self.drain_duration.set(self._drain_seconds)
+            assert self._sink is not None, "flushed before the flusher built the sink"
+            self._sink.add(Grown(dict(counts), per_bucket, seconds, sent, len(_take(self._over)),
+                                 _take(self._upgrade_results), _take(self._bad), self._drain_seconds))
             self._live.publish()
             if process and self._process is not None:
                 self._process.publish()
@@ -302,27 +216,32 @@ class Metrics:
         """The exposition for a scrape (flushed first): OpenMetrics when the scraper asks."""
         self._ready.wait(30)
         self.flush(process=True)
-        from prometheus_client.exposition import choose_encoder
-
-        encoder, content_type = choose_encoder(accept)
-        if not self.multiprocess:
-            return encoder(self.registry), content_type
-        from prometheus_client import CollectorRegistry
-
+        encoder, content_type = exposition.choose(accept)
+        if self._totals is not None:
+            with self._flush_lock:  # the flusher adds to the totals under it
+                families: list[FamilyLike] = [*self._totals.families(), *self._live.families()]
+            return encoder([*families, *process_families(), *python_families()]), content_type
         directory = multiprocess_dir() or ""
         ring(directory, doorbell_pids(directory))  # every other worker flushes first
-
         for attempt in range(3):
-            registry = CollectorRegistry()
-            registry.register(WorkerFiles(directory))
             try:
-                return encoder(registry), content_type
+                return encoder(list(WorkerFiles(directory).collect())), content_type
             except (OSError, ValueError, struct.error):
                 # A worker's file was marked dead while it was being read (prometheus-client
                 # reads the directory without a lock): read it again.
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+
+def _take(queue: collections.deque[Any]) -> list[Any]:
+    """Everything in a queue that other threads append to, taken out."""
+    taken = []
+    while True:
+        try:
+            taken.append(queue.popleft())
+        except IndexError:
+            return taken
 
 
 class _LiveGauges:
@@ -352,11 +271,8 @@ class _LiveGauges:
         return (float(self.inflight.requests), float(self.open_connections()),
                 1.0 if self.lifecycle.is_ready else 0.0, float(busy), float(total), float(queued))
 
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
-
-        for (name, doc, _), value in zip(self.GAUGES, self.values(), strict=True):
-            yield GaugeMetricFamily(name, doc, value=value)
+    def families(self) -> list[Family]:
+        return [gauge(name, doc, value) for (name, doc, _), value in zip(self.GAUGES, self.values(), strict=True)]
 
     def register_multiprocess(self, registry: Any) -> None:
         from prometheus_client import Gauge

@@ -139,6 +139,14 @@ def test_metrics_are_aggregated_and_drain_reaches_every_worker(start_server: Any
         assert set(samples) == {str(pid) for pid in worker_pids(srv)}, name
         assert all(value > 0 for value in samples.values()), name
     assert families["process_cpu_seconds"].samples[0].value > 0
+    # The merged families in OpenMetrics too, whole (the strict parser wants the # EOF).
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+
+    om = get(admin_port(), "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert om.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    names = {f.name for f in parse_openmetrics(om.body.decode())}
+    assert {"gracehttp_requests", "gracehttp_request_duration_seconds", "gracehttp_worker_starts",
+            "gracehttp_ready", "process_resident_memory_bytes"} <= names, names
     assert get(admin_port(), "/drain", method="POST").status == 200
     assert {get(srv.port, "/readyz").status for _ in range(20)} == {503}  # both workers drained
     assert get(admin_port(), "/undrain", method="POST").status == 200

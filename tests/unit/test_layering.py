@@ -9,9 +9,10 @@ PKG = pathlib.Path(__file__).resolve().parents[2] / "gracehttp"
 
 LAYERS = {
     0: {"errors", "addresses", "state", "inflight", "http.parser", "http.chunked", "http.framing", "http.writer",
-        "callbacks", "http", "leadership", "systemd", "inherit", "connstate", "watchdog", "requestid", "balance"},
+        "callbacks", "http", "leadership", "systemd", "inherit", "connstate", "watchdog", "requestid", "balance",
+        "exposition", "procstats"},
     1: {"config", "spool", "wsgi", "response", "health", "routing", "metrics", "accesslog", "debug", "admin",
-        "flushbell", "proxy", "workermetrics"},
+        "flushbell", "proxy", "workermetrics", "totals"},
     2: {"listeners", "connection", "acceptor", "engine", "shutdown", "signals", "supervisor", "server", "upgrade",
         "worker", "sites", "site", "transport", "outgoing", "parking", "exchange"},
     3: {"__init__", "__main__", "cli", "group", "reloader", "foreign_flags"},

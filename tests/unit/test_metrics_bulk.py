@@ -9,8 +9,9 @@ import threading
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from gracehttp.inflight import InFlight
-from gracehttp.metrics import BUCKETS, Metrics, can_observe_many
+from gracehttp.metrics import BUCKETS, Metrics
 from gracehttp.state import Lifecycle
+from gracehttp.workermetrics import can_observe_many
 
 SAMPLES = [0.0, 0.0001, 0.0005, 0.00050001, 0.001, 0.003, 0.0999, 0.1, 2.5, 29.9, 30.0, 30.5, 1e6]
 NAME = "gracehttp_request_duration_seconds"
