@@ -4,12 +4,15 @@ Upper layer: imports `acceptor`, `connection`, `parking` and `leadership`.
 
 Theory of operation
 -------------------
-Threads: `threads` request threads sharing one epoll set. One of them at a
-time, the leader (see `gracehttp.leadership`), polls with ``maxevents=1`` and
-serves what it gets itself, so the hot path has no hand-off between threads;
-the others wait to lead, and take over when a watchdog sees the leader stuck
-on one connection. When every request thread is inside the app, the *reserve*
-poller leads: it runs no app, so it is always free to accept, answer health
+Threads: up to `threads` request threads sharing one epoll set. One of them
+at a time, the leader (see `gracehttp.leadership`), polls with ``maxevents=1``
+and serves what it gets itself, so the hot path has no hand-off between
+threads; the others wait to lead, and take over when a watchdog sees the
+leader stuck on one connection. `INITIAL_THREADS` start with the engine; one
+more starts each time every started one is inside the app (the watchdog found
+no thread waiting, or the reserve queued a request nobody waits to take), up
+to `threads`, and then stays. When every request thread is inside the app, the
+*reserve* poller leads: it runs no app, so it is always free to accept, answer health
 probes, collect heads and bodies and queue complete requests (`Parking.ready`),
 which request threads take, oldest first, before they poll again. One
 housekeeping thread expires deadlines.
@@ -31,7 +34,8 @@ Invariants:
 - every parked connection has a deadline, which the housekeeper enforces.
 
 Locks: the acceptor's guards the connection count, the listener set and
-accept-pausing; the parked set has its own (`Parking`).
+accept-pausing; the parked set has its own (`Parking`); `_grow_lock` the
+thread list and the stop flag, so no thread starts after `stop` looked.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from gracehttp.acceptor import DEFER_SECONDS, Acceptor
 from gracehttp.balance import Balance
@@ -54,6 +59,12 @@ from gracehttp.parking import Parking
 from gracehttp.site import Site
 
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
+#: Request threads started with the engine. Fast requests are all served by the
+#: leader, so more only help when requests wait in the app; each idle one costs
+#: about 16 KiB (its stack pages and Python frame chunk: 0.45 MiB of an idle server
+#: at the default of 32), and starting one when needed takes about 0.1 ms, while
+#: the reserve poller keeps accepting and queueing.
+INITIAL_THREADS = 4
 
 
 class Engine:
@@ -77,9 +88,13 @@ class Engine:
         self.open = self.acceptor.open
         self.leadership = Leadership()
         self.leadership.on_wanted = self._wanted
+        self.leadership.on_starved = self._grow
         site.promote = self.acceptor.promote
         self._threads: list[threading.Thread] = []
+        self._grow_lock = threading.Lock()
+        #: The most request threads; `started` of them are running.
         self.threads = threads
+        self.started = 0
         self._name = name
         self.ep.register(self._wake_r, select.EPOLLIN)  # level-triggered: wakes every thread
         self.ep.register(self._want_r, 0)  # armed by the reserve poller while it leads
@@ -88,13 +103,23 @@ class Engine:
 
     def start(self) -> None:
         self.acceptor.arm()
-        targets = [(f"request-{i}", self._loop) for i in range(self.threads)]
-        targets += [("reserve", self._reserve_loop), ("watchdog", self.leadership.watch),
-                    ("housekeeper", self._housekeep)]
-        for name, target in targets:
-            t = threading.Thread(target=target, name=f"{self._name}-{name}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        for name, target in (("reserve", self._reserve_loop), ("watchdog", self.leadership.watch),
+                             ("housekeeper", self._housekeep)):
+            self._start(name, target)
+        for _ in range(min(self.threads, INITIAL_THREADS)):
+            self._grow()
+
+    def _grow(self) -> None:
+        """Start one more request thread, if the engine runs and has fewer than `threads`."""
+        with self._grow_lock:
+            if self.started < self.threads and not self._stopped:
+                self._start(f"request-{self.started}", self._loop)
+                self.started += 1
+
+    def _start(self, name: str, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, name=f"{self._name}-{name}", daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def stop_accepting(self, final: bool = False) -> None:
         """Take what is queued and close the listeners (`Acceptor.stop_accepting`)."""
@@ -118,14 +143,15 @@ class Engine:
 
     def stop(self, deadline: float) -> list[str]:
         """Stop the threads; return the names of those still busy at `deadline`."""
-        self._stopped = True
+        with self._grow_lock:
+            self._stopped = True
         self.parking.stopped = True
         self.acceptor.close_listeners()
         os.write(self._wake_w, b"x")
         self._tick_event.set()
         self.leadership.stop()
         stuck = []
-        for t in self._threads:
+        for t in tuple(self._threads):
             t.join(max(0.0, deadline - time.monotonic()))
             if t.is_alive():
                 stuck.append(t.name)
@@ -238,6 +264,8 @@ class Engine:
                         conn = self.parking.unpark(fd)
                         if conn is not None:
                             self._serve(conn, run_app=False)
+                    if self.parking.ready and not lead.waiting:
+                        self._grow()  # a request queued and no thread free to take it
             finally:
                 self._drain_want()
                 lead.reserve_leave(turn)

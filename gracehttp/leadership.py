@@ -73,6 +73,9 @@ class Leadership:
         #: The reserve poller holds the role (a request thread that wants it calls `on_wanted`).
         self.reserve_leading = False
         self.on_wanted: Callable[[], None] = lambda: None
+        #: Called by the watchdog (outside the mutex) when it demoted a leader and no
+        #: request thread was waiting: the engine starts another while it may.
+        self.on_starved: Callable[[], None] = lambda: None
         self._starved = threading.Event()
 
     def acquire(self) -> Turn:
@@ -171,13 +174,17 @@ class Leadership:
                 continue
             seq, serving = turn.seq, turn.serving
             if serving and turn is last and seq == last_seq:
+                starved = False
                 with self._mutex:
                     if self._holder is turn:
                         self._holder = None
                         self.handoffs += 1
                         self._token.release()
                         if not self.waiting:
+                            starved = True
                             self._starved.set()  # no request thread is free: the reserve polls
+                if starved:
+                    self.on_starved()
                 serving = False  # the successor polls; it has not begun anything
             idle = idle + 1 if turn is last and seq == last_seq and not serving else 0
             last, last_seq = turn, seq

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from gracehttp import GracefulServer
+from gracehttp.engine import INITIAL_THREADS
 from tests.helpers import GatedApp, connect, get, hello_app, read_response, running, wait_until
 
 
@@ -222,3 +223,33 @@ def test_a_response_still_being_sent_at_sigterm_is_sent_whole() -> None:
         assert resp.body == b"b" * BIG
         stopper.join(15)
         assert server.shutdown().drained
+
+
+def _request_threads(server: GracefulServer) -> list[str]:
+    """The names of the main listener's request threads (the admin's are named apart)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("gracehttp-request-")]
+
+
+def test_the_pool_starts_small_and_grows_to_threads_as_requests_wait_in_the_app() -> None:
+    """Fast requests are all served by the leader, so only a few request threads start
+    with the server; every request that waits in the app brings one more, up to
+    `threads`, and no further."""
+    with running(threads=12) as server:
+        assert len(_request_threads(server)) == INITIAL_THREADS
+    app = BusyApp()
+    with running(app, threads=12) as server:
+        assert len(_request_threads(server)) == INITIAL_THREADS
+        clients = [threading.Thread(target=get, args=(server.port, "/slow"), kwargs={"timeout": 20})
+                   for _ in range(30)]  # bounded: 30 requests, each waiting for the release
+        for t in clients:
+            t.start()
+        try:
+            # Twelve in the app at once: the pool grew to its size (the rest queue).
+            assert wait_until(lambda: app.started == 12, 10), app.started
+            assert get(server.port, "/readyz", timeout=2).status == 200  # still answered
+        finally:
+            app.release.set()
+            for t in clients:
+                t.join(20)
+        assert app.started == 30
+        assert len(_request_threads(server)) == 12  # never past `threads`
