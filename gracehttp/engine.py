@@ -95,6 +95,8 @@ class Engine:
         #: The most request threads; `started` of them are running.
         self.threads = threads
         self.started = 0
+        #: Told the pool's new limit when a thread could not start (`_grow`).
+        self.on_capped: Callable[[int], None] = lambda threads: None
         self._name = name
         self.ep.register(self._wake_r, select.EPOLLIN)  # level-triggered: wakes every thread
         self.ep.register(self._want_r, 0)  # armed by the reserve poller while it leads
@@ -110,10 +112,22 @@ class Engine:
             self._grow()
 
     def _grow(self) -> None:
-        """Start one more request thread, if the engine runs and has fewer than `threads`."""
+        """Start one more request thread, if the engine runs and has fewer than `threads`.
+
+        Called by the watchdog and the reserve poller, which must go on whatever
+        happens here: when no thread can start (a container's pids limit, memory),
+        the pool stays at the threads it has, and says so once.
+        """
         with self._grow_lock:
             if self.started < self.threads and not self._stopped:
-                self._start(f"request-{self.started}", self._loop)
+                try:
+                    self._start(f"request-{self.started}", self._loop)
+                except RuntimeError as exc:
+                    self.threads = self.started
+                    self.on_capped(self.started)
+                    self.logger.error("cannot start another request thread (%s): the pool stays at %d threads",
+                                      exc, self.started)
+                    return
                 self.started += 1
 
     def _start(self, name: str, target: Callable[[], None]) -> None:

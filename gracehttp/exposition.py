@@ -135,16 +135,33 @@ def openmetrics(families: Iterable[FamilyLike]) -> bytes:
     return "".join(out).encode()
 
 
+def _version(params: list[str]) -> tuple[int, ...] | None:
+    for param in params:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "version":
+            try:
+                return tuple(int(part) for part in value.strip().split("."))
+            except ValueError:
+                return (0,)
+    return None
+
+
 def choose(accept: str) -> tuple[Callable[[Iterable[FamilyLike]], bytes], str]:
-    """The format a scraper's Accept header asks for: OpenMetrics when it lists
-    ``application/openmetrics-text`` (without a version, or version 1 or later),
-    otherwise the classic text format, which every Prometheus reads."""
+    """The format a scraper's Accept header asks for, as prometheus-client chooses it:
+    the first entry that is OpenMetrics (without a version, or 1.0.0 or later) or the
+    text format at version 1.0.0 or later decides; otherwise the classic text format,
+    which every Prometheus reads. Either is written at the version this module
+    writes (OpenMetrics 1.0.0, text 0.0.4, the same lines as text 1.0.0 for these
+    names)."""
     for item in accept.split(","):
         media, *params = (part.strip() for part in item.split(";"))
-        if media.lower() != "application/openmetrics-text":
-            continue
-        version = next((p.split("=", 1)[1].strip() for p in params if p.lower().startswith("version=")), "1")
-        major = version.split(".", 1)[0]
-        if major.isdigit() and int(major) >= 1:
-            return openmetrics, OPENMETRICS_TYPE
+        media = media.lower()
+        if media == "application/openmetrics-text":
+            version = _version(params)
+            if version is None or version >= (1, 0, 0):
+                return openmetrics, OPENMETRICS_TYPE
+        elif media == "text/plain":
+            version = _version(params)
+            if version is not None and version >= (1, 0, 0):
+                return text, TEXT_TYPE
     return text, TEXT_TYPE

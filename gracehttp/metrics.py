@@ -254,7 +254,8 @@ class _LiveGauges:
         ("gracehttp_connections_open", "Open client connections.", "livesum"),
         ("gracehttp_ready", "1 when the readiness endpoint answers 200.", "livemin"),
         ("gracehttp_request_threads_busy", "Request threads serving a connection now.", "livesum"),
-        ("gracehttp_request_threads", "Request threads (the pool's size).", "livesum"),
+        ("gracehttp_request_threads", "Request threads the pool may run (it starts a few and grows as requests "
+         "wait in the app).", "livesum"),
         ("gracehttp_requests_queued", "Complete requests waiting for a free request thread.", "livesum"),
     )
 

@@ -102,9 +102,11 @@ def request_watchdog(cfg: Config, engine: Engine, metrics: Metrics | None,
         site.lifecycle.stuck = stuck
         return ": /livez now answers 503" if stuck else ": /livez answers 200 again"
 
-    return Watchdog(site.active, cfg.request_timeout, site.logger, cfg.threads,
-                    on_over=metrics.over_timeout if metrics is not None else None, on_replace=on_replace,
-                    on_wedged=wedged)
+    watchdog = Watchdog(site.active, cfg.request_timeout, site.logger, cfg.threads,
+                        on_over=metrics.over_timeout if metrics is not None else None, on_replace=on_replace,
+                        on_wedged=wedged)
+    engine.on_capped = watchdog.resize
+    return watchdog
 
 
 def startup_notes(cfg: Config, admin: list[BoundListener], is_worker: bool) -> list[tuple[int, str]]:

@@ -14,6 +14,7 @@ their ``_created`` time per label set, the histogram with cumulative buckets.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
@@ -31,6 +32,12 @@ SENT = ("gracehttp_response_bytes", "Response body bytes of the requests answere
 OVER = ("gracehttp_requests_over_timeout", "Requests found running past request_timeout (each counted once).")
 UPGRADES = ("gracehttp_upgrades", UPGRADES_HELP, ("result",))
 DRAIN = ("gracehttp_drain_duration_seconds", "How long the last drain took (0 until one happened).")
+
+
+def use_created() -> bool:
+    """Whether counters and histograms have ``_created`` samples: prometheus-client's
+    switch, ``PROMETHEUS_DISABLE_CREATED_SERIES=true``, turns them off here too."""
+    return os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "false").lower() not in ("true", "1", "t")
 
 
 class Grown(NamedTuple):
@@ -67,11 +74,13 @@ class _Counter:
             entry = self.values[key] = [0.0, time.time()]
         entry[0] += n
 
-    def family(self) -> Family:
+    def family(self, created: bool) -> Family:
         samples = []
-        for key, (total, created) in self.values.items():
+        for key, (total, first) in self.values.items():
             labels = dict(zip(self.labels, key, strict=True))
-            samples += [Sample(self.name + "_total", labels, total), Sample(self.name + "_created", labels, created)]
+            samples.append(Sample(self.name + "_total", labels, total))
+            if created:
+                samples.append(Sample(self.name + "_created", labels, first))
         return Family(self.name, "counter", self.documentation, samples)
 
 
@@ -91,6 +100,7 @@ class Totals:
         self.upgrades.add(("succeeded",), upgrades)  # the generations before this process
         self.upgrades.add(("failed",), 0)
         self.drain = 0.0
+        self.created = use_created()
 
     def add(self, grown: Grown) -> None:
         for (method, status), n in grown.requests.items():
@@ -115,8 +125,10 @@ class Totals:
         for bound, n in zip((*self.bounds, float("inf")), self.per_bucket, strict=True):
             cumulative += n
             samples.append(Sample(f"{name}_bucket", {"le": go_float(bound)}, float(cumulative)))
-        samples += [Sample(f"{name}_count", {}, float(cumulative)), Sample(f"{name}_sum", {}, self.seconds),
-                    Sample(f"{name}_created", {}, self.duration_created)]
-        return [self.requests.family(), Family(name, "histogram", doc, samples), self.bad.family(),
-                self.sent.family(), self.over.family(), self.upgrades.family(),
+        samples += [Sample(f"{name}_count", {}, float(cumulative)), Sample(f"{name}_sum", {}, self.seconds)]
+        if self.created:
+            samples.append(Sample(f"{name}_created", {}, self.duration_created))
+        created = self.created
+        return [self.requests.family(created), Family(name, "histogram", doc, samples), self.bad.family(created),
+                self.sent.family(created), self.over.family(created), self.upgrades.family(created),
                 Family(DRAIN[0], "gauge", DRAIN[1], [Sample(DRAIN[0], {}, self.drain)])]

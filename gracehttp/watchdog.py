@@ -77,6 +77,10 @@ class Watchdog:
         self.period = min(1.0, max(0.05, timeout / 4))
         self._thread: threading.Thread | None = None
 
+    def resize(self, threads: int) -> None:
+        """The pool could start no more than `threads`: wedged once that many are stuck."""
+        self.threads = threads
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="gracehttp-watchdog", daemon=True)
         self._thread.start()

@@ -15,6 +15,8 @@ from apps import hello
 
 from gracehttp import Config, GracefulServer
 
+#: Request threads: the pool's limit (it starts fewer and grows as requests wait).
+THREADS = 8
 
 def soak_app(environ, start_response):
     if environ["PATH_INFO"] == "/upload":
@@ -29,4 +31,4 @@ if __name__ == "__main__":
     workers = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     soak = sys.argv[4:5] == ["soak"]
     GracefulServer(Config(addr=f"127.0.0.1:{port}", app=soak_app if soak else hello, pid_file=pid_file,
-                          workers=workers, threads=8, metrics=soak, max_body_bytes=1 << 20)).serve_forever()
+                          workers=workers, threads=THREADS, metrics=soak, max_body_bytes=1 << 20)).serve_forever()

@@ -28,6 +28,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(os.path.dirname(HERE), "results")
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+
+from drill_server import THREADS as DRILL_THREADS  # noqa: E402  (its folder is the script's)
+
+from gracehttp.engine import INITIAL_THREADS  # noqa: E402
+
 UPLOAD = b"u" * (256 << 10)
 CHUNKED = b"".join(b"%x\r\n%s\r\n" % (16 << 10, b"c" * (16 << 10)) for _ in range(4)) + b"0\r\n\r\n"
 
@@ -146,10 +152,14 @@ def main() -> int:
     for s in samples:
         print(f"{s['requests']:>9} {s['seconds']:>6} {s['rss_mib']:>8} {s['fds']:>5} {s['threads']:>8}")
     print(f"{'after':>9} {'':>6} {after['rss_mib']:>8} {after['fds']:>5} {after['threads']:>8}")
-    ok = (not failures and after["fds"] <= baseline["fds"] and after["threads"] <= baseline["threads"]
-          and growth <= args.rss_slack)
+    # The request pool starts a few threads and grows, as requests wait in the app, up to the
+    # drill server's 8: those may stay; any thread past them is a leak.
+    pool_growth = max(0, DRILL_THREADS - INITIAL_THREADS)
+    ok = (not failures and after["fds"] <= baseline["fds"]
+          and after["threads"] <= baseline["threads"] + pool_growth and growth <= args.rss_slack)
     print(f"RSS growth after the first tenth: {growth} MiB (allowed {args.rss_slack}); "
-          f"fds {baseline['fds']} -> {after['fds']}; threads {baseline['threads']} -> {after['threads']}: "
+          f"fds {baseline['fds']} -> {after['fds']}; threads {baseline['threads']} -> {after['threads']} "
+          f"(the pool may grow by {pool_growth}): "
           + ("OK" if ok else "FAILED") + (f"  e.g. {failures[:3]}" if failures else ""))
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "drill-soak.json"), "w") as f:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
+
 from gracehttp import GracefulServer
 from gracehttp.engine import INITIAL_THREADS
 from tests.helpers import GatedApp, connect, get, hello_app, read_response, running, wait_until
@@ -253,3 +255,36 @@ def test_the_pool_starts_small_and_grows_to_threads_as_requests_wait_in_the_app(
                 t.join(20)
         assert app.started == 30
         assert len(_request_threads(server)) == 12  # never past `threads`
+
+
+def test_a_pool_that_cannot_start_a_thread_stays_as_it_is_and_still_polls(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Past a container's pids limit ``Thread.start`` raises: the watchdog and the reserve
+    poller, which start threads as the pool grows, go on; the pool keeps its threads,
+    says so once, and queued requests are served as threads come free."""
+
+    class NoMoreRequestThreads(threading.Thread):
+        def start(self) -> None:
+            if self.name.startswith("gracehttp-request-") and int(self.name.rsplit("-", 1)[1]) >= INITIAL_THREADS:
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", NoMoreRequestThreads)
+    app = BusyApp()
+    with running(app, threads=8) as server:
+        clients = [threading.Thread(target=get, args=(server.port, "/slow"), kwargs={"timeout": 20})
+                   for _ in range(INITIAL_THREADS + 2)]
+        for t in clients:
+            t.start()
+        try:
+            assert wait_until(lambda: app.started == INITIAL_THREADS, 10), app.started
+            assert wait_until(lambda: any("cannot start another request thread" in r.getMessage()
+                                          for r in caplog.records), 10)
+            assert get(server.port, "/readyz", timeout=2).status == 200  # the reserve still polls
+        finally:
+            app.release.set()
+            for t in clients:
+                t.join(20)
+        assert app.started == INITIAL_THREADS + 2  # the queued two, once threads came free
+        assert len(_request_threads(server)) == INITIAL_THREADS
+    assert sum("cannot start another request thread" in r.getMessage() for r in caplog.records) == 1

@@ -93,13 +93,24 @@ def test_numbers_are_written_as_prometheus_client_writes_them(value: float) -> N
     "application/openmetrics-text", "application/openmetrics-text; version=1.0.0",
     "application/openmetrics-text;version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
     "application/openmetrics-text; version=0.0.1,text/plain;version=0.0.4;q=0.5",
+    "application/openmetrics-text;version=1", "application/openmetrics-text;version=2.0.0",
     "text/html, application/openmetrics-text; version=1.0.0; charset=utf-8",
+    # Prometheus 3 asking for text 1.0.0 first: the text format, though OpenMetrics follows.
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=1.0.0;q=0.4",
+    "text/plain;version=0.0.4;q=0.5,application/openmetrics-text;version=1.0.0;q=0.4",
 ])
 def test_the_format_is_chosen_as_prometheus_client_chooses_it(accept: str) -> None:
     _, ours = exposition.choose(accept)
     _, theirs = choose_encoder(accept)
     assert ours.split(";")[0] == theirs.split(";")[0]
     assert ours in (exposition.TEXT_TYPE, exposition.OPENMETRICS_TYPE)
+
+
+def test_media_types_are_compared_as_http_says_and_a_bad_version_is_not_an_error() -> None:
+    """Case-insensitively (RFC 9110 section 8.3.1), where prometheus-client compares them as
+    written; a version that is not numbers gets the classic format (prometheus-client raises)."""
+    assert exposition.choose("Application/OpenMetrics-Text")[1] == exposition.OPENMETRICS_TYPE
+    assert exposition.choose("application/openmetrics-text;version=x")[1] == exposition.TEXT_TYPE
 
 
 def _reference_families(*collectors: object) -> dict[str, Metric]:
@@ -172,3 +183,17 @@ def test_a_single_process_scrape_parses_in_both_formats_with_every_fixed_name() 
         assert ("gracehttp_ready", ()) in values
         assert ("process_resident_memory_bytes", ()) in values
         assert ("python_gc_collections_total", (("generation", "0"),)) in values
+
+
+def test_created_samples_follow_prometheus_clients_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
+    metrics = Metrics(Lifecycle(), InFlight(), lambda: 0)
+    try:
+        metrics.observe("GET", 200, 0.002)
+        metrics.bad_request("bad_host")
+        text = metrics.render("")[0].decode()
+    finally:
+        metrics.close()
+    assert "_created" not in text
+    assert 'gracehttp_requests_total{method="GET",status="200"} 1.0' in text
+    assert "gracehttp_request_duration_seconds_count 1.0" in text
