@@ -19,7 +19,7 @@ from gracehttp.errors import ProtocolError
 from gracehttp.http.framing import BodyFramer
 from gracehttp.http.parser import RequestHead
 from gracehttp.proxy import FORWARDED_KEYS, apply_forwarded
-from gracehttp.response import Responder, SendFile, run_app
+from gracehttp.response import Responder, Send, SendFile, SendFinal, run_app
 from gracehttp.site import Site
 from gracehttp.spool import BodySpool
 from gracehttp.watchdog import Running
@@ -58,8 +58,8 @@ class Exchange:
     __slots__ = ("_closing", "_env", "_proxies", "_recv", "_send", "_send_file", "_send_final", "_site", "error",
                  "request_id")
 
-    def __init__(self, site: Site, env: dict[str, Any], recv: Callable[[], bytes], send: Callable[[bytes], None],
-                 send_final: Callable[[bytes], None], send_file: SendFile) -> None:
+    def __init__(self, site: Site, env: dict[str, Any], recv: Callable[[], bytes], send: Send,
+                 send_final: SendFinal, send_file: SendFile) -> None:
         self._site = site
         # Trust is decided once per connection; a Unix socket's peer (no address) is local.
         proxies, peer = site.proxies, env["REMOTE_ADDR"]

@@ -1,6 +1,7 @@
 """A complete response the server owns, sent as fast as the client takes it.
 
-Upper layer, beside `transport`: imports `transport` only.
+Upper layer, beside `transport`: imports `transport`, and `response` for the ways
+a response may end the connection's output.
 
 Why: an app that returns a list of bytes (what Flask and Django return for
 ordinary views) or a file through ``wsgi.file_wrapper`` is done once it has
@@ -21,10 +22,13 @@ import os
 import socket
 import time
 
+from gracehttp.response import HALF
 from gracehttp.transport import Transport
 
 #: Bytes of a file read for one TLS write (there is no sendfile through TLS).
 FILE_BLOCK = 65536
+#: A closing response's send: its last segment waits for the FIN (`gracehttp.response.CORK`).
+_LAST = socket.MSG_DONTWAIT | socket.MSG_MORE
 
 
 class Outgoing:
@@ -105,15 +109,20 @@ class Sender:
         #: A file ended before the length its head promised: only a close can tell the client.
         self.short = False
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, end: int = 0) -> None:
+        """Send a complete response (what the socket does not take is kept); `end` says
+        whether it ends the connection's output (`gracehttp.response.KEEP`, CORK, HALF)."""
         io = self._io
         if io.tls:
             sent = io.send_nowait(data)
         else:  # the hot path, inlined: one non-blocking send
             try:
-                sent = io.sock.send(data, socket.MSG_DONTWAIT)
+                sent = io.sock.send(data, _LAST if end else socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 sent = 0
+            if end == HALF and sent == len(data):
+                with contextlib.suppress(OSError):  # all sent: a client gone now changes nothing
+                    io.sock.shutdown(socket.SHUT_WR)
         if sent != len(data):
             self._keep(Outgoing(data[sent:]))
 

@@ -35,7 +35,25 @@ from gracehttp.http.writer import (
 )
 from gracehttp.wsgi import FileWrapper
 
-Send = Callable[[bytes], None]
+
+class Send(Protocol):
+    """A waiting write of part of a response; `end` HALF for the last bytes of a closing one."""
+
+    def __call__(self, data: bytes, end: int = ..., /) -> None: ...
+
+
+#: How a complete response's bytes end the connection's output (`send_final`'s second
+#: argument). Why: a response followed by a close used to be two segments, the data
+#: and then the FIN, each through the loopback or network stack and acknowledged;
+#: sent with ``MSG_MORE`` the data waits in the kernel and leaves with the FIN in one
+#: segment (measured: 11,200 -> 14,300 Connection: close requests/s).
+#: KEEP: the connection goes on (keep-alive). CORK: it closes as soon as this
+#: returns, with none of the app's code in between (only the server's accounting and
+#: access log line), so the bytes wait for the close's FIN. HALF: the app's
+#: ``close()`` runs before the connection closes, so the connection half-closes at
+#: once, the FIN leaving with the bytes, and the client never waits for the app.
+KEEP, CORK, HALF = 0, 1, 2
+SendFinal = Callable[[bytes, int], None]
 
 
 class Meter(Protocol):
@@ -74,6 +92,7 @@ class Responder:
 
     __slots__ = (
         "_closing",
+        "_end",
         "_extra",
         "_send",
         "_send_final",
@@ -95,11 +114,14 @@ class Responder:
         "version",
     )
 
-    def __init__(self, send: Send, send_final: Send, sendfile: SendFile, head: RequestHead,
+    def __init__(self, send: Send, send_final: SendFinal, sendfile: SendFile, head: RequestHead,
                  keep_alive: bool, server_header: str | None,
                  closing: Callable[[], bool] = lambda: False) -> None:
         self._send = send
         self._send_final = send_final
+        #: How a closing response ends the output (CORK or HALF): HALF unless the app's
+        #: result is known to have no ``close()`` (`run_app`).
+        self._end = HALF
         self._closing = closing
         self._sendfile = sendfile
         self.method = head.method
@@ -260,6 +282,9 @@ class Responder:
                     self._overrun()
                 self.sent += len(data)
                 self._ending()  # the block that completes the length is the last
+                if not self.keep_alive:  # and the connection closes after it: with the FIN
+                    self._send(out + data, HALF)
+                    return
             else:
                 self.sent += len(data)
             out += data
@@ -287,7 +312,7 @@ class Responder:
     def _final(self, data: bytes) -> None:
         if self.meter is not None:
             self.count(self.code)
-        self._send_final(data)
+        self._send_final(data, KEEP if self.keep_alive else self._end)
 
     def _ending(self) -> None:
         """The response's last bytes go next: count it now (see `meter`)."""
@@ -344,6 +369,8 @@ def run_app(app: Callable[..., Iterable[bytes]], environ: dict[str, Any], respon
         if isinstance(result, (list, tuple)) and not responder.headers_sent:
             # The whole body is known: one head with its length and one hand-over, which
             # the connection may finish sending without this thread.
+            if not hasattr(result, "close"):
+                responder._end = CORK  # nothing of the app's runs between this send and the close
             if len(result) == 1:
                 block = result[0]
                 if not isinstance(block, (bytes, bytearray)):

@@ -105,10 +105,17 @@ class Transport:
 
     # -- writing -------------------------------------------------------------------
 
-    def send(self, data: bytes) -> None:
-        """A waiting write (a streamed response): each wait bounded by ``write_timeout``."""
+    def send(self, data: bytes, end: int = 0) -> None:
+        """A waiting write (a streamed response): each wait bounded by ``write_timeout``.
+        `end` (nonzero): the last bytes of a response the connection closes after, sent
+        with the FIN in one segment (`gracehttp.response.HALF` says why)."""
         if not self.tls:
-            self.sock.sendall(data)
+            if not end:
+                self.sock.sendall(data)
+                return
+            self.sock.sendall(data, socket.MSG_MORE)
+            with contextlib.suppress(OSError):  # all sent: a client gone now changes nothing
+                self.sock.shutdown(socket.SHUT_WR)
             return
         view = memoryview(data)
         while view:

@@ -17,7 +17,7 @@ def answer(app: Callable[..., Iterable[bytes]], closing: bool = False, request_i
            request: bytes = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n") -> tuple[bytes, Responder]:
     sent: list[bytes] = []
     head = parse_head(request, Limits())
-    responder = Responder(sent.append, sent.append, lambda *a: None, head, True, "gracehttp",
+    responder = Responder(sent.append, lambda data, end: sent.append(data), lambda *a: None, head, True, "gracehttp",
                           lambda: closing)
     responder.request_id = request_id
     run_app(app, {}, responder)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gracehttp.http.parser import Limits, parse_head
-from gracehttp.response import Responder, run_app
+from gracehttp.response import CORK, HALF, KEEP, Responder, run_app
 from gracehttp.wsgi import FileWrapper
 
 
@@ -21,7 +21,7 @@ def respond(app: Callable[..., Iterable[bytes]], request: bytes = b"GET / HTTP/1
     events: list[str] = []
     head = parse_head(request, Limits())
 
-    def send(data: bytes) -> None:
+    def send(data: bytes, end: int = KEEP) -> None:
         events.append(f"send:{len(data)}")
 
     def sendfile(head_bytes: bytes, fd: int, offset: int, count: int) -> None:
@@ -83,3 +83,51 @@ def test_a_file_like_without_a_descriptor_counts_before_the_block_that_ends_it()
     """Iterated like a streamed body; its Content-Length says which block is the last."""
     events = respond(app_of([("Content-Length", "4")], FileWrapper(io.BytesIO(b"abcd"))))
     assert [e.split(":")[0] for e in events] == ["final", "send"]
+
+
+class _ClosingList(list[bytes]):
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("request_line", "body", "end"), [
+    (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", [b"hi"], KEEP),  # keep-alive: the connection goes on
+    (b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", [b"hi"], CORK),  # the close follows at once
+    (b"GET / HTTP/1.0\r\n\r\n", (b"h", b"i"), CORK),
+    # The app's close() runs before the connection closes: half-close with the bytes.
+    (b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", _ClosingList([b"hi"]), HALF),
+])
+def test_a_closing_response_says_how_its_bytes_end_the_output(request_line: bytes, body: Any, end: int) -> None:
+    ends: list[int] = []
+    head = parse_head(request_line, Limits())
+    responder = Responder(lambda data: None, lambda data, how: ends.append(how), lambda *a: None, head,
+                          head.keep_alive, None)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return body
+
+    run_app(app, {}, responder)
+    assert ends == [end]
+
+
+@pytest.mark.parametrize(("request_line", "last"), [
+    (b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", HALF),
+    (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", KEEP),
+])
+def test_the_last_streamed_block_of_a_closing_response_half_closes(request_line: bytes, last: int) -> None:
+    """A streamed body with a Content-Length: the block that completes it is the last, and on
+    a closing connection it goes with the FIN; on a keep-alive one it does not."""
+    sends: list[tuple[int, int]] = []
+    head = parse_head(request_line, Limits())
+    responder = Responder(lambda data, end=KEEP: sends.append((len(data), end)),
+                          lambda data, end: sends.append((len(data), end)), lambda *a: None, head,
+                          head.keep_alive, None)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Length", "6")])
+        yield b"abc"
+        yield b"def"
+
+    run_app(app, {}, responder)
+    assert [end for _, end in sends] == [KEEP, last]

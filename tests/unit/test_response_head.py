@@ -16,7 +16,8 @@ from gracehttp.response import Responder, run_app
 def head_of(headers: Any, status: str = "200 OK", body: bytes = b"hi",
             request: bytes = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n") -> list[str]:
     out: list[bytes] = []
-    responder = Responder(out.append, out.append, lambda *a: None, parse_head(request, Limits()), True, "gh")
+    responder = Responder(out.append, lambda data, end: out.append(data), lambda *a: None,
+                          parse_head(request, Limits()), True, "gh")
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response(status, headers)
