@@ -1,7 +1,6 @@
 """A complete response the server owns, sent as fast as the client takes it.
 
-Upper layer, beside `transport`: imports `transport`, and `response` for the ways
-a response may end the connection's output.
+Upper layer, beside `transport`: imports `transport` only.
 
 Why: an app that returns a list of bytes (what Flask and Django return for
 ordinary views) or a file through ``wsgi.file_wrapper`` is done once it has
@@ -22,12 +21,12 @@ import os
 import socket
 import time
 
-from gracehttp.response import HALF
 from gracehttp.transport import Transport
 
 #: Bytes of a file read for one TLS write (there is no sendfile through TLS).
 FILE_BLOCK = 65536
-#: A closing response's send: its last segment waits for the FIN (`gracehttp.response.CORK`).
+#: The last send of a closing response: held for the FIN that follows at once
+#: (`gracehttp.response.SendFinal` says why).
 _LAST = socket.MSG_DONTWAIT | socket.MSG_MORE
 
 
@@ -109,18 +108,18 @@ class Sender:
         #: A file ended before the length its head promised: only a close can tell the client.
         self.short = False
 
-    def send(self, data: bytes, end: int = 0) -> None:
-        """Send a complete response (what the socket does not take is kept); `end` says
-        whether it ends the connection's output (`gracehttp.response.KEEP`, CORK, HALF)."""
+    def send(self, data: bytes, last: bool = False) -> None:
+        """Send a complete response (what the socket does not take is kept); `last`: the
+        connection closes after it, so it half-closes with these bytes once all are sent."""
         io = self._io
         if io.tls:
             sent = io.send_nowait(data)
         else:  # the hot path, inlined: one non-blocking send
             try:
-                sent = io.sock.send(data, _LAST if end else socket.MSG_DONTWAIT)
+                sent = io.sock.send(data, _LAST if last else socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 sent = 0
-            if end == HALF and sent == len(data):
+            if last and sent == len(data):
                 with contextlib.suppress(OSError):  # all sent: a client gone now changes nothing
                     io.sock.shutdown(socket.SHUT_WR)
         if sent != len(data):

@@ -37,23 +37,21 @@ from gracehttp.wsgi import FileWrapper
 
 
 class Send(Protocol):
-    """A waiting write of part of a response; `end` HALF for the last bytes of a closing one."""
+    """A waiting write of part of a response (`last`: see `SendFinal`)."""
 
-    def __call__(self, data: bytes, end: int = ..., /) -> None: ...
+    def __call__(self, data: bytes, last: bool = ..., /) -> None: ...
 
 
-#: How a complete response's bytes end the connection's output (`send_final`'s second
-#: argument). Why: a response followed by a close used to be two segments, the data
-#: and then the FIN, each through the loopback or network stack and acknowledged;
-#: sent with ``MSG_MORE`` the data waits in the kernel and leaves with the FIN in one
-#: segment (measured: 11,200 -> 14,300 Connection: close requests/s).
-#: KEEP: the connection goes on (keep-alive). CORK: it closes as soon as this
-#: returns, with none of the app's code in between (only the server's accounting and
-#: access log line), so the bytes wait for the close's FIN. HALF: the app's
-#: ``close()`` runs before the connection closes, so the connection half-closes at
-#: once, the FIN leaving with the bytes, and the client never waits for the app.
-KEEP, CORK, HALF = 0, 1, 2
-SendFinal = Callable[[bytes, int], None]
+#: ``send_final(data, last)``: a complete response; `last` when the connection closes
+#: after it. Why `last`: a response followed by a close used to leave as two segments,
+#: the data and then the FIN, each through the loopback or network stack and
+#: acknowledged. The last bytes are sent with ``MSG_MORE`` and the connection
+#: half-closes at once, so they leave with the FIN in one segment (measured: 11,000 ->
+#: 13,600 Connection: close requests/s), before the app's ``close()`` runs. Not left
+#: for the close to push: a close with client bytes unread resets the connection and
+#: drops what the kernel still holds, and a descriptor a forked child inherited
+#: keeps the close from sending anything.
+SendFinal = Callable[[bytes, bool], None]
 
 
 class Meter(Protocol):
@@ -92,7 +90,6 @@ class Responder:
 
     __slots__ = (
         "_closing",
-        "_end",
         "_extra",
         "_send",
         "_send_final",
@@ -119,9 +116,6 @@ class Responder:
                  closing: Callable[[], bool] = lambda: False) -> None:
         self._send = send
         self._send_final = send_final
-        #: How a closing response ends the output (CORK or HALF): HALF unless the app's
-        #: result is known to have no ``close()`` (`run_app`).
-        self._end = HALF
         self._closing = closing
         self._sendfile = sendfile
         self.method = head.method
@@ -266,6 +260,7 @@ class Responder:
         """The ``write()`` callable, and the path for every body block."""
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError(f"WSGI body blocks must be bytes, got {type(data).__name__}")
+        last = False
         if not self.headers_sent:
             if not data:
                 return  # PEP 3333: headers wait for the first non-empty block
@@ -280,16 +275,18 @@ class Responder:
                 if self.sent + len(data) > self.length:
                     data = data[: self.length - self.sent]  # never send past Content-Length
                     self._overrun()
-                self.sent += len(data)
-                self._ending()  # the block that completes the length is the last
-                if not self.keep_alive:  # and the connection closes after it: with the FIN
-                    self._send(out + data, HALF)
-                    return
+                if data:  # the block that completes the length is the last
+                    self.sent += len(data)
+                    self._ending()
+                    last = not self.keep_alive  # and the connection closes after it
             else:
                 self.sent += len(data)
             out += data
         if out:
-            self._send(out)
+            if last:
+                self._send(out, True)
+            else:
+                self._send(out)
 
     def _overrun(self) -> None:
         """The app yields more than its Content-Length: its framing cannot be trusted, so
@@ -312,7 +309,7 @@ class Responder:
     def _final(self, data: bytes) -> None:
         if self.meter is not None:
             self.count(self.code)
-        self._send_final(data, KEEP if self.keep_alive else self._end)
+        self._send_final(data, not self.keep_alive)
 
     def _ending(self) -> None:
         """The response's last bytes go next: count it now (see `meter`)."""
@@ -369,8 +366,6 @@ def run_app(app: Callable[..., Iterable[bytes]], environ: dict[str, Any], respon
         if isinstance(result, (list, tuple)) and not responder.headers_sent:
             # The whole body is known: one head with its length and one hand-over, which
             # the connection may finish sending without this thread.
-            if not hasattr(result, "close"):
-                responder._end = CORK  # nothing of the app's runs between this send and the close
             if len(result) == 1:
                 block = result[0]
                 if not isinstance(block, (bytes, bytearray)):

@@ -105,12 +105,12 @@ class Transport:
 
     # -- writing -------------------------------------------------------------------
 
-    def send(self, data: bytes, end: int = 0) -> None:
+    def send(self, data: bytes, last: bool = False) -> None:
         """A waiting write (a streamed response): each wait bounded by ``write_timeout``.
-        `end` (nonzero): the last bytes of a response the connection closes after, sent
-        with the FIN in one segment (`gracehttp.response.HALF` says why)."""
+        `last`: the last bytes of a response the connection closes after, sent with the
+        FIN in one segment (`gracehttp.response.SendFinal` says why)."""
         if not self.tls:
-            if not end:
+            if not last:
                 self.sock.sendall(data)
                 return
             self.sock.sendall(data, socket.MSG_MORE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import os
 import socket
 import threading
 import time
@@ -287,13 +288,14 @@ def test_a_client_pipelining_many_requests_takes_turns_with_others() -> None:
         assert statuses(received) == [200] * n
 
 
-def _answer_with_eof(port: int, request: bytes) -> tuple[bytes, bool]:
-    """The whole answer to `request`, and whether its EOF came within 4 s (not the 5 s timeout)."""
+def _answer_with_eof(port: int, request: bytes, within: float = 4.0) -> tuple[bytes, bool]:
+    """The whole answer to `request`, and whether its EOF came `within` seconds (before the
+    5 s timeout)."""
     with connect(port) as sock:
         sock.sendall(request)
         began = time.monotonic()
         answer = read_until_close(sock, timeout=5)
-        return answer, time.monotonic() - began < 4
+        return answer, time.monotonic() - began < within
 
 
 def test_a_closing_response_reaches_its_client_whole_before_the_apps_close_runs() -> None:
@@ -343,3 +345,56 @@ def test_a_closing_response_reaches_its_client_whole_before_the_apps_close_runs(
             assert answer.startswith(b"HTTP/1.")
             assert b"Connection: close" in answer
             assert answer.endswith(b"\r\n\r\nhello"), answer
+
+
+def test_a_closing_response_survives_client_bytes_sent_during_the_app() -> None:
+    """The client sends more (a stray CRLF, or a pipelined request the drain will not
+    serve) while the app runs a request whose answer closes the connection. The close
+    then resets the connection, which must not take the answer with it: its bytes and
+    FIN are sent before the close."""
+    entered, extra_sent = threading.Event(), threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        entered.set()
+        extra_sent.wait(5)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"answered"]
+
+    with running(app) as server:
+        for extra in (b"\r\n", b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n"):
+            entered.clear()
+            extra_sent.clear()
+            with connect(server.port) as sock:
+                sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                assert entered.wait(5)
+                sock.sendall(extra)
+                time.sleep(0.05)  # pacing: the extra bytes reach the server's socket before the answer
+                extra_sent.set()
+                answer = read_until_close(sock, timeout=5)
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            assert answer.endswith(b"\r\n\r\nanswered"), answer
+
+
+def test_a_closing_response_ends_at_once_though_a_forked_child_holds_the_socket() -> None:
+    """An app that forks without exec leaves the child a copy of the connection, so closing
+    the server's descriptor sends nothing: the half-close after the last bytes still does."""
+    children: list[int] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        pid = os.fork()
+        if pid == 0:  # the child: holds the inherited socket for 2 s, runs nothing else
+            time.sleep(2)
+            os._exit(0)
+        children.append(pid)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"forked"]
+
+    try:
+        with running(app) as server:
+            answer, eof = _answer_with_eof(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                                           within=1.5)
+            assert answer.endswith(b"\r\n\r\nforked"), answer
+            assert eof, "the EOF waited for the child to exit"
+    finally:
+        for pid in children:
+            os.waitpid(pid, 0)

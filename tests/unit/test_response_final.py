@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gracehttp.http.parser import Limits, parse_head
-from gracehttp.response import CORK, HALF, KEEP, Responder, run_app
+from gracehttp.response import Responder, run_app
 from gracehttp.wsgi import FileWrapper
 
 
@@ -21,7 +21,7 @@ def respond(app: Callable[..., Iterable[bytes]], request: bytes = b"GET / HTTP/1
     events: list[str] = []
     head = parse_head(request, Limits())
 
-    def send(data: bytes, end: int = KEEP) -> None:
+    def send(data: bytes, last: bool = False) -> None:
         events.append(f"send:{len(data)}")
 
     def sendfile(head_bytes: bytes, fd: int, offset: int, count: int) -> None:
@@ -90,17 +90,16 @@ class _ClosingList(list[bytes]):
         pass
 
 
-@pytest.mark.parametrize(("request_line", "body", "end"), [
-    (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", [b"hi"], KEEP),  # keep-alive: the connection goes on
-    (b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", [b"hi"], CORK),  # the close follows at once
-    (b"GET / HTTP/1.0\r\n\r\n", (b"h", b"i"), CORK),
-    # The app's close() runs before the connection closes: half-close with the bytes.
-    (b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", _ClosingList([b"hi"]), HALF),
+@pytest.mark.parametrize(("request_line", "body", "last"), [
+    (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", [b"hi"], False),  # keep-alive: the connection goes on
+    (b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", [b"hi"], True),
+    (b"GET / HTTP/1.0\r\n\r\n", (b"h", b"i"), True),
+    (b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", _ClosingList([b"hi"]), True),
 ])
-def test_a_closing_response_says_how_its_bytes_end_the_output(request_line: bytes, body: Any, end: int) -> None:
-    ends: list[int] = []
+def test_a_closing_response_is_sent_as_the_last_bytes(request_line: bytes, body: Any, last: bool) -> None:
+    lasts: list[bool] = []
     head = parse_head(request_line, Limits())
-    responder = Responder(lambda data: None, lambda data, how: ends.append(how), lambda *a: None, head,
+    responder = Responder(lambda data: None, lambda data, is_last: lasts.append(is_last), lambda *a: None, head,
                           head.keep_alive, None)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -108,26 +107,28 @@ def test_a_closing_response_says_how_its_bytes_end_the_output(request_line: byte
         return body
 
     run_app(app, {}, responder)
-    assert ends == [end]
+    assert lasts == [last]
 
 
-@pytest.mark.parametrize(("request_line", "last"), [
-    (b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", HALF),
-    (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", KEEP),
+@pytest.mark.parametrize(("request_line", "blocks", "lasts"), [
+    (b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", [b"abc", b"def"], [False, True]),
+    (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", [b"abc", b"def"], [False, False]),
+    # Past the Content-Length the connection closes: the block cut to it is the last bytes,
+    # and a block past it sends nothing (the connection is half-closed: a send would fail).
+    (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", [b"abc", b"defg", b"more"], [False, True]),
 ])
-def test_the_last_streamed_block_of_a_closing_response_half_closes(request_line: bytes, last: int) -> None:
-    """A streamed body with a Content-Length: the block that completes it is the last, and on
-    a closing connection it goes with the FIN; on a keep-alive one it does not."""
-    sends: list[tuple[int, int]] = []
+def test_the_last_streamed_block_of_a_closing_response_is_the_last_bytes(request_line: bytes, blocks: list[bytes],
+                                                                        lasts: list[bool]) -> None:
+    sends: list[tuple[int, bool]] = []
     head = parse_head(request_line, Limits())
-    responder = Responder(lambda data, end=KEEP: sends.append((len(data), end)),
-                          lambda data, end: sends.append((len(data), end)), lambda *a: None, head,
+    responder = Responder(lambda data, is_last=False: sends.append((len(data), is_last)),
+                          lambda data, is_last: sends.append((len(data), is_last)), lambda *a: None, head,
                           head.keep_alive, None)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         start_response("200 OK", [("Content-Length", "6")])
-        yield b"abc"
-        yield b"def"
+        yield from blocks
 
     run_app(app, {}, responder)
-    assert [end for _, end in sends] == [KEEP, last]
+    assert [is_last for _, is_last in sends] == lasts
+    assert sends[1][0] == 3  # "def", cut there when the app sent more
