@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gracehttp.http.parser import Limits, find_head_end
 from tests.helpers import connect, exchange, get, hello_app, read_response, read_until_close, running, statuses
 
@@ -375,6 +377,8 @@ def test_a_closing_response_survives_client_bytes_sent_during_the_app() -> None:
             assert answer.endswith(b"\r\n\r\nanswered"), answer
 
 
+# The child only sleeps and exits: none of the locks another thread might hold is touched.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_closing_response_ends_at_once_though_a_forked_child_holds_the_socket() -> None:
     """An app that forks without exec leaves the child a copy of the connection, so closing
     the server's descriptor sends nothing: the half-close after the last bytes still does."""
