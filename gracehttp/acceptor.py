@@ -134,8 +134,10 @@ class Acceptor:
 
     def take_batch(self, lst: Listener) -> list[Connection]:
         """Take the connections in the kernel's queue (up to `ACCEPT_BATCH`, and with workers
-        this worker's share), park all but the first, and return them all; the caller
-        serves the first.
+        this worker's share) and return them, counted busy and open: the caller owns them,
+        serves some at once, parks the rest, and then re-arms the listener (`rearm`). An
+        empty list: nothing to serve, and the listener seen to (re-armed now, or when its
+        deferral to the other workers is over).
 
         All of them: the listener is one event among the connections', so each one left
         queued would wait a whole round of the others (with 1,000 busy keep-alive
@@ -143,10 +145,11 @@ class Acceptor:
         that arrive while the batch is taken: in a flood of connections, a batch that
         chased arrivals would hold back every request already accepted, a health probe's
         among them. For the same reason the listener is re-armed after the batch is
-        parked: an accepted connection whose request is in goes before the next batch.
-        A batch costs one claim and one release of the in-flight counters, and one lock
-        each of the open and the parked set. The others are parked unread, their first
-        events in arrival order.
+        parked: an accepted connection whose request is in goes before the next batch
+        (re-armed first, the listener's next event would come before every parked
+        connection's, batch after batch, in a flood). A batch costs one claim and one
+        release of the in-flight counters, and one lock each of the open and the parked
+        set.
         """
         queued = lst.queued()
         declined = False
@@ -183,12 +186,10 @@ class Acceptor:
         if declined:
             return []
         accepted = self._take(lst, max(1, batch))
+        if not accepted:  # another worker or thread took them first
+            self._rearm_listener(lst)
         for conn in accepted[max(0, room):]:
             self._admit_past_limit(conn)
-        # Parked unread: an epoll registration is all it costs now, so the kernel's queue
-        # drains as fast as it can; one that has sent its request is ready at once.
-        self.parking.park_fresh(accepted[1:])
-        self._rearm_listener(lst)  # after counting the new connections against the limits
         return accepted
 
     def _take(self, lst: Listener, batch: int) -> list[Connection]:
@@ -259,6 +260,10 @@ class Acceptor:
             self.deferring = False
         for lst in deferred:
             self._rearm_listener(lst)
+
+    def rearm(self, lst: Listener) -> None:
+        """Arm the listener again once its batch is served or parked (`take_batch`)."""
+        self._rearm_listener(lst)
 
     def _rearm_listener(self, lst: Listener) -> None:
         with self._lock:

@@ -18,7 +18,8 @@ which request threads take, oldest first, before they poll again. One
 housekeeping thread expires deadlines.
 
 A listener event accepts every connection queued when it is served (up to
-`ACCEPT_BATCH`, and with workers this worker's share), parks them, re-arms the
+`ACCEPT_BATCH`, and with workers this worker's share), reads and queues the
+requests of the first `READ_AT_ONCE` after the first, parks the rest, re-arms the
 listener and serves the first on this thread (`gracehttp.acceptor` says why in
 that order). A connection that has nothing more to do now is parked
 (`gracehttp.parking`, which states the ownership rules).
@@ -65,6 +66,10 @@ _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
 #: at the default of 32), and starting one when needed takes about 0.1 ms, while
 #: the reserve poller keeps accepting and queueing.
 INITIAL_THREADS = 4
+#: New connections of a batch whose requests are read at once and queued (`Engine._accept`):
+#: about a millisecond of reading, the most the queue puts ahead of connections already
+#: waiting in the epoll set.
+READ_AT_ONCE = 32
 
 
 class Engine:
@@ -249,6 +254,8 @@ class Engine:
                 self.ep.modify(self._want_r, _ONESHOT_IN)
             try:
                 while not lead.waiting and not self._stopped:
+                    if self.parking.ready:
+                        self._grow()  # requests wait and no thread is free to take them
                     try:
                         # The timeout is a safety net only: a request thread that wants the
                         # role writes to the want pipe, which ends this wait at once.
@@ -278,8 +285,6 @@ class Engine:
                         conn = self.parking.unpark(fd)
                         if conn is not None:
                             self._serve(conn, run_app=False)
-                    if self.parking.ready and not lead.waiting:
-                        self._grow()  # a request queued and no thread free to take it
             finally:
                 self._drain_want()
                 lead.reserve_leave(turn)
@@ -306,11 +311,28 @@ class Engine:
     # -- accepting ---------------------------------------------------------------
 
     def _accept(self, lst: Listener, run_app: bool = True) -> None:
-        """Take the queued connections (`Acceptor.take_batch`) and serve the first on this
-        thread (and the app, `run_app`)."""
+        """Take the queued connections (`Acceptor.take_batch`), read the requests of the
+        first `READ_AT_ONCE` after the first, park the others, re-arm the listener, and
+        serve the first on this thread (and the app, `run_app`).
+
+        A new connection's request is nearly always in by the time it is accepted, so
+        reading it at once and queueing the complete request (`Parking.ready`, served
+        oldest first before the next poll, by whichever request thread is free) saves
+        registering the connection, an event and a wake-up for it: Connection: close
+        12,100 -> 15,200 requests/s, 81 -> 65 us of CPU each. Queued, not served here:
+        a slow app in one of them must not hold the others; and only so many, as the
+        queue goes before every connection already waiting in the epoll set.
+        """
         accepted = self.acceptor.take_batch(lst)
-        if accepted:
-            self._serve(accepted[0], run_app)
+        if not accepted:
+            return  # the listener is seen to (`Acceptor.take_batch`)
+        try:
+            for conn in accepted[1:READ_AT_ONCE + 1]:
+                self._serve(conn, run_app=False)  # the request queued, or the connection parked
+            self.parking.park_fresh(accepted[READ_AT_ONCE + 1:])  # unread: first events in arrival order
+        finally:
+            self.acceptor.rearm(lst)  # after the batch: see `Acceptor.take_batch`
+        self._serve(accepted[0], run_app)
 
     def _closed(self, conn: Connection) -> None:
         self.acceptor.closed(conn)

@@ -14,6 +14,8 @@ from contextlib import contextmanager, suppress
 
 import pytest
 
+import gracehttp.engine as engine_module
+from gracehttp.acceptor import Acceptor
 from gracehttp.config import Config
 from gracehttp.engine import Engine
 from gracehttp.inflight import InFlight
@@ -82,9 +84,9 @@ def test_a_unix_listener_cannot_tell_and_takes_a_full_batch(tmp_path: object) ->
 def test_a_batch_takes_what_was_queued_and_a_probe_in_it_goes_first(monkeypatch: pytest.MonkeyPatch) -> None:
     """The probe connects behind 20 idle connections and sends its request; 30 more
     connect after the listener event's batch was sized (`queued` says 21, as when they
-    arrive while the batch is taken). The batch takes 21, not 51, and the next event
-    served is the probe's, not the listener's: the batch is parked before the listener
-    is re-armed, so a probe is not held back behind every connection still arriving."""
+    arrive while the batch is taken). The batch takes 21, not 51, and the probe is answered
+    before the listener is armed again: the batch is served (or parked) first, so a probe
+    is not held back behind every connection still arriving."""
     with engine_on_listener() as (engine, lst, port):
         idle = _queue(port, 20)
         probe = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -94,22 +96,49 @@ def test_a_batch_takes_what_was_queued_and_a_probe_in_it_goes_first(monkeypatch:
             assert lst.queued() == 51
             monkeypatch.setattr(Listener, "queued", lambda self: 21)
             assert engine.ep.poll(1, 1)[0][0] == lst.fd
+            rearmed: list[int] = []
+            monkeypatch.setattr(engine.acceptor, "rearm", lambda listener: rearmed.append(len(engine.open)) or
+                                Acceptor.rearm(engine.acceptor, listener))
             engine._accept(lst, run_app=False)
             monkeypatch.undo()
             assert len(engine.open) == 21
             assert lst.queued() == 30
-            events = engine.ep.poll(1, 1)
-            assert events
-            assert events[0][0] != lst.fd, "the listener went before the accepted probe"
-            conn = engine.parking.unpark(events[0][0])
-            assert conn is not None
-            engine._serve(conn, run_app=False)
-            response = read_response(probe)
+            response = read_response(probe)  # answered within the batch
             assert response.status == 200
             assert response.body == b"ok"
+            assert rearmed == [21]  # once, after the batch
             assert engine.ep.poll(1, 1)[0][0] == lst.fd  # then the rest, in the next batch
         finally:
             _close(idle + later + [probe])
+
+
+def test_a_batch_reads_so_many_requests_at_once_and_parks_the_rest_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past `READ_AT_ONCE` the thread that took the batch parks the rest unread, and their
+    requests come back as events in the order they arrived."""
+    with engine_on_listener() as (engine, lst, port):
+        clients = _queue(port, 6)
+        try:
+            for client in clients:  # on loopback, in the server's socket when sendall returns
+                client.sendall(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert engine.ep.poll(1, 1)[0][0] == lst.fd
+            monkeypatch.setattr(engine_module, "READ_AT_ONCE", 1)  # the first and one more, then park
+            engine._accept(lst, run_app=False)
+            monkeypatch.undo()
+            assert read_response(clients[0]).status == 200
+            assert read_response(clients[1]).status == 200  # probes: answered, not queued
+            ports = []
+            for _ in range(4):
+                events = engine.ep.poll(1, 1)
+                assert events
+                conn = engine.parking.unpark(events[0][0])
+                assert conn is not None
+                ports.append(conn.peer[1])
+                engine._serve(conn, run_app=False)
+            assert ports == [c.getsockname()[1] for c in clients[2:]]
+            for client in clients[2:]:
+                assert read_response(client).status == 200
+        finally:
+            _close(clients)
 
 
 @pytest.mark.parametrize("count", [3, 40])
