@@ -116,15 +116,18 @@ class Engine:
         for _ in range(min(self.threads, INITIAL_THREADS)):
             self._grow()
 
-    def _grow(self) -> None:
-        """Start one more request thread, if the engine runs and has fewer than `threads`.
+    def _grow(self, count: int = 1) -> None:
+        """Start `count` more request threads, as far as the engine runs and has fewer than
+        `threads`.
 
         Called by the watchdog and the reserve poller, which must go on whatever
         happens here: when no thread can start (a container's pids limit, memory),
         the pool stays at the threads it has, and says so once.
         """
         with self._grow_lock:
-            if self.started < self.threads and not self._stopped:
+            for _ in range(count):
+                if self.started >= self.threads or self._stopped:
+                    return
                 try:
                     self._start(f"request-{self.started}", self._loop)
                 except RuntimeError as exc:
@@ -255,7 +258,9 @@ class Engine:
             try:
                 while not lead.waiting and not self._stopped:
                     if self.parking.ready:
-                        self._grow()  # requests wait and no thread is free to take them
+                        # Requests wait and no thread is free: one thread each (a batch's
+                        # requests are queued at once, with no event to come for them).
+                        self._grow(len(self.parking.ready))
                     try:
                         # The timeout is a safety net only: a request thread that wants the
                         # role writes to the want pipe, which ends this wait at once.
@@ -326,10 +331,12 @@ class Engine:
         accepted = self.acceptor.take_batch(lst)
         if not accepted:
             return  # the listener is seen to (`Acceptor.take_batch`)
+        # Not through TLS: a handshake is a millisecond of CPU, not a read.
+        read_now = 0 if accepted[0].io.tls else READ_AT_ONCE
         try:
-            for conn in accepted[1:READ_AT_ONCE + 1]:
+            for conn in accepted[1:read_now + 1]:
                 self._serve(conn, run_app=False)  # the request queued, or the connection parked
-            self.parking.park_fresh(accepted[READ_AT_ONCE + 1:])  # unread: first events in arrival order
+            self.parking.park_fresh(accepted[read_now + 1:])  # unread: first events in arrival order
         finally:
             self.acceptor.rearm(lst)  # after the batch: see `Acceptor.take_batch`
         self._serve(accepted[0], run_app)

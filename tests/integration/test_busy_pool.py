@@ -288,3 +288,24 @@ def test_a_pool_that_cannot_start_a_thread_stays_as_it_is_and_still_polls(
         assert app.started == INITIAL_THREADS + 2  # the queued two, once threads came free
         assert len(_request_threads(server)) == INITIAL_THREADS
     assert sum("cannot start another request thread" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_burst_of_slow_requests_gets_its_threads_at_once() -> None:
+    """Sixteen slow requests connect together: the batch's requests are read and queued at
+    once, with no event to come for them, so the pool must start a thread for each queued
+    one at once, not one per poll of the reserve (100 ms each: the last would wait 1.2 s)."""
+    app = BusyApp()
+    with running(app, threads=16) as server:
+        clients = [threading.Thread(target=get, args=(server.port, "/slow"), kwargs={"timeout": 20})
+                   for _ in range(16)]
+        began = time.monotonic()
+        for t in clients:
+            t.start()
+        try:
+            assert wait_until(lambda: app.started == 16, 10), app.started
+            took = time.monotonic() - began
+        finally:
+            app.release.set()
+            for t in clients:
+                t.join(20)
+        assert took < 0.6, f"16 requests in the app only after {took:.2f} s"
