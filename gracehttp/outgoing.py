@@ -120,8 +120,7 @@ class Sender:
             except (BlockingIOError, InterruptedError):
                 sent = 0
             if last and sent == len(data):
-                with contextlib.suppress(OSError):  # all sent: a client gone now changes nothing
-                    io.sock.shutdown(socket.SHUT_WR)
+                io.shutdown_write()  # all sent: the FIN leaves with these bytes
         if sent != len(data):
             self._keep(Outgoing(data[sent:]))
 
