@@ -58,7 +58,7 @@ class Connection:
                  "heads", "io", "overflow", "peer", "ready", "registered", "requests", "sender",
                  "server_addr", "site", "spool", "state", "yielding")
 
-    def __init__(self, sock: socket.socket, site: Site, server_addr: tuple[str, str], peer: Any,
+    def __init__(self, sock: socket.SocketType, site: Site, server_addr: tuple[str, str], peer: Any,
                  tuned: bool = False) -> None:
         self.io = Transport(sock, site, tuned)
         self.fd = self.io.fd

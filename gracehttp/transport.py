@@ -36,7 +36,7 @@ LINGER_READ = 16 * RECV_SIZE
 class Transport:
     __slots__ = ("fd", "handshaken", "rcv_timeout", "site", "sock", "tls")
 
-    def __init__(self, sock: socket.socket, site: Site, tuned: bool = False) -> None:
+    def __init__(self, sock: socket.SocketType, site: Site, tuned: bool = False) -> None:
         """`tuned`: the socket has TCP_NODELAY and the site's timeouts already (set on
         the listening socket, which accepted sockets inherit)."""
         self.site = site
@@ -49,7 +49,9 @@ class Transport:
         self.tls = site.tls is not None
         self.handshaken = not self.tls
         if site.tls is not None:
-            sock = site.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            # The C socket type wraps as `socket.socket` does (ssl uses only its C methods).
+            sock = site.tls.wrap_socket(sock, server_side=True,  # type: ignore[arg-type]
+                                        do_handshake_on_connect=False)
             sock.setblocking(False)
         self.sock = sock
         self.rcv_timeout = site.read_timeout  # the SO_RCVTIMEO now set on the socket
@@ -200,8 +202,10 @@ class Transport:
         """Half-close: send FIN, keep reading. Closing a socket with unread input makes
         the kernel send RST, which can destroy the response the client has not read
         yet; a lingering close avoids that."""
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 (contextlib.suppress costs 0.5 us, once per closing response)
             self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     def drop_input(self) -> bool:
         """Read and drop what a lingering client sent; True once it closed. At most
@@ -218,5 +222,7 @@ class Transport:
         return False
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 (as in `shutdown_write`: once per connection)
             self.sock.close()
+        except OSError:
+            pass

@@ -73,6 +73,11 @@ _CHECKED_MAX = 4096
 _CHECKED_VALUE = 128
 
 
+#: Header names found valid before (names are few; values may be new per response).
+_NAMES: set[str] = set()
+_NAMES_MAX = 1024
+
+
 def check_headers(headers: list[tuple[str, str]]) -> None:
     """Raise `HeaderError` for a name that is not a token or a value with a CTL."""
     checked = _CHECKED
@@ -83,6 +88,10 @@ def check_headers(headers: list[tuple[str, str]]) -> None:
         except TypeError:  # not hashable: not a pair of str, which the checks below say
             pass
         name, value = pair
+        if type(name) is str and type(value) is str and name in _NAMES and value.isascii() and value.isprintable():
+            # A known name with a value made per response (a port, an id, a length): printable
+            # ASCII is 0x20-0x7E, which has no CTL. A tab, or any other byte, takes the full check.
+            continue
         if not isinstance(name, str) or not isinstance(value, str):
             raise HeaderError(f"header {name!r} is not a pair of str")
         try:
@@ -97,6 +106,8 @@ def check_headers(headers: list[tuple[str, str]]) -> None:
         if type(pair) is tuple and type(name) is str and type(value) is str and len(value) <= _CHECKED_VALUE \
                 and len(checked) < _CHECKED_MAX:
             checked.add(pair)
+        if type(name) is str and len(_NAMES) < _NAMES_MAX:
+            _NAMES.add(name)
 
 
 #: Status strings checked before, and their codes (see `status_code`).

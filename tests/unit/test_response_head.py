@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gracehttp.http.parser import Limits, parse_head
-from gracehttp.http.writer import HeaderError
+from gracehttp.http.writer import HeaderError, check_headers
 from gracehttp.response import Responder, run_app
 
 
@@ -57,3 +59,22 @@ def test_a_bad_header_is_refused_every_time(headers: Any) -> None:
     for _ in range(2):
         with pytest.raises((HeaderError, TypeError)):
             head_of(headers)
+
+
+def _valid_by_the_rules(name: str, value: str) -> bool:
+    """RFC 9110 with PEP 3333's latin-1: a token name, a value without CTLs (tab allowed)."""
+    token = set("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+    return bool(name) and set(name) <= token and all(c == "\t" or (0x20 <= ord(c) <= 0xFF and ord(c) != 0x7F)
+                                                        for c in value)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=st.text(alphabet=st.characters(max_codepoint=0x17F), max_size=12))
+def test_a_new_value_of_a_known_name_is_checked_as_fully_as_a_new_pair(value: str) -> None:
+    # The name is known valid (checked with another value): only the value is new.
+    check_headers([("X-Known", "1")])
+    if _valid_by_the_rules("X-Known", value):
+        check_headers([("X-Known", value)])
+    else:
+        with pytest.raises(HeaderError):
+            check_headers([("X-Known", value)])
