@@ -133,6 +133,7 @@ def test_a_trickler_in_a_batch_delays_no_one_and_is_cut_at_its_header_deadline(p
             for i, sock in enumerate(socks):
                 if i == position:
                     continue
+                sock.settimeout(max(0.1, began + 5 - time.monotonic()))  # 5 s for them all
                 resp = read_response(sock)
                 answered.append(time.monotonic() - began)
                 assert (resp.status, resp.body) == (200, b"/c%d" % i)
@@ -198,6 +199,7 @@ def test_sigterm_just_after_a_batch_was_accepted_drains_every_request(held: bool
         results: list[Any] = []
         for sock in socks:
             try:
+                sock.settimeout(max(0.1, sent + DRAIN_TIMEOUT + 1 - time.monotonic()))  # one bound for them all
                 resp = read_response(sock)
                 results.append((resp.status, resp.body, resp.headers.get("connection")))
             except Exception as exc:  # recorded: the assertion names what failed
