@@ -145,17 +145,19 @@ def test_profile_shows_a_busy_app_function() -> None:
 
     with running(busy_app_function, admin_addr="127.0.0.1:0", debug=True) as server:
         admin = int(server.admin_addresses[0].rsplit(":", 1)[1])
-        t = threading.Thread(target=get, args=(server.port, "/"))
+        t = threading.Thread(target=get, args=(server.port, "/"), kwargs={"timeout": 15})
         t.start()
         assert wait_until(lambda: server.in_flight == 1)
         result: list[Any] = []
-        # The first profile outlasts the wait for it to show in the thread dump by a second, so the
-        # second request meets it running even when it shows late (a 1.4-s profile once ended first).
-        prof = threading.Thread(target=lambda: result.append(get(admin, "/debug/profile?seconds=3&hz=200")))
+        # The first profile outlasts the wait for it to show in the thread dump by four seconds, so
+        # the second request meets it running even when it shows late on a loaded machine (a 1.4-s
+        # profile once ended first; a 3-s one did during a CI run with another suite beside it).
+        prof = threading.Thread(target=lambda: result.append(get(admin, "/debug/profile?seconds=6&hz=200",
+                                                                                timeout=15)))
         prof.start()
         assert wait_until(lambda: "in _sample" in get(admin, "/debug/threads").body.decode(), 2)
         assert get(admin, "/debug/profile?seconds=0.1").status == 409  # one profile at a time
-        prof.join(10)
+        prof.join(15)
         released.set()  # only now: the app was busy for the whole profile
         t.join(10)
         folded = result[0].body.decode()
