@@ -78,3 +78,23 @@ def test_a_new_value_of_a_known_name_is_checked_as_fully_as_a_new_pair(value: st
     else:
         with pytest.raises(HeaderError):
             check_headers([("X-Known", value)])
+
+
+def test_every_character_as_a_value_of_a_known_name_gets_the_full_rules_verdict() -> None:
+    # Exhaustive where the sampled test above is thin: each of the first 0x180 code points
+    # alone and between letters, after the name is known valid.
+    check_headers([("X-Known", "1")])
+    for code in range(0x180):
+        for value in (chr(code), f"a{chr(code)}b"):
+            if _valid_by_the_rules("X-Known", value):
+                check_headers([("X-Known", value)])
+            else:
+                with pytest.raises(HeaderError):
+                    check_headers([("X-Known", value)])
+
+
+@pytest.mark.parametrize("name", ["X Bad", "X:Y", "", "X-\x00", "Ā", "X-Bad\r\n"])
+def test_an_invalid_name_with_a_printable_value_is_refused_every_time(name: str) -> None:
+    for _ in range(2):  # a refused name is never remembered as valid
+        with pytest.raises(HeaderError):
+            check_headers([(name, "printable")])
