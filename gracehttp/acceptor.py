@@ -187,7 +187,7 @@ class Acceptor:
             return []
         accepted = self._take(lst, max(1, batch))
         if not accepted:  # another worker or thread took them first
-            self._rearm_listener(lst)
+            self.rearm(lst)
         for conn in accepted[max(0, room):]:
             self._admit_past_limit(conn)
         return accepted
@@ -259,13 +259,10 @@ class Acceptor:
             deferred, self._deferred = self._deferred, []
             self.deferring = False
         for lst in deferred:
-            self._rearm_listener(lst)
+            self.rearm(lst)
 
     def rearm(self, lst: Listener) -> None:
-        """Arm the listener again once its batch is served or parked (`take_batch`)."""
-        self._rearm_listener(lst)
-
-    def _rearm_listener(self, lst: Listener) -> None:
+        """Arm the listener again (after its batch is served or parked: `take_batch`)."""
         with self._lock:
             if lst.fd not in self.listeners:
                 return

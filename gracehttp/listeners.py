@@ -195,9 +195,9 @@ class Listener:
     def accept(self) -> tuple[socket.SocketType, object]:
         """`socket.accept` without its per-call conversions of the family and type to
         enums (a tenth of the cost of taking a connection, which counts in a flood), and
-        as the C socket type: `socket.socket` adds Python-level construction and close
-        (about 2 us of each connection) for file objects and enums, which no connection
-        uses. TLS wraps it as it wraps a `socket.socket`."""
+        as the C socket type: `socket.socket` adds a Python-level construction and close
+        to each connection, for file objects and enums that no connection uses. TLS wraps
+        it as it wraps a `socket.socket`."""
         fd, peer = self.sock._accept()  # type: ignore[attr-defined]
         return socket.SocketType(*self.kind, fileno=fd), peer
 
