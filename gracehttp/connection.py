@@ -36,7 +36,7 @@ from gracehttp.connstate import (
     check_move,
 )
 from gracehttp.errors import ProtocolError
-from gracehttp.exchange import Exchange, Outcome
+from gracehttp.exchange import CLOSE, FAILED, NEXT, REFUSED, UNREAD, Exchange
 from gracehttp.health import is_probe
 from gracehttp.http.framing import HeadScanner
 from gracehttp.http.parser import RequestHead, parse_head
@@ -44,13 +44,12 @@ from gracehttp.http.writer import CONTINUE, error_response, simple_response
 from gracehttp.outgoing import Sender
 from gracehttp.site import Site
 from gracehttp.spool import BodySpool
-from gracehttp.state import State
+from gracehttp.state import SHUTTING_DOWN
 from gracehttp.transport import RECV_SIZE, Transport
 from gracehttp.wsgi import base_environ
 
 #: Pipelined requests answered in one turn before the connection yields to the others.
 PIPELINE_TURN = 16
-_SHUTTING_DOWN = frozenset({State.DRAINING, State.STOPPING, State.STOPPED})
 
 
 class Connection:
@@ -311,7 +310,7 @@ class Connection:
             except OSError:
                 return self.enter(CLOSED)
             return self._after_response(None if keep else LINGERING)
-        if site.drain_reject and site.lifecycle.state in _SHUTTING_DOWN:
+        if site.drain_reject and site.lifecycle.state in SHUTTING_DOWN:
             return self._refuse(simple_response(
                 503, b"shutting down\n", close=True, extra=(("Retry-After", "5"),), server=site.server_header))
         if not run_app:
@@ -371,22 +370,22 @@ class Connection:
             if spool is not None:
                 spool.close()
         self.io.reset_read_timeout()
-        if outcome is Outcome.NEXT:
+        if outcome is NEXT:
             self.buf = unread
             sender = self.sender
             if sender.pending or sender.short:
                 return self._after_response(None)
             return None  # the usual case: all sent, go on with the next request
-        if outcome is Outcome.CLOSE:
+        if outcome is CLOSE:
             # A client that sent more may still be sending: linger, not risk a reset.
             self.buf = unread
             return self._after_response(LINGERING if unread else CLOSED)
-        if outcome is Outcome.UNREAD:
+        if outcome is UNREAD:
             return self._after_response(LINGERING)
-        if outcome is Outcome.REFUSED:
+        if outcome is REFUSED:
             assert exchange.error is not None
             return self.reject(exchange.error)
-        if outcome is Outcome.FAILED:  # with its request id, which the log line of the failure names
+        if outcome is FAILED:  # with its request id, which the log line of the failure names
             rid = exchange.request_id
             return self._refuse(error_response(500, "internal server error", server=self.site.server_header,
                                                extra=(("X-Request-ID", rid),) if rid else ()))

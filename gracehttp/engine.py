@@ -53,7 +53,7 @@ from collections.abc import Callable
 from gracehttp.acceptor import DEFER_SECONDS, Acceptor
 from gracehttp.balance import Balance
 from gracehttp.connection import Connection
-from gracehttp.connstate import ConnState
+from gracehttp.connstate import CLOSED
 from gracehttp.leadership import Leadership
 from gracehttp.listeners import Listener
 from gracehttp.parking import Parking
@@ -305,7 +305,7 @@ class Engine:
             os.write(self._want_w, b"x")
 
     def _serve(self, conn: Connection, run_app: bool = True) -> None:
-        state = ConnState.CLOSED
+        state = CLOSED
         try:
             state = conn.serve(run_app)
         except BaseException:

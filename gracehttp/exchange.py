@@ -52,11 +52,16 @@ class Outcome(enum.IntEnum):
     REFUSED = 5
 
 
+# The members as module names: on Python 3.11 reading one through the class (`NEXT`)
+# goes through the enum metaclass's ``__getattr__``, a few hundred times the cost of a global.
+NEXT, CLOSE, UNREAD, ABANDON, FAILED, REFUSED = Outcome
+
+
 class Exchange:
     """Runs the app for the requests of one connection, through the connection's I/O."""
 
-    __slots__ = ("_closing", "_env", "_proxies", "_recv", "_send", "_send_file", "_send_final", "_site", "error",
-                 "request_id")
+    __slots__ = ("_closing", "_env", "_environ", "_forwarded", "_head", "_proxies", "_recv", "_send", "_send_file",
+                 "_send_final", "_site", "error", "request_id")
 
     def __init__(self, site: Site, env: dict[str, Any], recv: Callable[[], bytes], send: Send,
                  send_final: SendFinal, send_file: SendFile) -> None:
@@ -66,6 +71,12 @@ class Exchange:
         #: The trusted proxies when this connection's peer is one of them, else None.
         self._proxies = proxies if proxies is not None and (not peer or proxies.trusts(peer)) else None
         self._env = env
+        #: The last request's head and its environ (`_environ_of`), which every request
+        #: with that head gets a copy of.
+        self._head: RequestHead | None = None
+        self._environ: dict[str, Any] = {}
+        #: That environ has X-Forwarded-* keys to apply (the peer being a trusted proxy).
+        self._forwarded = False
         self._recv = recv
         self._send = send
         self._send_final = send_final
@@ -94,8 +105,9 @@ class Exchange:
         else:  # collected parked: all of it, or the first `max_spool_bytes` (the rest streams)
             framer = spool.framer
             body = Body(framer, self._recv, stored=spool.read)
-        environ = build_environ(self._env, head, body)
-        if self._proxies is not None and not environ.keys().isdisjoint(FORWARDED_KEYS):
+        environ = self._environ.copy() if head is self._head else self._environ_of(head)
+        environ["wsgi.input"] = body
+        if self._forwarded and self._proxies is not None:
             apply_forwarded(environ, self._proxies, site.forwarded_host)
         rid = token = None
         if site.request_id:
@@ -123,20 +135,21 @@ class Exchange:
         except ProtocolError as exc:
             self._account(environ, responder, responder.code if responder.headers_sent else exc.status, 0, started)
             if responder.headers_sent:
-                return Outcome.ABANDON, b""
+                return ABANDON, b""
             self.error = exc
-            return Outcome.REFUSED, b""
+            return REFUSED, b""
         except OSError:
             self._account(environ, responder, responder.code or 499, responder.sent, started)
-            return Outcome.ABANDON, b""  # the client went away or stopped reading (write_timeout)
+            return ABANDON, b""  # the client went away or stopped reading (write_timeout)
         except BaseException:  # SystemExit or KeyboardInterrupt from an app too: never kill the thread
             site.logger.exception("error in WSGI app %s %s%s", head.method, head.target.decode("latin-1")[:200],
                                   f" (request id {rid})" if rid else "")
             status = responder.code if responder.headers_sent else 500
             self._account(environ, responder, status, responder.sent, started)
-            return (Outcome.ABANDON if responder.headers_sent else Outcome.FAILED), b""
+            return (ABANDON if responder.headers_sent else FAILED), b""
         else:
-            self._account(environ, responder, responder.code, responder.sent, started)
+            if responder.meter is not None or site.access_log is not None:  # else counted as it was sent
+                self._account(environ, responder, responder.code, responder.sent, started)
             if responder.overran:
                 site.logger.warning("WSGI app sent more than its Content-Length (%s) for %s %s: cut there, "
                                     "connection closed", responder.length, head.method,
@@ -149,13 +162,23 @@ class Exchange:
                 requestid.current.reset(token)
         if not framer.done:
             if not responder.keep_alive:
-                return Outcome.UNREAD, b""  # the rest is dropped by the lingering close, parked
+                return UNREAD, b""  # the rest is dropped by the lingering close, parked
             try:
                 if not body.discard(DISCARD_LIMIT):
-                    return Outcome.UNREAD, b""
+                    return UNREAD, b""
             except (ProtocolError, OSError):
-                return Outcome.UNREAD, b""
-        return (Outcome.NEXT if responder.keep_alive else Outcome.CLOSE), rest if spool is None else body.leftover()
+                return UNREAD, b""
+        return (NEXT if responder.keep_alive else CLOSE), rest if spool is None else body.leftover()
+
+    def _environ_of(self, head: RequestHead) -> dict[str, Any]:
+        """A copy of the environ for `head`, a head other than the last request's, which is
+        kept: a keep-alive client sends the same head again and again (parsed once,
+        `gracehttp.http.parser.parse_head`), and each of its requests then costs one
+        dict copy instead of building the environ from the connection's and the head's keys."""
+        environ = build_environ(self._env, head, NO_BODY_INPUT)
+        self._head, self._environ = head, environ
+        self._forwarded = self._proxies is not None and not environ.keys().isdisjoint(FORWARDED_KEYS)
+        return environ.copy()
 
     def _account(self, environ: dict[str, Any], responder: Responder, status: int, length: int,
                  started: float) -> None:

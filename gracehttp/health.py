@@ -14,7 +14,7 @@ from typing import Any
 
 from gracehttp.http.parser import RequestHead
 from gracehttp.http.writer import REASONS, simple_response
-from gracehttp.state import Lifecycle, State
+from gracehttp.state import SHUTTING_DOWN, Lifecycle, State
 
 HEALTH_PATHS = frozenset({"/livez", "/readyz", "/health", "/ready"})
 
@@ -40,7 +40,7 @@ _JSON = "application/json"
 
 def _phase(lifecycle: Lifecycle) -> str:
     state = lifecycle.state
-    if state in (State.DRAINING, State.STOPPING, State.STOPPED):
+    if state in SHUTTING_DOWN:
         return "shutting_down"
     if state in (State.NEW, State.STARTING):
         return "starting"

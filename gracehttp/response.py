@@ -370,7 +370,7 @@ def run_app(app: Callable[..., Iterable[bytes]], environ: dict[str, Any], respon
                 block = result[0]
                 if not isinstance(block, (bytes, bytearray)):
                     raise TypeError(f"WSGI body blocks must be bytes, got {type(block).__name__}")
-                responder.send_whole(bytes(block))
+                responder.send_whole(block if type(block) is bytes else bytes(block))
                 return
             for block in result:
                 if not isinstance(block, (bytes, bytearray)):

@@ -26,6 +26,11 @@ class State(enum.Enum):
     STOPPED = "stopped"
 
 
+#: Read on the request path (readiness, the drain's refusals): through the class, an
+#: enum member costs a call of the enum metaclass's ``__getattr__`` on Python 3.11.
+_READY = State.READY
+SHUTTING_DOWN = frozenset({State.DRAINING, State.STOPPING, State.STOPPED})
+
 #: Every allowed move. STARTING -> STOPPING covers a bind or start failure and
 #: READY -> STOPPING a forcible ``close()``; NEW -> STOPPED closes a server
 #: that never started.
@@ -62,11 +67,11 @@ class Lifecycle:
 
     @property
     def is_ready(self) -> bool:
-        return self._state is State.READY and self._drain_flag[0] == 0
+        return self._state is _READY and self._drain_flag[0] == 0
 
     @property
     def is_shutting_down(self) -> bool:
-        return self._state in (State.DRAINING, State.STOPPING, State.STOPPED)
+        return self._state in SHUTTING_DOWN
 
     def on_change(self, listener: Callable[[State, State], None]) -> None:
         """Call ``listener(old, new)`` after every transition (metrics, notify)."""

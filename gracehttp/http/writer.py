@@ -81,6 +81,11 @@ _NAMES_MAX = 1024
 def check_headers(headers: list[tuple[str, str]]) -> None:
     """Raise `HeaderError` for a name that is not a token or a value with a CTL."""
     checked = _CHECKED
+    try:
+        if checked.issuperset(headers):  # the usual case: every pair checked before, one C loop
+            return
+    except TypeError:  # a pair that is not hashable: the loop below says what is wrong
+        pass
     for pair in headers:
         try:
             if pair in checked:
@@ -88,26 +93,27 @@ def check_headers(headers: list[tuple[str, str]]) -> None:
         except TypeError:  # not hashable: not a pair of str, which the checks below say
             pass
         name, value = pair
-        if type(name) is str and type(value) is str and name in _NAMES and value.isascii() and value.isprintable():
-            # A known name with a value made per response (a port, an id, a length): printable
-            # ASCII is 0x20-0x7E, which has no CTL. A tab, or any other byte, takes the full check.
-            continue
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise HeaderError(f"header {name!r} is not a pair of str")
-        try:
-            bname = name.encode("latin-1")
-            bvalue = value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise HeaderError(f"header {name!r} is not latin-1") from None
-        if not bname or bname.translate(None, _TOKEN):
-            raise HeaderError(f"invalid header name {name!r}")
-        if len(bvalue.translate(None, _VALUE_CTL)) != len(bvalue):
-            raise HeaderError(f"control character (CR/LF?) in header {name!r}")
+        if not (type(name) is str and type(value) is str and name in _NAMES and value.isascii()
+                and value.isprintable()):
+            # Else a known name with a value made per response (a port, an id, a length):
+            # printable ASCII is 0x20-0x7E, which has no CTL. A tab, or any other byte, and
+            # any name not seen before, take the full check.
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise HeaderError(f"header {name!r} is not a pair of str")
+            try:
+                bname = name.encode("latin-1")
+                bvalue = value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise HeaderError(f"header {name!r} is not latin-1") from None
+            if not bname or bname.translate(None, _TOKEN):
+                raise HeaderError(f"invalid header name {name!r}")
+            if len(bvalue.translate(None, _VALUE_CTL)) != len(bvalue):
+                raise HeaderError(f"control character (CR/LF?) in header {name!r}")
+            if type(name) is str and len(_NAMES) < _NAMES_MAX:
+                _NAMES.add(name)
         if type(pair) is tuple and type(name) is str and type(value) is str and len(value) <= _CHECKED_VALUE \
                 and len(checked) < _CHECKED_MAX:
-            checked.add(pair)
-        if type(name) is str and len(_NAMES) < _NAMES_MAX:
-            _NAMES.add(name)
+            checked.add(pair)  # so the next response with the same pairs takes `issuperset`
 
 
 #: Status strings checked before, and their codes (see `status_code`).

@@ -51,3 +51,52 @@ def test_an_app_changing_its_environ_does_not_change_the_next_request_with_the_s
             sock.sendall(b"GET /same?q=1 HTTP/1.1\r\nHost: t\r\nX-R: r\r\n\r\n")
             assert read_response(sock).status == 200
     assert seen == [("/same", "q=1", "r")] * 300
+
+
+def test_heads_taking_turns_on_one_connection_each_get_their_own_environ() -> None:
+    """A connection keeps the environ of its last head for the next request with that head:
+    a head that differs (a new cookie, another path) gets its own, and a meddling app
+    changes neither, nor the keys that come from the connection."""
+    seen: list[tuple[str, str, str, str]] = []
+
+    def meddling_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append((environ["PATH_INFO"], environ.get("HTTP_COOKIE", ""), environ["REMOTE_ADDR"],
+                     environ["REMOTE_PORT"]))
+        environ["REMOTE_ADDR"] = environ["REMOTE_PORT"] = environ["PATH_INFO"] = "meddled"
+        environ["HTTP_COOKIE"] = "meddled"
+        environ.clear()
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    heads = [b"GET /a HTTP/1.1\r\nHost: t\r\nCookie: n=1\r\n\r\n", b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n",
+             b"GET /a HTTP/1.1\r\nHost: t\r\nCookie: n=2\r\n\r\n"]
+    with running(meddling_app) as server, connect(server.port) as sock:
+        port = str(sock.getsockname()[1])
+        for i in range(30):
+            sock.sendall(heads[i % 3] if i < 15 else heads[(i // 2) % 3])  # alternating, then in pairs
+            assert read_response(sock).status == 200
+    expected = {heads[0]: ("/a", "n=1"), heads[1]: ("/b", ""), heads[2]: ("/a", "n=2")}
+    sent = [heads[i % 3] if i < 15 else heads[(i // 2) % 3] for i in range(30)]
+    assert seen == [(*expected[h], "127.0.0.1", port) for h in sent]
+
+
+def test_a_trusted_proxys_headers_apply_to_every_request_of_its_connection() -> None:
+    """The same head with X-Forwarded-For, again and again on one connection from a trusted
+    proxy: each request gets the forwarded client, whatever the app did to the last one."""
+    seen: list[tuple[str, str, Any]] = []
+
+    def meddling_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        orig = environ["gracehttp.proxy.orig"]
+        seen.append((environ["REMOTE_ADDR"], environ["wsgi.url_scheme"], dict(orig)))
+        orig["REMOTE_ADDR"] = "meddled"
+        environ["REMOTE_ADDR"] = environ["wsgi.url_scheme"] = "meddled"
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n"
+    with running(meddling_app) as server, connect(server.port) as sock:  # 127.0.0.1: trusted by default
+        for _ in range(20):
+            sock.sendall(head)
+            assert read_response(sock).status == 200
+    orig = {"REMOTE_ADDR": "127.0.0.1", "REMOTE_HOST": "127.0.0.1", "wsgi.url_scheme": "http"}
+    assert seen == [("203.0.113.9", "https", orig)] * 20
