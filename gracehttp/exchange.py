@@ -19,7 +19,7 @@ from gracehttp.errors import ProtocolError
 from gracehttp.http.framing import BodyFramer
 from gracehttp.http.parser import RequestHead
 from gracehttp.proxy import FORWARDED_KEYS, apply_forwarded
-from gracehttp.response import Responder, Send, SendFile, SendFinal, run_app
+from gracehttp.response import Outlet, Responder, Send, SendFile, SendFinal, run_app
 from gracehttp.site import Site
 from gracehttp.spool import BodySpool
 from gracehttp.watchdog import Running
@@ -60,8 +60,8 @@ NEXT, CLOSE, UNREAD, ABANDON, FAILED, REFUSED = Outcome
 class Exchange:
     """Runs the app for the requests of one connection, through the connection's I/O."""
 
-    __slots__ = ("_closing", "_env", "_environ", "_forwarded", "_head", "_proxies", "_recv", "_send", "_send_file",
-                 "_send_final", "_site", "error", "request_id")
+    __slots__ = ("_closing", "_env", "_environ", "_forwarded", "_head", "_out", "_proxies", "_recv", "_site", "error",
+                 "request_id")
 
     def __init__(self, site: Site, env: dict[str, Any], recv: Callable[[], bytes], send: Send,
                  send_final: SendFinal, send_file: SendFile) -> None:
@@ -78,9 +78,7 @@ class Exchange:
         #: That environ has X-Forwarded-* keys to apply (the peer being a trusted proxy).
         self._forwarded = False
         self._recv = recv
-        self._send = send
-        self._send_final = send_final
-        self._send_file = send_file
+        self._out = Outlet(send, send_final, send_file, site.server_header)
         self._closing = lambda: site.closing
         #: With REFUSED: the error to answer.
         self.error: ProtocolError | None = None
@@ -116,16 +114,12 @@ class Exchange:
         # A body still arriving when the response starts may never be read: say
         # Connection: close in the head rather than surprise the client with a close.
         closing = self._closing if framer.done else (lambda: site.closing or not body.finished)
-        responder = Responder(self._send, self._send_final, self._send_file, head, keep_alive,
-                              site.server_header, closing)
-        if rid is not None:
-            responder.request_id = rid
         inflight = site.inflight
         inflight.request_started()
-        responder.started = started = time.perf_counter()
         # Counted just before the response's last bytes go out, so that a scrape made once
         # the client has its answer includes it (the access log waits for the response).
-        responder.meter = site.metrics
+        started = time.perf_counter()
+        responder = Responder(self._out, head, keep_alive, closing, site.metrics, started, rid)
         active = site.active
         if active is not None:
             active[threading.get_ident()] = Running(head.method, head.target.decode("latin-1")[:200],

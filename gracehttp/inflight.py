@@ -100,11 +100,13 @@ class InFlight:
     def release(self, count: int = 1) -> None:
         """A thread let go of `count` connections (parked, counted by `count_heads` first
         if they carry a begun request, or closed)."""
+        busy = self._busy
         if count == 1:
-            self._busy.pop()
+            busy.pop()
         elif count:
-            del self._busy[-count:]
-        self._settled()
+            del busy[-count:]
+        if self._waiters and not busy and not self._heads:  # `_settled`, inlined: once per request
+            self._notify()
 
     def _settled(self) -> None:
         if self._waiters and not self._busy and not self._heads:

@@ -82,10 +82,12 @@ class Parking:
         """Take a parked connection for this thread; None if another owner got it first,
         or if what is parked under `fd` is not `expect` (its descriptor was reused)."""
         with self._lock:
-            conn = self.parked.get(fd)
-            if conn is None or (expect is not None and conn is not expect):
+            conn = self.parked.pop(fd, None)
+            if conn is None:
                 return None
-            del self.parked[fd]
+            if expect is not None and conn is not expect:
+                self.parked[fd] = conn  # put back under the lock: nobody saw it gone
+                return None
             # Counted busy before it leaves the parked set's lock: an idle connection
             # woken by a new request is never, even for a moment, counted nowhere.
             self.site.inflight.claim(conn.state in PARKED_BEGUN)
@@ -122,18 +124,17 @@ class Parking:
         if self.stopped:
             self.close(conn)
             return False
-        state = conn.state
+        state, fd = conn.state, conn.fd
         events = _ONESHOT_OUT if state is WRITING or conn.yielding else _ONESHOT_IN
         with self._lock:
-            self.parked[conn.fd] = conn
-        armed = False
+            self.parked[fd] = conn
         if conn.registered:  # the usual case, a connection parked before: armed again
             try:
-                self.ep.modify(conn.fd, events)
-                armed = True
-            except OSError:
-                pass  # `_arm_parked` sorts it out
-        if not armed and not self._arm_parked(conn, events):
+                self.ep.modify(fd, events)
+            except OSError:  # `_arm_parked` sorts it out
+                if not self._arm_parked(conn, events):
+                    return False
+        elif not self._arm_parked(conn, events):
             return False
         if state is IDLE and self.site.closing:
             self.sweep(conn)  # the drain's sweep may have run just before we parked

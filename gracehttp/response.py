@@ -85,15 +85,30 @@ def _kind(name: str) -> int:
     return kind
 
 
+class Outlet:
+    """Where one connection's responses go, made once per connection and shared by the
+    responders of its requests: `send` for a streamed response, `send_final` for a
+    complete one, `send_file` for a file, and the Server line every response carries."""
+
+    __slots__ = ("send", "send_file", "send_final", "server_line")
+
+    def __init__(self, send: Send, send_final: SendFinal, send_file: SendFile, server_header: str | None) -> None:
+        self.send = send
+        self.send_final = send_final
+        self.send_file = send_file
+        self.server_line = f"Server: {server_header}\r\n" if server_header else ""
+
+
+def _never() -> bool:
+    return False
+
+
 class Responder:
     """The response side of one request; `keep_alive` says whether the connection may be reused."""
 
     __slots__ = (
         "_closing",
-        "_extra",
-        "_send",
-        "_send_final",
-        "_sendfile",
+        "_out",
         "chunked",
         "code",
         "head_only",
@@ -111,15 +126,16 @@ class Responder:
         "version",
     )
 
-    def __init__(self, send: Send, send_final: SendFinal, sendfile: SendFile, head: RequestHead,
-                 keep_alive: bool, server_header: str | None,
-                 closing: Callable[[], bool] = lambda: False) -> None:
-        self._send = send
-        self._send_final = send_final
+    def __init__(self, out: Outlet, head: RequestHead, keep_alive: bool, closing: Callable[[], bool] = _never,
+                 meter: Meter | None = None, started: float = 0.0, request_id: str | None = None) -> None:
+        """`closing`: true once the response must say Connection: close (the drain began,
+        or a request body is still arriving). `meter` counts the request (`count`), timed
+        from `started` (``time.perf_counter``); `request_id` is sent as X-Request-ID unless
+        the app sends its own."""
+        self._out = out
         self._closing = closing
-        self._sendfile = sendfile
-        self.method = head.method
-        self.head_only = head.method == "HEAD"
+        self.method = method = head.method
+        self.head_only = method == "HEAD"
         self.version = head.version
         self.keep_alive = keep_alive
         self.status = ""
@@ -134,12 +150,9 @@ class Responder:
         #: over, where they are known to be the last, so a scrape made once the client has
         #: its answer includes it; not for a streamed body without a length
         #: (close-delimited), which ends when its iterable does and is counted by the owner.
-        self.meter: Meter | None = None
-        #: When the request began (``time.perf_counter``), for the meter's duration.
-        self.started = 0.0
-        self._extra = f"Server: {server_header}\r\n" if server_header else ""
-        #: Sent as X-Request-ID unless the app sent its own.
-        self.request_id: str | None = None
+        self.meter = meter
+        self.started = started
+        self.request_id = request_id
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
@@ -173,7 +186,7 @@ class Responder:
         key: tuple[Any, ...] | None = None
         date = http_date_line()
         if self.request_id is None:
-            key = (self.status, body_length, self.keep_alive, self.version, self.head_only, self._extra,
+            key = (self.status, body_length, self.keep_alive, self.version, self.head_only, self._out.server_line,
                    *self.headers)
             try:
                 framed = _FRAMED.get(key)
@@ -225,7 +238,7 @@ class Responder:
             dropped = (_CONNECTION, _LENGTH) if drop_length else (_CONNECTION,)
             headers = [(n, v) for n, v in headers if _SPECIAL.get(n.lower()) not in dropped]
         # The app's own Date or Server wins; the server adds its own only where it set none.
-        extra = [] if own_server else [self._extra]
+        extra = [] if own_server else [self._out.server_line]
         if not own_date:
             extra.append(date)
         if self.request_id is not None and not own_id:
@@ -284,9 +297,9 @@ class Responder:
             out += data
         if out:
             if last:
-                self._send(out, True)
+                self._out.send(out, True)
             else:
-                self._send(out)
+                self._out.send(out)
 
     def _overrun(self) -> None:
         """The app yields more than its Content-Length: its framing cannot be trusted, so
@@ -307,9 +320,11 @@ class Responder:
         self._final(head + body)
 
     def _final(self, data: bytes) -> None:
-        if self.meter is not None:
-            self.count(self.code)
-        self._send_final(data, not self.keep_alive)
+        meter = self.meter
+        if meter is not None:  # `count`, inlined: once per request
+            self.meter = None
+            meter.observe(self.method, self.code, time.perf_counter() - self.started, self.sent)
+        self._out.send_final(data, not self.keep_alive)
 
     def _ending(self) -> None:
         """The response's last bytes go next: count it now (see `meter`)."""
@@ -344,7 +359,7 @@ class Responder:
             return True
         self.sent = count
         self._ending()
-        self._sendfile(head, fd, offset, count)
+        self._out.send_file(head, fd, offset, count)
         return True
 
     def finish(self) -> None:
@@ -354,7 +369,7 @@ class Responder:
             return
         if self.chunked:
             self._ending()
-            self._send(LAST_CHUNK)
+            self._out.send(LAST_CHUNK)
         elif self.length is not None and self.sent < self.length and not self.head_only:
             self.keep_alive = False  # short body: the client can only tell by the close
 

@@ -10,15 +10,15 @@ from typing import Any
 from gracehttp import response
 from gracehttp.http import writer
 from gracehttp.http.parser import Limits, parse_head
-from gracehttp.response import Responder, run_app
+from gracehttp.response import Outlet, Responder, run_app
 
 
 def answer(app: Callable[..., Iterable[bytes]], closing: bool = False, request_id: str | None = None,
            request: bytes = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n") -> tuple[bytes, Responder]:
     sent: list[bytes] = []
     head = parse_head(request, Limits())
-    responder = Responder(sent.append, lambda data, end: sent.append(data), lambda *a: None, head, True, "gracehttp",
-                          lambda: closing)
+    responder = Responder(Outlet(sent.append, lambda data, end: sent.append(data), lambda *a: None, "gracehttp"),
+                          head, True, lambda: closing)
     responder.request_id = request_id
     run_app(app, {}, responder)
     return b"".join(sent), responder

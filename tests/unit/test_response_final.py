@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gracehttp.http.parser import Limits, parse_head
-from gracehttp.response import Responder, run_app
+from gracehttp.response import Outlet, Responder, run_app
 from gracehttp.wsgi import FileWrapper
 
 
@@ -27,7 +27,7 @@ def respond(app: Callable[..., Iterable[bytes]], request: bytes = b"GET / HTTP/1
     def sendfile(head_bytes: bytes, fd: int, offset: int, count: int) -> None:
         events.append(f"sendfile:{count}")
 
-    responder = Responder(send, send, sendfile, head, True, None)
+    responder = Responder(Outlet(send, send, sendfile, None), head, True)
 
     class Meter:
         def observe(self, method: str, status: int, seconds: float, body_bytes: int = 0) -> None:
@@ -99,8 +99,8 @@ class _ClosingList(list[bytes]):
 def test_a_closing_response_is_sent_as_the_last_bytes(request_line: bytes, body: Any, last: bool) -> None:
     lasts: list[bool] = []
     head = parse_head(request_line, Limits())
-    responder = Responder(lambda data: None, lambda data, is_last: lasts.append(is_last), lambda *a: None, head,
-                          head.keep_alive, None)
+    responder = Responder(Outlet(lambda data: None, lambda data, is_last: lasts.append(is_last), lambda *a: None,
+                                 None), head, head.keep_alive)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -121,9 +121,9 @@ def test_the_last_streamed_block_of_a_closing_response_is_the_last_bytes(request
                                                                         lasts: list[bool]) -> None:
     sends: list[tuple[int, bool]] = []
     head = parse_head(request_line, Limits())
-    responder = Responder(lambda data, is_last=False: sends.append((len(data), is_last)),
-                          lambda data, is_last: sends.append((len(data), is_last)), lambda *a: None, head,
-                          head.keep_alive, None)
+    responder = Responder(Outlet(lambda data, is_last=False: sends.append((len(data), is_last)),
+                                 lambda data, is_last: sends.append((len(data), is_last)), lambda *a: None, None),
+                          head, head.keep_alive)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         start_response("200 OK", [("Content-Length", "6")])

@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 
 from gracehttp.http.parser import Limits, parse_head
 from gracehttp.http.writer import HeaderError, check_headers
-from gracehttp.response import Responder, run_app
+from gracehttp.response import Outlet, Responder, run_app
 
 
 def head_of(headers: Any, status: str = "200 OK", body: bytes = b"hi",
             request: bytes = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n") -> list[str]:
     out: list[bytes] = []
-    responder = Responder(out.append, lambda data, end: out.append(data), lambda *a: None,
-                          parse_head(request, Limits()), True, "gh")
+    responder = Responder(Outlet(out.append, lambda data, end: out.append(data), lambda *a: None, "gh"),
+                          parse_head(request, Limits()), True)
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response(status, headers)
