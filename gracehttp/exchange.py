@@ -18,8 +18,9 @@ from gracehttp import requestid
 from gracehttp.errors import ProtocolError
 from gracehttp.http.framing import BodyFramer
 from gracehttp.http.parser import RequestHead
+from gracehttp.outlet import Outlet, Send, SendFile, SendFinal
 from gracehttp.proxy import FORWARDED_KEYS, apply_forwarded
-from gracehttp.response import Outlet, Responder, Send, SendFile, SendFinal, run_app
+from gracehttp.response import Responder, run_app
 from gracehttp.site import Site
 from gracehttp.spool import BodySpool
 from gracehttp.watchdog import Running
@@ -60,7 +61,7 @@ NEXT, CLOSE, UNREAD, ABANDON, FAILED, REFUSED = Outcome
 class Exchange:
     """Runs the app for the requests of one connection, through the connection's I/O."""
 
-    __slots__ = ("_closing", "_env", "_environ", "_forwarded", "_head", "_out", "_proxies", "_recv", "_site", "error",
+    __slots__ = ("_env", "_environ", "_forwarded", "_head", "_out", "_proxies", "_recv", "_site", "error",
                  "request_id")
 
     def __init__(self, site: Site, env: dict[str, Any], recv: Callable[[], bytes], send: Send,
@@ -78,8 +79,7 @@ class Exchange:
         #: That environ has X-Forwarded-* keys to apply (the peer being a trusted proxy).
         self._forwarded = False
         self._recv = recv
-        self._out = Outlet(send, send_final, send_file, site.server_header)
-        self._closing = lambda: site.closing
+        self._out = Outlet(send, send_final, send_file, site.server_header, site)
         #: With REFUSED: the error to answer.
         self.error: ProtocolError | None = None
         #: The last request's id (request_id on), for the server's own 500.
@@ -113,7 +113,7 @@ class Exchange:
             token = requestid.current.set(rid)
         # A body still arriving when the response starts may never be read: say
         # Connection: close in the head rather than surprise the client with a close.
-        closing = self._closing if framer.done else (lambda: site.closing or not body.finished)
+        closing = None if framer.done else (lambda: not body.finished)
         inflight = site.inflight
         inflight.request_started()
         # Counted just before the response's last bytes go out, so that a scrape made once

@@ -26,7 +26,7 @@ from gracehttp.transport import Transport
 #: Bytes of a file read for one TLS write (there is no sendfile through TLS).
 FILE_BLOCK = 65536
 #: The last send of a closing response: held for the FIN that follows at once
-#: (`gracehttp.response.SendFinal` says why).
+#: (`gracehttp.outlet.SendFinal` says why).
 _LAST = socket.MSG_DONTWAIT | socket.MSG_MORE
 
 

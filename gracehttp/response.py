@@ -1,10 +1,10 @@
 """Runs one WSGI call and frames its response: `start_response`, ``write()``, the body.
 
-Middle layer: imports `http.writer`, `http.parser` and `wsgi`. Output goes
-through callables the connection gives: `send` for a streamed response (it may
-wait), `send_final` for a complete one (the head and whole body, handed over at
-once) and `send_file` for a file (the head, then a range of the file's
-descriptor). So the connection owns the socket, and decides how a complete
+Middle layer: imports `http.writer`, `http.parser`, `outlet` and `wsgi`. Output
+goes through the connection's `gracehttp.outlet.Outlet`: `send` for a streamed
+response (it may wait), `send_final` for a complete one (the head and whole body,
+handed over at once) and `send_file` for a file (the head, then a range of the
+file's descriptor). So the connection owns the socket, and decides how a complete
 response reaches a slow client, while this module owns PEP 3333.
 
 Framing, decided when the headers go out: the app's Content-Length if it gave
@@ -33,25 +33,8 @@ from gracehttp.http.writer import (
     render_head,
     status_code,
 )
+from gracehttp.outlet import Outlet
 from gracehttp.wsgi import FileWrapper
-
-
-class Send(Protocol):
-    """A waiting write of part of a response (`last`: see `SendFinal`)."""
-
-    def __call__(self, data: bytes, last: bool = ..., /) -> None: ...
-
-
-#: ``send_final(data, last)``: a complete response; `last` when the connection closes
-#: after it. Why `last`: a response followed by a close used to leave as two segments,
-#: the data and then the FIN, each through the loopback or network stack and
-#: acknowledged. The last bytes are sent with ``MSG_MORE`` and the connection
-#: half-closes at once, so they leave with the FIN in one segment (measured: 11,000 ->
-#: 13,600 Connection: close requests/s), before the app's ``close()`` runs. Not left
-#: for the close to push: a close with client bytes unread resets the connection and
-#: drops what the kernel still holds, and a descriptor a forked child inherited
-#: keeps the close from sending anything.
-SendFinal = Callable[[bytes, bool], None]
 
 
 class Meter(Protocol):
@@ -60,8 +43,6 @@ class Meter(Protocol):
     def observe(self, method: str, status: int, seconds: float, body_bytes: int = 0) -> None: ...
 
 
-#: ``send_file(head, fd, offset, count)``: the head, then `count` bytes of the file.
-SendFile = Callable[[bytes, int, int, int], None]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 _HOP_BY_HOP_NAMES = frozenset({"transfer-encoding", "keep-alive", "upgrade", "proxy-connection", "te", "trailer"})
 # What the server does with an app's header, by name (`_kind`).
@@ -83,24 +64,6 @@ def _kind(name: str) -> int:
     if type(name) is str and len(_KINDS) < _KINDS_MAX:
         _KINDS[name] = kind
     return kind
-
-
-class Outlet:
-    """Where one connection's responses go, made once per connection and shared by the
-    responders of its requests: `send` for a streamed response, `send_final` for a
-    complete one, `send_file` for a file, and the Server line every response carries."""
-
-    __slots__ = ("send", "send_file", "send_final", "server_line")
-
-    def __init__(self, send: Send, send_final: SendFinal, send_file: SendFile, server_header: str | None) -> None:
-        self.send = send
-        self.send_final = send_final
-        self.send_file = send_file
-        self.server_line = f"Server: {server_header}\r\n" if server_header else ""
-
-
-def _never() -> bool:
-    return False
 
 
 class Responder:
@@ -126,10 +89,11 @@ class Responder:
         "version",
     )
 
-    def __init__(self, out: Outlet, head: RequestHead, keep_alive: bool, closing: Callable[[], bool] = _never,
+    def __init__(self, out: Outlet, head: RequestHead, keep_alive: bool, closing: Callable[[], bool] | None = None,
                  meter: Meter | None = None, started: float = 0.0, request_id: str | None = None) -> None:
-        """`closing`: true once the response must say Connection: close (the drain began,
-        or a request body is still arriving). `meter` counts the request (`count`), timed
+        """`closing`: true once the response must say Connection: close for a reason of
+        this request (a request body still arriving), besides the server's
+        (`Outlet.server`). `meter` counts the request (`count`), timed
         from `started` (``time.perf_counter``); `request_id` is sent as X-Request-ID unless
         the app sends its own."""
         self._out = out
@@ -181,7 +145,7 @@ class Responder:
         """
         if not self.status:
             raise AssertionError("the app returned without calling start_response")
-        if self.keep_alive and self._closing():
+        if self.keep_alive and (self._out.server.closing or (self._closing is not None and self._closing())):
             self.keep_alive = False  # the drain began while the app ran: tell the client now
         key: tuple[Any, ...] | None = None
         date = http_date_line()
@@ -377,6 +341,9 @@ class Responder:
 def run_app(app: Callable[..., Iterable[bytes]], environ: dict[str, Any], responder: Responder) -> None:
     """Call the app and send its response; the iterable's ``close()`` always runs."""
     result = app(environ, responder.start_response)
+    if type(result) is list and len(result) == 1 and type(result[0]) is bytes and not responder.headers_sent:
+        responder.send_whole(result[0])  # the usual answer of a framework, and a list has no close()
+        return
     try:
         if isinstance(result, (list, tuple)) and not responder.headers_sent:
             # The whole body is known: one head with its length and one hand-over, which

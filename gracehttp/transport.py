@@ -110,7 +110,7 @@ class Transport:
     def send(self, data: bytes, last: bool = False) -> None:
         """A waiting write (a streamed response): each wait bounded by ``write_timeout``.
         `last`: the last bytes of a response the connection closes after, sent with the
-        FIN in one segment (`gracehttp.response.SendFinal` says why)."""
+        FIN in one segment (`gracehttp.outlet.SendFinal` says why)."""
         if not self.tls:
             if not last:
                 self.sock.sendall(data)

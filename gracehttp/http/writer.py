@@ -49,15 +49,20 @@ def http_date() -> str:
 
 
 def http_date_line() -> str:
-    """The whole ``Date`` header line, made at most once a second."""
-    global _date_line_cache
-    now = int(time.time())
-    if _date_line_cache[0] != now:
-        _date_line_cache = (now, f"Date: {http_date()}\r\n")
-    return _date_line_cache[1]
+    """The whole ``Date`` header line, made at most once a second: until the second it
+    was made for ends (or the clock is set back past its start), the same string,
+    which `gracehttp.response` compares by identity."""
+    global _date_line, _date_line_until
+    now = _now()
+    if not _date_line_until - 1.0 <= now < _date_line_until:
+        second = int(now)
+        _date_line, _date_line_until = f"Date: {http_date()}\r\n", second + 1.0
+    return _date_line
 
 
-_date_line_cache: tuple[int, str] = (0, "")
+_now = time.time
+_date_line = ""
+_date_line_until = 0.0
 
 
 class HeaderError(ValueError):

@@ -10,7 +10,8 @@ from typing import Any
 from gracehttp import response
 from gracehttp.http import writer
 from gracehttp.http.parser import Limits, parse_head
-from gracehttp.response import Outlet, Responder, run_app
+from gracehttp.outlet import Outlet
+from gracehttp.response import Responder, run_app
 
 
 def answer(app: Callable[..., Iterable[bytes]], closing: bool = False, request_id: str | None = None,
@@ -70,14 +71,18 @@ def test_chunked_framing_and_http10_come_back_right() -> None:
 def test_a_new_second_makes_a_new_head_and_a_request_id_is_never_kept(monkeypatch: Any) -> None:
     response._FRAMED.clear()
     answer(hello)
-    monkeypatch.setattr(writer, "_date_line_cache", (0, ""))  # as if the second changed
-    monkeypatch.setattr(writer.time, "time", lambda: 4_000_000_000.0)
+    monkeypatch.setattr(writer.time, "time", lambda: 4_000_000_000.0)  # a second far on
+    monkeypatch.setattr(writer, "_now", writer.time.time)
     out, _ = answer(hello)
     assert b"Date: Tue, 02 Oct 2096 07:06:40 GMT\r\n" in out
     with_id, _ = answer(hello, request_id="abc")
     assert b"X-Request-ID: abc\r\n" in with_id
     other, _ = answer(hello, request_id="def")
     assert b"X-Request-ID: def\r\n" in other
+    monkeypatch.setattr(writer.time, "time", lambda: 3_000_000_000.0)  # the clock set back
+    monkeypatch.setattr(writer, "_now", writer.time.time)
+    back, _ = answer(hello)
+    assert b"Date: Sat, 24 Jan 2065 05:20:00 GMT\r\n" in back
 
 
 def test_the_cache_stays_within_its_bound() -> None:

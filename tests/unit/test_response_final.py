@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from gracehttp.http.parser import Limits, parse_head
-from gracehttp.response import Outlet, Responder, run_app
+from gracehttp.outlet import Outlet
+from gracehttp.response import Responder, run_app
 from gracehttp.wsgi import FileWrapper
 
 

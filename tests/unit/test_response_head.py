@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from gracehttp.http.parser import Limits, parse_head
 from gracehttp.http.writer import HeaderError, check_headers
-from gracehttp.response import Outlet, Responder, run_app
+from gracehttp.outlet import Outlet
+from gracehttp.response import Responder, run_app
 
 
 def head_of(headers: Any, status: str = "200 OK", body: bytes = b"hi",
