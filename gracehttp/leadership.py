@@ -32,6 +32,7 @@ token may release it, so it is never released twice.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 #: How long a leader may serve one connection before another thread takes over
@@ -162,12 +163,11 @@ class Leadership:
                 self._wake.clear()
                 idle = 0
                 continue
-            if self._wake.wait(self._handoff_after):
-                # Set by a `begin` that saw this thread about to sleep: not a tick. Without
-                # clearing it every wait would return at once, and the next look would
-                # demote a leader that had served for microseconds.
-                self._wake.clear()
-                continue
+            # A plain sleep, not `Event.wait` with a timeout: under load this runs every
+            # `handoff_after`, and the condition variable's Python-level wait was most of
+            # the watchdog's CPU. A `begin` that saw this thread about to sleep and set
+            # `_wake` late leaves it set: the next idle wait then returns at once, once.
+            time.sleep(self._handoff_after)
             turn = self._holder
             if turn is None:
                 last, idle = None, idle + 1
