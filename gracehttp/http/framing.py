@@ -94,7 +94,11 @@ class HeadScanner:
             if self._blank_lines > MAX_LEADING_CRLF:
                 raise ProtocolError(400, "bad_request_line", "too many empty lines")
             buf, self._scanned = buf[i:], 0
-        end = find_head_end(buf, limits, self._scanned) if buf else -1
+        end = buf.find(b"\r\n\r\n", self._scanned)  # the usual case, a whole head: no limit to check here
+        if end >= 0:
+            end += 4
+        elif buf:
+            end = find_head_end(buf, limits, self._scanned)
         if end >= 0:
             self._scanned = self._blank_lines = 0
         return buf, end
