@@ -58,14 +58,15 @@ class Outcome(enum.IntEnum):
 NEXT, CLOSE, UNREAD, ABANDON, FAILED, REFUSED = Outcome
 
 
-class Exchange:
-    """Runs the app for the requests of one connection, through the connection's I/O."""
+class Exchange(Outlet):
+    """Runs the app for the requests of one connection, through the connection's I/O: it
+    is the `Outlet` its responders send through."""
 
-    __slots__ = ("_env", "_environ", "_forwarded", "_head", "_out", "_proxies", "_recv", "_site", "error",
-                 "request_id")
+    __slots__ = ("_env", "_environ", "_forwarded", "_head", "_proxies", "_recv", "_site", "error", "request_id")
 
     def __init__(self, site: Site, env: dict[str, Any], recv: Callable[[], bytes], send: Send,
                  send_final: SendFinal, send_file: SendFile) -> None:
+        Outlet.__init__(self, send, send_final, send_file, site.server_header, site)
         self._site = site
         # Trust is decided once per connection; a Unix socket's peer (no address) is local.
         proxies, peer = site.proxies, env["REMOTE_ADDR"]
@@ -79,7 +80,6 @@ class Exchange:
         #: That environ has X-Forwarded-* keys to apply (the peer being a trusted proxy).
         self._forwarded = False
         self._recv = recv
-        self._out = Outlet(send, send_final, send_file, site.server_header, site)
         #: With REFUSED: the error to answer.
         self.error: ProtocolError | None = None
         #: The last request's id (request_id on), for the server's own 500.
@@ -103,7 +103,7 @@ class Exchange:
         else:  # collected parked: all of it, or the first `max_spool_bytes` (the rest streams)
             framer = spool.framer
             body = Body(framer, self._recv, stored=spool.read)
-        environ = self._environ.copy() if head is self._head else self._environ_of(head)
+        environ = self._environ.copy() if head is self._head else self._environ_of(head, keep_alive)
         environ["wsgi.input"] = body
         if self._forwarded and self._proxies is not None:
             apply_forwarded(environ, self._proxies, site.forwarded_host)
@@ -119,7 +119,7 @@ class Exchange:
         # Counted just before the response's last bytes go out, so that a scrape made once
         # the client has its answer includes it (the access log waits for the response).
         started = time.perf_counter()
-        responder = Responder(self._out, head, keep_alive, closing, site.metrics, started, rid)
+        responder = Responder(self, head, keep_alive, closing, site.metrics, started, rid)
         active = site.active
         if active is not None:
             active[threading.get_ident()] = Running(head.method, head.target.decode("latin-1")[:200],
@@ -164,14 +164,18 @@ class Exchange:
                 return UNREAD, b""
         return (NEXT if responder.keep_alive else CLOSE), rest if spool is None else body.leftover()
 
-    def _environ_of(self, head: RequestHead) -> dict[str, Any]:
-        """A copy of the environ for `head`, a head other than the last request's, which is
-        kept: a keep-alive client sends the same head again and again (parsed once,
-        `gracehttp.http.parser.parse_head`), and each of its requests then costs one
-        dict copy instead of building the environ from the connection's and the head's keys."""
+    def _environ_of(self, head: RequestHead, keep: bool) -> dict[str, Any]:
+        """The environ for `head`, a head other than the last request's. While the connection
+        stays open (`keep`) it is kept, and this is a copy: a keep-alive client sends the
+        same head again and again (parsed once, `gracehttp.http.parser.parse_head`), and
+        each of its requests then costs one dict copy instead of building the environ from
+        the connection's and the head's keys."""
         environ = build_environ(self._env, head, NO_BODY_INPUT)
-        self._head, self._environ = head, environ
         self._forwarded = self._proxies is not None and not environ.keys().isdisjoint(FORWARDED_KEYS)
+        if not keep:  # the connection's last request (Connection: close): nothing to keep it for
+            self._head = None
+            return environ
+        self._head, self._environ = head, environ
         return environ.copy()
 
     def _account(self, environ: dict[str, Any], responder: Responder, status: int, length: int,
