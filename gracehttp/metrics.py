@@ -21,11 +21,11 @@ summed over the live workers.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import contextlib
 import struct
 import threading
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -58,19 +58,35 @@ class _Tally:
     the next flush.
     """
 
-    __slots__ = ("buckets", "counts", "seconds", "seen", "sent")
+    __slots__ = ("buckets", "methods", "seconds", "seen", "sent")
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, int], int] = {}
+        #: Counts by method label, then status: keyed by strings and ints whose hashes are
+        #: kept or free, not by a (method, status) tuple made and hashed twice per request.
+        self.methods: dict[str, dict[int, int]] = {}
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.seconds = 0.0
         self.sent = 0
         self.seen: tuple[dict[tuple[str, int], int], list[int], float, int] = ({}, list(self.buckets), 0.0, 0)
 
+    def statuses(self, method: str) -> dict[int, int]:
+        """The counts of `method`'s label (a made-up method counts as "other", so a client
+        sending random methods adds no entry)."""
+        label = method if method in KNOWN_METHODS else "other"
+        per = self.methods.get(label)
+        if per is None:
+            per = self.methods[label] = {}
+        return per
+
+    @property
+    def counts(self) -> dict[tuple[str, int], int]:
+        """Counts by (method, status), each dict copied in C: the owner may be adding to them."""
+        return {(label, status): n for label, per in dict(self.methods).items() for status, n in dict(per).items()}
+
     def take(self) -> tuple[dict[tuple[str, int], int], list[int], float, int]:
         """What grew since the last call: counts by (method, status), by bucket, the
         seconds and the body bytes."""
-        now = (dict(self.counts), list(self.buckets), self.seconds, self.sent)
+        now = (self.counts, list(self.buckets), self.seconds, self.sent)
         counts, buckets, seconds, sent = self.seen
         self.seen = now
         return ({key: n - counts.get(key, 0) for key, n in now[0].items() if n != counts.get(key, 0)},
@@ -122,10 +138,11 @@ class Metrics:
             tally = self._local.tally = _Tally()
             with self._tallies_lock:
                 self._tallies.append(tally)
-        key = (method if method in KNOWN_METHODS else "other", status)  # bounded: no label per made-up method
-        counts = tally.counts
-        counts[key] = counts.get(key, 0) + 1
-        tally.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1  # the first bound >= seconds
+        per = tally.methods.get(method)
+        if per is None:  # a method not seen before, or a made-up one (bounded: see `statuses`)
+            per = tally.statuses(method)
+        per[status] = per.get(status, 0) + 1
+        tally.buckets[bisect_left(BUCKETS, seconds)] += 1  # the first bound >= seconds
         tally.seconds += seconds
         tally.sent += body_bytes
 
