@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from gracehttp.watchdog import Running
+from gracehttp.watchdog import Running, current_frames
 
 #: The longest profile one request may ask for, and the sampling rates allowed.
 MAX_PROFILE_SECONDS = 60.0
@@ -29,7 +29,7 @@ def thread_dump(active: Mapping[int, Running]) -> str:
 
     `active` maps a thread ident to the request it serves now.
     """
-    frames = sys._current_frames()
+    frames = current_frames()
     now = time.monotonic()
     out = []
     for thread in sorted(threading.enumerate(), key=lambda t: t.name):
@@ -70,7 +70,7 @@ class Profiler:
         deadline = time.monotonic() + seconds
         next_at = time.monotonic()
         while next_at < deadline:
-            for ident, frame in sys._current_frames().items():
+            for ident, frame in current_frames().items():
                 if ident == me:
                     continue
                 stack = []

@@ -172,7 +172,9 @@ class Exchange(Outlet):
         the connection's and the head's keys."""
         environ = build_environ(self._env, head, NO_BODY_INPUT)
         self._forwarded = self._proxies is not None and not environ.keys().isdisjoint(FORWARDED_KEYS)
-        if not keep:  # the connection's last request (Connection: close): nothing to keep it for
+        if not keep or not head.kept:
+            # The connection's last request (Connection: close), or a head the parser did not
+            # keep (a long one), which no later request will be: nothing to keep it for.
             self._head = None
             return environ
         self._head, self._environ = head, environ

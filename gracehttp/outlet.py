@@ -10,7 +10,7 @@ reaches a slow client.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Send(Protocol):
@@ -55,7 +55,7 @@ class Outlet:
     complete one, `send_file` for a file, the Server line every response carries, and
     `server`, whose ``closing`` makes them say Connection: close."""
 
-    __slots__ = ("send", "send_file", "send_final", "server", "server_line")
+    __slots__ = ("last_framed", "last_headers", "send", "send_file", "send_final", "server", "server_line")
 
     def __init__(self, send: Send, send_final: SendFinal, send_file: SendFile, server_header: str | None,
                  server: Closing = _NEVER_CLOSING) -> None:
@@ -64,3 +64,8 @@ class Outlet:
         self.send_file = send_file
         self.server_line = f"Server: {server_header}\r\n" if server_header else ""
         self.server = server
+        #: The header pairs of the last response framed through here, all tuples of str and
+        #: checked (`gracehttp.response.Responder.start_response`), and what that response
+        #: was framed from and to: a connection's responses mostly repeat the last one.
+        self.last_headers: list[tuple[str, str]] | None = None
+        self.last_framed: tuple[Any, ...] | None = None

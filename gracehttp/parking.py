@@ -82,12 +82,15 @@ class Parking:
         """Take a parked connection for this thread; None if another owner got it first,
         or if what is parked under `fd` is not `expect` (its descriptor was reused)."""
         with self._lock:
-            conn = self.parked.pop(fd, None)
-            if conn is None:
-                return None
-            if expect is not None and conn is not expect:
-                self.parked[fd] = conn  # put back under the lock: nobody saw it gone
-                return None
+            if expect is None:  # an event's thread: whatever is parked there is its own
+                conn = self.parked.pop(fd, None)
+                if conn is None:
+                    return None
+            else:  # a sweep's snapshot: take it only if it is still that connection
+                conn = self.parked.get(fd)
+                if conn is not expect or conn is None:
+                    return None
+                del self.parked[fd]
             # Counted busy before it leaves the parked set's lock: an idle connection
             # woken by a new request is never, even for a moment, counted nowhere.
             self.site.inflight.claim(conn.state in PARKED_BEGUN)

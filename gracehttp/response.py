@@ -83,6 +83,7 @@ class Responder:
         "method",
         "overran",
         "request_id",
+        "same",
         "sent",
         "started",
         "status",
@@ -131,9 +132,14 @@ class Responder:
         if not isinstance(status, str):
             raise HeaderError(f"status must be str, got {type(status).__name__}")
         self.code = STATUS_CODES.get(status) or status_code(status)
-        check_headers(headers)
+        headers = list(headers)
+        # The same pairs as the connection's last response (checked then, and immutable)
+        # need no check: one list comparison instead of a set lookup per pair.
+        self.same = same = headers == self._out.last_headers
+        if not same:
+            check_headers(headers)
         self.status = status
-        self.headers = list(headers)
+        self.headers = headers
         return self.write
 
     def _frame(self, body_length: int | None) -> bytes:
@@ -142,29 +148,48 @@ class Responder:
         An app answers most requests with the same status and headers, so the head it
         framed to is kept (`_FRAMED`) for as long as its Date line holds (a second), with
         what framing it chose; a response with a request id is never kept (the id is new).
+        The connection's last one is kept on its `Outlet` too: a response with the same
+        pairs (`same`, found by `start_response`) and the same framing inputs takes it
+        without building and hashing the key.
         """
         if not self.status:
             raise AssertionError("the app returned without calling start_response")
         if self.keep_alive and (self._out.server.closing or (self._closing is not None and self._closing())):
             self.keep_alive = False  # the drain began while the app ran: tell the client now
         key: tuple[Any, ...] | None = None
+        framed: tuple[str, bytes, int | None, bool, bool] | None = None
+        head: bytes
         date = http_date_line()
+        out = self._out
+        status, keep_alive = self.status, self.keep_alive
         if self.request_id is None:
-            key = (self.status, body_length, self.keep_alive, self.version, self.head_only, self._out.server_line,
-                   *self.headers)
+            if self.same:  # the pairs of the connection's last response: is it the same response?
+                last = out.last_framed
+                if last is not None and last[0] is date and last[1] == status and last[2] == body_length \
+                        and last[3] == keep_alive and last[4] == self.version and last[5] == self.head_only:
+                    _, _, _, _, _, _, head, self.length, self.chunked, self.keep_alive = last
+                    self.headers_sent = True
+                    return head
+            key = (status, body_length, keep_alive, self.version, self.head_only, out.server_line, *self.headers)
             try:
                 framed = _FRAMED.get(key)
             except TypeError:  # a header pair that is not a tuple (a list): nothing kept
                 framed = key = None
             if framed is not None and framed[0] is date:
                 _, head, self.length, self.chunked, self.keep_alive = framed
-                self.headers_sent = True
-                return head
-        head = self._frame_anew(body_length, date)
-        if key is not None:
-            if len(_FRAMED) >= _FRAMED_MAX:
-                _FRAMED.clear()
-            _FRAMED[key] = (date, head, self.length, self.chunked, self.keep_alive)
+            else:
+                framed = None
+        if framed is None:
+            head = self._frame_anew(body_length, date)
+            if key is not None:
+                if len(_FRAMED) >= _FRAMED_MAX:
+                    _FRAMED.clear()
+                _FRAMED[key] = (date, head, self.length, self.chunked, self.keep_alive)
+        if key is not None:  # pairs all hashable, so tuples: kept for the connection's next response
+            out.last_headers = self.headers
+            out.last_framed = (date, status, body_length, keep_alive, self.version, self.head_only, head,
+                               self.length, self.chunked, self.keep_alive)
+        self.headers_sent = True
         return head
 
     def _frame_anew(self, body_length: int | None, date: str) -> bytes:

@@ -74,6 +74,7 @@ class RequestHead:
         "expect_continue",
         "headers",
         "keep_alive",
+        "kept",
         "method",
         "path",
         "query",
@@ -99,6 +100,9 @@ class RequestHead:
         #: What the WSGI layer derives from this head alone, kept with it for the next
         #: request that sends the same head (`gracehttp.wsgi.build_environ`).
         self.environ: Any = None
+        #: Kept by the parser (`parse_head`): the next request sending these bytes gets
+        #: this very object, which is worth keeping things for.
+        self.kept = False
 
     def __repr__(self) -> str:
         return f"RequestHead({self.method} {self.target!r} {self.version})"
@@ -155,6 +159,7 @@ def parse_head(head: bytes, limits: Limits) -> RequestHead:
             if len(cache) >= _HEADS_MAX:
                 cache.clear()
             cache[head] = parsed
+            parsed.kept = True
     return parsed
 
 

@@ -76,6 +76,8 @@ _CHECKED: set[tuple[str, str]] = set()
 _CHECKED_MAX = 4096
 #: Longer values (cookies, tokens) are rarely sent twice: checked each time, not kept.
 _CHECKED_VALUE = 128
+#: Names whose values are a client's secrets (a session cookie): never kept, however short.
+_UNKEPT = frozenset({"set-cookie"})
 
 
 #: Header names found valid before (names are few; values may be new per response).
@@ -117,7 +119,9 @@ def check_headers(headers: list[tuple[str, str]]) -> None:
             if type(name) is str and len(_NAMES) < _NAMES_MAX:
                 _NAMES.add(name)
         if type(pair) is tuple and type(name) is str and type(value) is str and len(value) <= _CHECKED_VALUE \
-                and len(checked) < _CHECKED_MAX:
+                and name.lower() not in _UNKEPT:
+            if len(checked) >= _CHECKED_MAX:
+                checked.clear()  # values made per response filled it: keep what is sent now
             checked.add(pair)  # so the next response with the same pairs takes `issuperset`
 
 

@@ -4,6 +4,8 @@ on its own, bucket bounds and +Inf included, from one thread or several."""
 
 from __future__ import annotations
 
+import re
+import sys
 import threading
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -90,5 +92,47 @@ def test_made_up_methods_share_one_label_and_keep_no_entry_each() -> None:
         assert 'gracehttp_requests_total{method="other",status="405"} 500.0' in text
         assert 'method="M1"' not in text
         assert len(metrics._tallies[0].counts) == 2  # ("other", 405) and ("GET", 200)
+    finally:
+        metrics.close()
+
+
+def test_counts_are_exact_with_flushes_racing_new_methods_and_statuses() -> None:
+    """A thread counting methods and statuses never seen before while two others flush,
+    switching threads as often as the interpreter allows: no flush fails on a count that
+    grew under it, and every request is counted once."""
+    metrics = Metrics(Lifecycle(), InFlight(), lambda: 0)
+    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "FOO", "other", "get"]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def count() -> None:
+        for i in range(30_000):
+            metrics.observe(methods[i % len(methods)], 100 + i % 500, 0.001)
+        done.set()
+
+    def flush() -> None:
+        try:
+            while not done.is_set():
+                metrics.flush()
+        except BaseException as exc:
+            errors.append(exc)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    threads = [threading.Thread(target=f) for f in (count, flush, flush)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        sys.setswitchinterval(old)
+    try:
+        assert not errors
+        text = metrics.render("text/plain")[0].decode()
+        total = sum(float(n) for n in re.findall(r"^gracehttp_requests_total\{[^}]*\} (\S+)$", text, re.M))
+        assert total == 30_000
+        assert 'method="FOO"' not in text
+        assert 'method="get"' not in text
     finally:
         metrics.close()
