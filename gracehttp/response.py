@@ -46,9 +46,9 @@ class Meter(Protocol):
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 _HOP_BY_HOP_NAMES = frozenset({"transfer-encoding", "keep-alive", "upgrade", "proxy-connection", "te", "trailer"})
 # What the server does with an app's header, by name (`_kind`).
-_PLAIN, _LENGTH, _CONNECTION, _HOP_BY_HOP, _DATE, _SERVER, _REQUEST_ID = range(7)
+_PLAIN, _LENGTH, _CONNECTION, _HOP_BY_HOP, _DATE, _SERVER, _COOKIE, _REQUEST_ID = range(8)
 _SPECIAL = {"content-length": _LENGTH, "connection": _CONNECTION, "date": _DATE, "server": _SERVER,
-            "x-request-id": _REQUEST_ID, **dict.fromkeys(_HOP_BY_HOP_NAMES, _HOP_BY_HOP)}
+            "set-cookie": _COOKIE, "x-request-id": _REQUEST_ID, **dict.fromkeys(_HOP_BY_HOP_NAMES, _HOP_BY_HOP)}
 #: The kinds of header names seen before, in the app's spelling: a lookup instead of a
 #: lower() and a chain of comparisons per header (bounded like the other name caches).
 _KINDS: dict[str, int] = {}
@@ -180,8 +180,8 @@ class Responder:
             else:
                 framed = None
         if framed is None:
-            head = self._frame_anew(body_length, date)
-            if key is not None:
+            head, shared = self._frame_anew(body_length, date)
+            if key is not None and shared:
                 if len(_FRAMED) >= _FRAMED_MAX:
                     _FRAMED.clear()
                 _FRAMED[key] = (date, head, self.length, self.chunked, self.keep_alive)
@@ -192,8 +192,11 @@ class Responder:
         self.headers_sent = True
         return head
 
-    def _frame_anew(self, body_length: int | None, date: str) -> bytes:
+    def _frame_anew(self, body_length: int | None, date: str) -> tuple[bytes, bool]:
+        """The head, and whether other connections may be given it (`_FRAMED`): not when it
+        sets a cookie, a client's own secret (its connection keeps it, on its `Outlet`)."""
         length: int | None = None
+        shared = True
         code = self.code
         # No Content-Length in a 1xx or 204 (RFC 9110 section 8.6); a 304's is the app's
         # word for the length the 200 would have had, so it stays.
@@ -220,6 +223,8 @@ class Responder:
                     own_date = True
                 elif kind == _SERVER:
                     own_server = True
+                elif kind == _COOKIE:
+                    shared = False
                 else:
                     own_id = True
         headers = self.headers
@@ -256,7 +261,7 @@ class Responder:
         elif self.version == "HTTP/1.0":
             extra.append("Connection: keep-alive\r\n")
         self.headers_sent = True
-        return render_head(self.status, headers, "".join(extra))
+        return render_head(self.status, headers, "".join(extra)), shared
 
     def write(self, data: bytes) -> None:
         """The ``write()`` callable, and the path for every body block."""

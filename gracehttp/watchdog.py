@@ -40,13 +40,22 @@ def current_frames() -> dict[int, FrameType]:
     minutes, and 3.10 and 3.12 not in the same time). The call holds the GIL
     throughout, so the pause lasts about as long as the call.
     """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    if not _PAUSE_GC:
         return sys._current_frames()
-    finally:
-        if enabled:
-            gc.enable()
+    with _frames_lock:  # two callers at once (the watchdog, the profiler) must not re-enable it early
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return sys._current_frames()
+        finally:
+            if enabled:
+                gc.enable()
+
+
+#: Up to 3.11 a collection can start inside the call (3.12 runs it at the next bytecode).
+#: An app turning the collector off while the call runs may find it on again after.
+_PAUSE_GC = sys.version_info < (3, 12)
+_frames_lock = threading.Lock()
 
 
 class Running(NamedTuple):

@@ -146,16 +146,17 @@ def status_code(status: str) -> int:
     return int(code)
 
 
-_FIELD_LINE = "%s: %s\r\n"
-
-
 def render_head(status: str, headers: list[tuple[str, str]], extra: str) -> bytes:
-    """The status line and header block; `extra` holds server-added header lines."""
-    try:
-        lines = "".join(map(_FIELD_LINE.__mod__, headers))  # each line formatted in C
-    except TypeError:  # a pair that is not a tuple (a list, say): formatted one by one
-        lines = "".join([f"{k}: {v}\r\n" for k, v in headers])
-    return f"HTTP/1.1 {status}\r\n{lines}{extra}\r\n".encode("latin-1")
+    """The status line and header block; `extra` holds server-added header lines.
+
+    Joined, not formatted: a join writes what a str holds, which is what
+    `check_headers` checked and what the caches compare, where ``%s`` or an
+    f-string would write a subclass's ``__str__`` (``Kind.JSON`` for a ``(str,
+    Enum)`` member holding ``application/json``). Each line is joined in C."""
+    lines = "\r\n".join(map(": ".join, headers))
+    if lines:
+        lines += "\r\n"
+    return ("HTTP/1.1 " + status + "\r\n" + lines + extra + "\r\n").encode("latin-1")
 
 
 def chunk(data: bytes) -> bytes:

@@ -13,6 +13,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from gracehttp.watchdog import current_frames
 
 
@@ -31,6 +33,7 @@ def _taking_frames() -> bool:
     return False
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 starts collections between bytecodes, never inside")
 def test_no_collection_starts_inside_the_call_and_the_collector_runs_again_after() -> None:
     """Garbage in cycles (no locals here: a collection inside the call would hang this
     test on 3.11 rather than fail it), a collection at nearly every allocation, and a
@@ -79,3 +82,22 @@ def test_a_collector_the_app_turned_off_stays_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_callers_at_once_leave_the_collector_on() -> None:
+    """The request_timeout watchdog and the profiler may take stacks at the same moment:
+    neither turns the collector back on under the other's call, and it is on after both."""
+    errors: list[str] = []
+
+    def take() -> None:
+        for _ in range(2000):
+            if threading.main_thread().ident not in current_frames():
+                errors.append("no main thread")
+
+    takers = [threading.Thread(target=take) for _ in range(3)]
+    for t in takers:
+        t.start()
+    for t in takers:
+        t.join(30)
+    assert not errors
+    assert gc.isenabled()

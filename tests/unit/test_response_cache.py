@@ -5,6 +5,7 @@ bytes, no socket."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -194,3 +195,38 @@ def test_pairs_checked_before_stay_fast_after_a_flood_of_one_off_values() -> Non
     assert writer._CHECKED.issuperset(stable)
     writer.check_headers([("Set-Cookie", "session=secret")])
     assert ("Set-Cookie", "session=secret") not in writer._CHECKED
+
+
+def test_a_value_that_is_a_str_subclass_is_sent_as_what_it_holds() -> None:
+    """A (str, Enum) member holds "application/json" and prints as "Kind.JSON": the head
+    carries what it holds, which is what was checked and what a cached head holds too,
+    before and after a plain str with the same text."""
+    class Kind(str, enum.Enum):
+        JSON = "application/json"
+
+    def app_of(value: str) -> Callable[..., list[bytes]]:
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            start_response("200 OK", [("Content-Type", value)])
+            return [b"{}"]
+        return app
+
+    response._FRAMED.clear()
+    outlet = Outlet(print, print, lambda *a: None, None, Closing())
+    for value in (Kind.JSON, "application/json", Kind.JSON):
+        for out in (on(outlet, app_of(value))[0], on(Outlet(print, print, lambda *a: None, None, Closing()),
+                                                     app_of(value))[0]):
+            assert b"Content-Type: application/json\r\n" in out
+            assert b"Kind" not in out
+
+
+def test_a_head_setting_a_cookie_is_not_kept_for_other_connections() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Set-Cookie", "session=secret"), ("Content-Type", "text/plain")])
+        return [b"x"]
+
+    response._FRAMED.clear()
+    out, _ = answer(app)
+    assert b"Set-Cookie: session=secret\r\n" in out
+    assert not response._FRAMED
+    answer(hello)
+    assert len(response._FRAMED) == 1
