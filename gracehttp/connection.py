@@ -369,8 +369,7 @@ class Connection:
         finally:
             if spool is not None:
                 spool.close()
-        if self.io.rcv_timeout != self.site.read_timeout:  # a streamed body's read tightened it
-            self.io.reset_read_timeout()
+        self.io.reset_read_timeout()
         if outcome is NEXT:
             self.buf = unread
             sender = self.sender

@@ -105,8 +105,7 @@ class InFlight:
             busy.pop()
         elif count:
             del busy[-count:]
-        if self._waiters and not busy and not self._heads:  # `_settled`, inlined: once per request
-            self._notify()
+        self._settled()
 
     def _settled(self) -> None:
         if self._waiters and not self._busy and not self._heads:

@@ -87,9 +87,9 @@ class Parking:
                 if conn is None:
                     return None
             else:  # a sweep's snapshot: take it only if it is still that connection
-                conn = self.parked.get(fd)
-                if conn is not expect or conn is None:
+                if self.parked.get(fd) is not expect:
                     return None
+                conn = expect
                 del self.parked[fd]
             # Counted busy before it leaves the parked set's lock: an idle connection
             # woken by a new request is never, even for a moment, counted nowhere.

@@ -260,7 +260,6 @@ class Responder:
             extra.append("Connection: close\r\n")
         elif self.version == "HTTP/1.0":
             extra.append("Connection: keep-alive\r\n")
-        self.headers_sent = True
         return render_head(self.status, headers, "".join(extra)), shared
 
     def write(self, data: bytes) -> None:
@@ -314,10 +313,7 @@ class Responder:
         self._final(head + body)
 
     def _final(self, data: bytes) -> None:
-        meter = self.meter
-        if meter is not None:  # `count`, inlined: once per request
-            self.meter = None
-            meter.observe(self.method, self.code, time.perf_counter() - self.started, self.sent)
+        self.count(self.code)
         self._out.send_final(data, not self.keep_alive)
 
     def _ending(self) -> None:

@@ -33,14 +33,16 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def http_date() -> str:
-    """The Date header value (RFC 9110 IMF-fixdate), formatted at most once a second.
+def http_date(now: int | None = None) -> str:
+    """The Date header value (RFC 9110 IMF-fixdate) of second `now` (the present one if
+    None), formatted at most once a second.
 
     Spelled out here rather than with strftime, whose day and month names follow
     the locale, or email.utils, which is slow to import.
     """
     global _date_cache
-    now = int(time.time())
+    if now is None:
+        now = int(time.time())
     if _date_cache[0] != now:
         t = time.gmtime(now)
         _date_cache = (now, f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
@@ -55,8 +57,8 @@ def http_date_line() -> str:
     global _date_line, _date_line_until
     now = _now()
     if not _date_line_until - 1.0 <= now < _date_line_until:
-        second = int(now)
-        _date_line, _date_line_until = f"Date: {http_date()}\r\n", second + 1.0
+        second = int(now)  # one clock read: the line and its lifetime are of the same second
+        _date_line, _date_line_until = f"Date: {http_date(second)}\r\n", second + 1.0
     return _date_line
 
 
