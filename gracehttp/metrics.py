@@ -45,6 +45,8 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 #: reads each thread's totals, not each request), so this only bounds how stale
 #: another worker's numbers may be in a scrape (one's own are flushed first).
 FLUSH_INTERVAL = 0.1
+#: Most requests take less than the first bound.
+_FIRST_BOUND = BUCKETS[0]
 
 
 class _Tally:
@@ -141,8 +143,12 @@ class Metrics:
         per = tally.methods.get(method)
         if per is None:  # a method not seen before, or a made-up one (bounded: see `statuses`)
             per = tally.statuses(method)
-        per[status] = per.get(status, 0) + 1
-        tally.buckets[bisect_left(BUCKETS, seconds)] += 1  # the first bound >= seconds
+        try:
+            per[status] += 1
+        except KeyError:
+            per[status] = 1
+        # The first bound >= seconds: most requests are under the first, found without a search.
+        tally.buckets[0 if seconds <= _FIRST_BOUND else bisect_left(BUCKETS, seconds)] += 1
         tally.seconds += seconds
         tally.sent += body_bytes
 

@@ -114,3 +114,30 @@ def test_a_wake_up_left_set_does_not_make_the_watchdog_spin_and_demote_at_once()
     assert not lead.end(turn)
     lead.stop()
     watchdog.join(2)
+
+
+def test_a_stream_of_short_requests_is_looked_at_less_often_and_a_slow_one_is_still_handed_off() -> None:
+    """Each look takes the GIL from the leader, so while it keeps moving on to new
+    connections the watchdog looks less often; a request that then stays is still found."""
+    lead = Leadership(handoff_after=0.002)
+    watchdog = run_watchdog(lead)
+    turn = lead.acquire()
+    looks = lead.looks
+    began = time.monotonic()
+    while time.monotonic() - began < 0.3:  # short requests back to back, each ~0.1 ms
+        lead.begin(turn)
+        time.sleep(0.0001)
+        assert lead.end(turn)
+    elapsed = time.monotonic() - began
+    # A look every handoff_after would be ~150 here (fewer only if sleeps overrun).
+    assert lead.looks - looks < 0.6 * elapsed / 0.002
+    follower_led = threading.Event()
+    threading.Thread(target=lambda: (lead.acquire(), follower_led.set()), daemon=True).start()
+    stuck = time.monotonic()
+    lead.begin(turn)  # a slow request in the stream
+    assert follower_led.wait(2)
+    assert time.monotonic() - stuck >= 0.002
+    assert not lead.end(turn)
+    assert lead.handoffs == 1
+    lead.stop()
+    watchdog.join(2)
