@@ -5,10 +5,10 @@ Upper layer: imports `acceptor`, `connection`, `parking` and `leadership`.
 Theory of operation
 -------------------
 Threads: up to `threads` request threads sharing one epoll set. One of them
-at a time, the leader (see `gracehttp.leadership`), polls with ``maxevents=1``
-and serves what it gets itself, so the hot path has no hand-off between
-threads; the others wait to lead, and take over when a watchdog sees the
-leader stuck on one connection. `INITIAL_THREADS` start with the engine; one
+at a time, the leader (see `gracehttp.leadership`), polls and serves what it
+gets itself, one connection after another (`POLL_BATCH`), so the hot path has
+no hand-off between threads; the others wait to lead, and take over when a
+watchdog sees the leader stuck on one connection. `INITIAL_THREADS` start with the engine; one
 more starts each time every started one is inside the app (the watchdog found
 no thread waiting, or the reserve queued a request nobody waits to take), up
 to `threads`, and then stays. When every request thread is inside the app, the
@@ -31,7 +31,13 @@ Invariants:
 - every connection the kernel handed over is counted by the in-flight counters
   from before ``accept`` until it is closed or parked idle, so the drain cannot
   miss it;
-- while the engine runs, some thread polls: the leader, or the reserve;
+- a descriptor in `Engine.pending` is an event nobody served yet: its connection
+  is still parked until the thread that pops it unparks it; if it was closed
+  meanwhile (a deadline, the drain), nothing is parked under the number, or a
+  newer connection is, which is served once with nothing to read and parked again
+  (re-arming it reports any event it had);
+- while the engine runs, some thread polls (or takes from `pending`): the leader,
+  or the reserve;
 - every parked connection has a deadline, which the housekeeper enforces.
 
 Locks: the acceptor's guards the connection count, the listener set and
@@ -41,6 +47,7 @@ thread list and the stop flag, so no thread starts after `stop` looked.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -70,6 +77,11 @@ INITIAL_THREADS = 4
 #: about a millisecond of reading, the most the queue puts ahead of connections already
 #: waiting in the epoll set.
 READ_AT_ONCE = 32
+#: Events one poll may return. Under load most connections of a busy worker are ready
+#: at once, and one system call for several of them (served one by one, the others
+#: kept in `Engine.pending`) saves most polls; a leader stuck on one leaves the rest to
+#: its successor, which takes them before it polls.
+POLL_BATCH = 8
 
 
 class Engine:
@@ -86,6 +98,9 @@ class Engine:
         os.set_blocking(self._want_r, False)
         os.set_blocking(self._want_w, False)
         self._tick_event = threading.Event()
+        #: Descriptors whose events a poll returned besides the one its thread served
+        #: first: whichever thread leads next serves them before it polls again.
+        self.pending: collections.deque[int] = collections.deque()
         self.acceptor = Acceptor(site, self.ep, self.parking, sockets, max_connections, logger, self._tick_event,
                                  balance)
         #: The listeners by descriptor and the open connections (the acceptor's).
@@ -195,6 +210,7 @@ class Engine:
         wake = self._wake_r
         lead = self.leadership
         acceptor = self.acceptor
+        pending = self.pending
         while True:
             self._serve_ready()  # what the reserve queued while this thread was busy
             turn = lead.acquire()
@@ -207,18 +223,26 @@ class Engine:
                         if not lead.end(turn):
                             break
                         continue
-                try:
-                    events = poll(DEFER_SECONDS if acceptor.deferring else -1, 1)
-                except InterruptedError:
-                    continue
-                except (OSError, ValueError):
-                    lead.leave(turn)
-                    return  # epoll closed
-                if acceptor.deferring:
-                    acceptor.rearm_due()
-                if not events:
-                    continue
-                fd = events[0][0]
+                if pending:
+                    try:
+                        fd = pending.popleft()
+                    except IndexError:  # a demoted leader, still leading for a moment, took it
+                        continue
+                else:
+                    try:
+                        events = poll(DEFER_SECONDS if acceptor.deferring else -1, POLL_BATCH)
+                    except InterruptedError:
+                        continue
+                    except (OSError, ValueError):
+                        lead.leave(turn)
+                        return  # epoll closed
+                    if acceptor.deferring:
+                        acceptor.rearm_due()
+                    if not events:
+                        continue
+                    fd = events[0][0]
+                    if len(events) > 1:
+                        pending.extend([event[0] for event in events[1:]])
                 if fd == wake:
                     lead.leave(turn)  # the next thread wakes, sees the pipe too, and leaves
                     return
@@ -261,19 +285,25 @@ class Engine:
                         # Requests wait and no thread is free: one thread each (a batch's
                         # requests are queued at once, with no event to come for them).
                         self._grow(len(self.parking.ready))
-                    try:
-                        # The timeout is a safety net only: a request thread that wants the
-                        # role writes to the want pipe, which ends this wait at once.
-                        events = poll(DEFER_SECONDS if self.acceptor.deferring else 0.1, 1)
-                    except InterruptedError:
-                        continue
-                    except (OSError, ValueError):
-                        return
-                    if self.acceptor.deferring:
-                        self.acceptor.rearm_due()
-                    if not events:
-                        continue
-                    fd = events[0][0]
+                    if self.pending:  # events a demoted leader's poll returned
+                        try:
+                            fd = self.pending.popleft()
+                        except IndexError:
+                            continue
+                    else:
+                        try:
+                            # The timeout is a safety net only: a request thread that wants the
+                            # role writes to the want pipe, which ends this wait at once.
+                            events = poll(DEFER_SECONDS if self.acceptor.deferring else 0.1, 1)
+                        except InterruptedError:
+                            continue
+                        except (OSError, ValueError):
+                            return
+                        if self.acceptor.deferring:
+                            self.acceptor.rearm_due()
+                        if not events:
+                            continue
+                        fd = events[0][0]
                     if fd == self._wake_r:
                         return
                     if fd == self._want_r:

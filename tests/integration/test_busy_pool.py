@@ -309,3 +309,43 @@ def test_a_burst_of_slow_requests_gets_its_threads_at_once() -> None:
             for t in clients:
                 t.join(20)
         assert took < 0.6, f"16 requests in the app only after {took:.2f} s"
+
+
+def test_events_polled_together_are_served_while_the_first_of_them_is_stuck_in_the_app() -> None:
+    """A poll returns several ready connections; the leader serves the first and keeps
+    the rest in the engine's pending queue. If the first is slow, its successor takes
+    the rest: they are not held behind it."""
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ["PATH_INFO"] == "/slow":
+            entered.set()
+            gate.wait(10)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    with running(app, threads=4) as server:
+        socks = [connect(server.port, timeout=10) for _ in range(8)]
+        try:
+            for sock in socks:  # each kept alive and parked, so the rounds' events come together
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert read_response(sock).status == 200
+            for _ in range(5):
+                gate.clear()
+                entered.clear()
+                socks[0].sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+                for sock in socks[1:]:
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                for sock in socks[1:]:
+                    # Answered while /slow still waits for the gate, which stays shut until
+                    # they are all in: held behind it, they would time out here.
+                    sock.settimeout(5)
+                    assert read_response(sock).status == 200
+                assert wait_until(entered.is_set)
+                gate.set()
+                assert read_response(socks[0]).status == 200
+        finally:
+            gate.set()
+            for sock in socks:
+                sock.close()
