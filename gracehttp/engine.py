@@ -95,8 +95,11 @@ class Engine:
         self._wake_r, self._wake_w = os.pipe()
         #: Written by a request thread that wants the role back from the reserve.
         self._want_r, self._want_w = os.pipe()
-        os.set_blocking(self._want_r, False)
-        os.set_blocking(self._want_w, False)
+        #: Written by a leader that stops leading with events left in `pending`: a thread
+        #: already waiting in a poll (two lead for a moment after a hand-off) wakes for them.
+        self._kick_r, self._kick_w = os.pipe()
+        for fd in (self._want_r, self._want_w, self._kick_r, self._kick_w):
+            os.set_blocking(fd, False)
         self._tick_event = threading.Event()
         #: Descriptors whose events a poll returned besides the one its thread served
         #: first: whichever thread leads next serves them before it polls again.
@@ -120,6 +123,7 @@ class Engine:
         self._name = name
         self.ep.register(self._wake_r, select.EPOLLIN)  # level-triggered: wakes every thread
         self.ep.register(self._want_r, 0)  # armed by the reserve poller while it leads
+        self.ep.register(self._kick_r, select.EPOLLIN)  # level-triggered: read by whoever gets it
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -195,7 +199,7 @@ class Engine:
         self.parking.close_all()
         if not stuck:
             self.ep.close()
-            for fd in (self._wake_r, self._wake_w, self._want_r, self._want_w):
+            for fd in (self._wake_r, self._wake_w, self._want_r, self._want_w, self._kick_r, self._kick_w):
                 os.close(fd)
         return stuck
 
@@ -208,6 +212,7 @@ class Engine:
         ready = parking.ready
         listeners = self.listeners
         wake = self._wake_r
+        kick = self._kick_r
         lead = self.leadership
         acceptor = self.acceptor
         pending = self.pending
@@ -221,6 +226,7 @@ class Engine:
                         lead.begin(turn)
                         self._serve(conn)
                         if not lead.end(turn):
+                            self._hand_over()
                             break
                         continue
                 if pending:
@@ -254,7 +260,10 @@ class Engine:
                     conn = unpark(fd)
                     if conn is not None:
                         self._serve(conn)
+                    elif fd == kick:
+                        _drain(kick)
                 if not lead.end(turn):
+                    self._hand_over()
                     break  # the watchdog passed the role on while we served: follow
 
     def _serve_ready(self) -> None:
@@ -320,14 +329,21 @@ class Engine:
                         conn = self.parking.unpark(fd)
                         if conn is not None:
                             self._serve(conn, run_app=False)
+                        elif fd == self._kick_r:
+                            _drain(fd)
             finally:
                 self._drain_want()
                 lead.reserve_leave(turn)
 
     def _drain_want(self) -> None:
-        with contextlib.suppress(OSError):
-            while os.read(self._want_r, 64):
-                pass
+        _drain(self._want_r)
+
+    def _hand_over(self) -> None:
+        """This thread no longer leads: events its poll returned and nobody took yet must
+        not wait for the next event anywhere (the new leader may be in a poll already)."""
+        if self.pending:
+            with contextlib.suppress(OSError):  # full: it is readable anyway
+                os.write(self._kick_w, b"x")
 
     def _wanted(self) -> None:
         """A request thread wants the role the reserve holds (called under its mutex)."""
@@ -382,3 +398,10 @@ class Engine:
             self._tick_event.wait(tick)
             self.parking.expire_due()
             self.acceptor.rearm_due()
+
+
+def _drain(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe."""
+    with contextlib.suppress(OSError):
+        while os.read(fd, 64):
+            pass

@@ -25,8 +25,9 @@ alone writes around every connection it serves (no lock on the request path).
 The watchdog releases the role on behalf of a stuck leader and clears the
 holder; the leader sees that when it finishes and becomes a follower. If the
 leader finishes just as it is demoted, two threads poll for a moment, which is
-safe (every descriptor is EPOLLONESHOT); only the thread whose turn holds the
-token may release it, so it is never released twice.
+safe (every descriptor is EPOLLONESHOT, and events one of them leaves queued
+when it stops wake the other: `gracehttp.engine`); only the thread whose turn
+holds the token may release it, so it is never released twice.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ IDLE_TICKS = 50
 #: `handoff_after` later. Every look takes the GIL from the leader between two of its
 #: system calls: at one look every 2 ms, workers=2 served about 5 % fewer hello-world
 #: requests a second than with one every 20 ms (interleaved wrk rounds, 2 cores). A
-#: request that outlasts `handoff_after` is then handed off within
-#: `BUSY_FACTOR + 1` ticks of its start in such a stream, within 2 otherwise.
+#: request that outlasts `handoff_after` is then handed off within `BUSY_FACTOR + 1`
+#: ticks of its start in such a stream, within 2 after a quiet look (the leader idle,
+#: or a hand-off).
 BUSY_FACTOR = 5
 
 
@@ -160,7 +162,8 @@ class Leadership:
         last: Turn | None = None
         last_seq = -1
         idle = 0
-        busy = False  # the last look found the leader moved on: the next is a long one
+        busy = False  # the next look is a long one
+        moved_before = False  # the look before the last found the leader moved on
         while not self._stopped:
             if idle >= IDLE_TICKS:
                 self.sleeping = True
@@ -182,13 +185,17 @@ class Leadership:
             self.looks += 1
             turn = self._holder
             if turn is None:
-                last, idle, busy = None, idle + 1, False
+                last, idle, busy, moved_before = None, idle + 1, False, False
                 continue
             seq, serving = turn.seq, turn.serving
-            # A long sleep is always followed by a short one, which finds a request that
-            # was just beginning at the long look still running if it is slow; a short
-            # look that finds the leader moved on again means short requests: a long one.
-            busy = not busy and (turn is not last or seq != last_seq)
+            # Two looks in a row that found the leader moved on mean a stream of short
+            # requests: the next look is a long one, always followed by a short one, which
+            # finds a request that was just beginning at the long look still running if it
+            # is slow. After a quiet look (idle, a hand-off) a new request is looked at
+            # again a short tick later, as before.
+            moved = turn is not last or seq != last_seq
+            busy = not busy and moved and moved_before
+            moved_before = moved
             if serving and turn is last and seq == last_seq:
                 starved = False
                 with self._mutex:

@@ -260,7 +260,9 @@ class Parking:
         state = victim.state
         if self.unpark(victim.fd, victim) is None:
             return False
-        if victim.state is not state:  # served and parked again since the look: no longer stalled
+        if victim.state is not state or (state is IDLE and victim.has_input()):
+            # Served and parked again since the look, or its next request has come (its
+            # event may be waiting in the engine's batch): no longer stalled.
             self.dispose(victim, victim.state)
             return False
         if self.site.metrics is not None:

@@ -15,6 +15,7 @@ import pytest
 
 from gracehttp import GracefulServer
 from gracehttp.engine import INITIAL_THREADS
+from gracehttp.parking import EVICT_IDLE_AFTER
 from tests.helpers import GatedApp, connect, get, hello_app, read_response, running, wait_until
 
 
@@ -349,3 +350,74 @@ def test_events_polled_together_are_served_while_the_first_of_them_is_stuck_in_t
             gate.set()
             for sock in socks:
                 sock.close()
+
+
+def test_events_left_queued_by_a_leader_that_stops_leading_wake_the_thread_polling_meanwhile() -> None:
+    """Right after a hand-off two threads may lead for a moment (the old leader finished
+    just as it was demoted) and both poll. If the old one's poll returns several events
+    and it then stops leading, the others wait in the engine's queue: the thread still
+    waiting in its poll must be woken for them, not by some later event."""
+    racing = threading.local()
+    engine: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ["PATH_INFO"] == "/race":
+            lead = engine[0].leadership
+            holder = lead._holder
+            wait_until(lambda: lead._holder is not holder, timeout=2, interval=0.001)  # demoted
+            time.sleep(0.05)  # the successor is polling now
+            racing.on = True
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    with running(app, threads=4, idle_timeout=60) as server:
+        engine.append(server._engine)
+        lead = server._engine.leadership
+        real_end = lead.end
+
+        def end(turn: Any) -> bool:
+            if getattr(racing, "on", False):  # as if it looked just before the watchdog acted
+                racing.on = False
+                turn.serving = False
+                return True
+            return bool(real_end(turn))
+
+        lead.end = end  # type: ignore[method-assign]
+        for _ in range(6):
+            socks = [connect(server.port, timeout=10) for _ in range(8)]
+            try:
+                for sock in socks:
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                    assert read_response(sock).status == 200
+                with connect(server.port, timeout=10) as racer:
+                    racer.sendall(b"GET /race HTTP/1.1\r\nHost: t\r\n\r\n")
+                    assert read_response(racer).status == 200
+                time.sleep(0.05)  # both threads in their polls (no event to synchronise on)
+                for sock in socks:
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                for sock in socks:
+                    sock.settimeout(3)
+                    assert read_response(sock).status == 200
+            finally:
+                for sock in socks:
+                    sock.close()
+
+
+def test_an_idle_connection_whose_next_request_has_come_is_not_evicted() -> None:
+    """Past max_connections an idle keep-alive connection may give its slot to a new one;
+    not one whose next request is in (its event may be waiting behind others in the
+    engine's batch): closing it would lose that request."""
+    with running(hello_app) as server, connect(server.port) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(client).status == 200
+        port = client.getsockname()[1]
+        parking = server._engine.parking
+        assert wait_until(lambda: any(c.peer and c.peer[1] == port for c in tuple(parking.parked.values())))
+        conn = next(c for c in tuple(parking.parked.values()) if c.peer and c.peer[1] == port)
+        time.sleep(EVICT_IDLE_AFTER + 0.1)  # idle long enough to be a candidate
+        server._engine.ep.modify(conn.fd, 0)  # its event not reported yet, as if queued
+        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert wait_until(conn.has_input)
+        assert parking.evict_stalled() is False
+        client.settimeout(5)
+        assert read_response(client).status == 200  # parked again, and its request served

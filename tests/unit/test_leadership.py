@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from gracehttp.leadership import Leadership, Turn
 
@@ -141,3 +142,35 @@ def test_a_stream_of_short_requests_is_looked_at_less_often_and_a_slow_one_is_st
     assert lead.handoffs == 1
     lead.stop()
     watchdog.join(2)
+
+
+def test_after_a_quiet_look_a_stuck_leader_is_handed_off_within_two_short_ticks() -> None:
+    """The long looks are for a stream of short requests only: a request that begins
+    after a quiet moment (or a hand-off) is looked at again one short tick later."""
+    lead = Leadership(handoff_after=0.05)
+    watchdog = run_watchdog(lead)
+    turn = lead.acquire()
+    lead.begin(turn)
+    assert lead.end(turn)
+    looks = lead.looks
+    assert wait_for(lambda: lead.looks >= looks + 3)  # quiet looks: nothing served
+    follower_led = threading.Event()
+    threading.Thread(target=lambda: (lead.acquire(), follower_led.set()), daemon=True).start()
+    stuck = time.monotonic()
+    lead.begin(turn)
+    assert follower_led.wait(2)
+    # Two short ticks at most (0.1 s, plus oversleep); a long tick after the first look
+    # would make it 0.25 s or more.
+    assert time.monotonic() - stuck < 0.2
+    assert not lead.end(turn)
+    lead.stop()
+    watchdog.join(2)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
