@@ -249,6 +249,11 @@ class Engine:
                     fd = events[0][0]
                     if len(events) > 1:
                         pending.extend([event[0] for event in events[1:]])
+                        if not lead.leads(turn):
+                            # Demoted just as it finished its last (the watchdog passed the role
+                            # on, and the new leader may be waiting in a poll already): the
+                            # first of these may be slow, so the others must not wait for it.
+                            self._hand_over()
                 if fd == wake:
                     lead.leave(turn)  # the next thread wakes, sees the pipe too, and leaves
                     return

@@ -136,6 +136,10 @@ class Leadership:
             self.sleeping = False
             self._wake.set()
 
+    def leads(self, turn: Turn) -> bool:
+        """Whether `turn` still holds the role (the watchdog may have passed it on)."""
+        return self._holder is turn
+
     def end(self, turn: Turn) -> bool:
         """The leader finished serving; False if it was demoted meanwhile (now a follower).
 
@@ -193,7 +197,7 @@ class Leadership:
             # finds a request that was just beginning at the long look still running if it
             # is slow. After a quiet look (idle, a hand-off) a new request is looked at
             # again a short tick later, as before.
-            moved = turn is not last or seq != last_seq
+            moved = seq != (last_seq if turn is last else 0)  # a new turn that began nothing: quiet
             busy = not busy and moved and moved_before
             moved_before = moved
             if serving and turn is last and seq == last_seq:

@@ -4,6 +4,7 @@ connections accepted, bodies collected, and complete requests wait their turn.""
 from __future__ import annotations
 
 import hashlib
+import select
 import socket
 import threading
 import time
@@ -352,37 +353,54 @@ def test_events_polled_together_are_served_while_the_first_of_them_is_stuck_in_t
                 sock.close()
 
 
+class UnawareDemotion:
+    """An app whose ``/race`` request waits until the watchdog has demoted the thread
+    running it, and whose next `Leadership.end` then answers as if it had looked just
+    before the watchdog acted: the old leader goes on polling beside its successor for a
+    while (a moment `gracehttp.leadership` allows). ``/slow`` takes a second."""
+
+    def __init__(self) -> None:
+        self._racing = threading.local()
+        self._engine: Any = None
+        #: The thread that ran ``/race``: the one leading unawares.
+        self.racer_thread = ""
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ["PATH_INFO"] == "/race":
+            lead = self._engine.leadership
+            holder = lead._holder
+            wait_until(lambda: lead._holder is not holder, timeout=2, interval=0.001)  # demoted
+            time.sleep(0.05)  # the successor is polling now
+            self._racing.on = True
+            self.racer_thread = threading.current_thread().name
+        elif environ["PATH_INFO"] == "/slow":
+            time.sleep(1.0)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    def install(self, server: GracefulServer) -> None:
+        self._engine = server._engine
+        lead = self._engine.leadership
+        real_end = lead.end
+
+        def end(turn: Any) -> bool:
+            if getattr(self._racing, "on", False):
+                self._racing.on = False
+                turn.serving = False
+                return True
+            return bool(real_end(turn))
+
+        lead.end = end
+
+
 def test_events_left_queued_by_a_leader_that_stops_leading_wake_the_thread_polling_meanwhile() -> None:
     """Right after a hand-off two threads may lead for a moment (the old leader finished
     just as it was demoted) and both poll. If the old one's poll returns several events
     and it then stops leading, the others wait in the engine's queue: the thread still
     waiting in its poll must be woken for them, not by some later event."""
-    racing = threading.local()
-    engine: list[Any] = []
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        if environ["PATH_INFO"] == "/race":
-            lead = engine[0].leadership
-            holder = lead._holder
-            wait_until(lambda: lead._holder is not holder, timeout=2, interval=0.001)  # demoted
-            time.sleep(0.05)  # the successor is polling now
-            racing.on = True
-        start_response("200 OK", [("Content-Length", "2")])
-        return [b"ok"]
-
+    app = UnawareDemotion()
     with running(app, threads=4, idle_timeout=60) as server:
-        engine.append(server._engine)
-        lead = server._engine.leadership
-        real_end = lead.end
-
-        def end(turn: Any) -> bool:
-            if getattr(racing, "on", False):  # as if it looked just before the watchdog acted
-                racing.on = False
-                turn.serving = False
-                return True
-            return bool(real_end(turn))
-
-        lead.end = end  # type: ignore[method-assign]
+        app.install(server)
         for _ in range(6):
             socks = [connect(server.port, timeout=10) for _ in range(8)]
             try:
@@ -421,3 +439,72 @@ def test_an_idle_connection_whose_next_request_has_come_is_not_evicted() -> None
         assert parking.evict_stalled() is False
         client.settimeout(5)
         assert read_response(client).status == 200  # parked again, and its request served
+
+
+def test_a_batch_polled_by_a_leader_demoted_unawares_is_not_held_behind_its_slow_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, but the old leader's batch begins with a slow request: it must wake the
+    real leader for the rest as soon as it queues them, not once the slow one is done.
+    The epoll object is wrapped only to choose which of the two pollers gets the burst."""
+    real_epoll = select.epoll
+    hold, burst_sent = threading.Event(), threading.Event()
+    stale: dict[str, str] = {}
+
+    class ChoosingEpoll:
+        def __init__(self) -> None:
+            self._ep = real_epoll()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._ep, name)
+
+        def poll(self, timeout: float = -1, maxevents: int = -1) -> list[tuple[int, int]]:
+            deadline = None if timeout < 0 else time.monotonic() + timeout
+            while True:
+                if hold.is_set():
+                    if threading.current_thread().name != stale.get("name"):
+                        time.sleep(0.001)  # the real leader sits this one out
+                        continue
+                    burst_sent.wait(5)
+                    time.sleep(0.005)
+                    events = self._ep.poll(0.001, maxevents)
+                    if events:
+                        hold.clear()
+                        return events
+                    continue
+                events = self._ep.poll(0.001, maxevents)
+                if events or (deadline is not None and time.monotonic() >= deadline):
+                    return events
+
+    monkeypatch.setattr(select, "epoll", ChoosingEpoll)
+    app = UnawareDemotion()
+    with running(app, threads=4, idle_timeout=60) as server:
+        app.install(server)
+        stale["name"] = ""
+        socks = [connect(server.port, timeout=10) for _ in range(8)]
+        racer = connect(server.port, timeout=10)
+        try:
+            for sock in socks:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert read_response(sock).status == 200
+            racer.sendall(b"GET /race HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(racer).status == 200
+            stale["name"] = app.racer_thread
+            time.sleep(0.05)  # both threads in their polls
+            hold.set()
+            time.sleep(0.01)
+            began = time.monotonic()
+            socks[0].sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            for sock in socks[1:]:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            burst_sent.set()
+            for sock in socks[1:]:
+                sock.settimeout(5)
+                assert read_response(sock).status == 200
+            assert time.monotonic() - began < 0.5  # not behind /slow's second
+            socks[0].settimeout(5)
+            assert read_response(socks[0]).status == 200
+        finally:
+            hold.clear()
+            burst_sent.set()
+            for sock in (*socks, racer):
+                sock.close()

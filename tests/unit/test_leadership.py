@@ -120,26 +120,28 @@ def test_a_wake_up_left_set_does_not_make_the_watchdog_spin_and_demote_at_once()
 def test_a_stream_of_short_requests_is_looked_at_less_often_and_a_slow_one_is_still_handed_off() -> None:
     """Each look takes the GIL from the leader, so while it keeps moving on to new
     connections the watchdog looks less often; a request that then stays is still found."""
-    lead = Leadership(handoff_after=0.002)
+    lead = Leadership(handoff_after=0.01)
     watchdog = run_watchdog(lead)
     turn = lead.acquire()
     looks = lead.looks
     began = time.monotonic()
-    while time.monotonic() - began < 0.3:  # short requests back to back, each ~0.1 ms
+    while time.monotonic() - began < 0.6:  # short requests back to back, each ~0.1 ms
         lead.begin(turn)
         time.sleep(0.0001)
-        assert lead.end(turn)
+        if not lead.end(turn):  # this thread was held off the CPU past handoff_after
+            turn = lead.acquire()
     elapsed = time.monotonic() - began
-    # A look every handoff_after would be ~150 here (fewer only if sleeps overrun).
-    assert lead.looks - looks < 0.6 * elapsed / 0.002
+    # A look every handoff_after would be ~60 here (fewer only if sleeps overrun).
+    assert lead.looks - looks < 0.6 * elapsed / 0.01
     follower_led = threading.Event()
     threading.Thread(target=lambda: (lead.acquire(), follower_led.set()), daemon=True).start()
+    handoffs = lead.handoffs
     stuck = time.monotonic()
     lead.begin(turn)  # a slow request in the stream
     assert follower_led.wait(2)
-    assert time.monotonic() - stuck >= 0.002
+    assert time.monotonic() - stuck >= 0.01
     assert not lead.end(turn)
-    assert lead.handoffs == 1
+    assert lead.handoffs == handoffs + 1
     lead.stop()
     watchdog.join(2)
 
@@ -174,3 +176,27 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.005)
     return False
+
+
+def test_a_successor_that_has_begun_nothing_is_looked_at_as_quiet() -> None:
+    """The first look at a new turn (after a hand-off) must not count as the leader moving
+    on: the successor's first request, if slow, is found within two short ticks."""
+    lead = Leadership(handoff_after=0.05)
+    watchdog = run_watchdog(lead)
+    first = lead.acquire()
+    lead.begin(first)  # stuck: handed off
+    successor: list[Turn] = []
+    threading.Thread(target=lambda: successor.append(lead.acquire()), daemon=True).start()
+    assert wait_for(lambda: bool(successor))
+    looks = lead.looks
+    assert wait_for(lambda: lead.looks > looks)  # a look at the successor's turn, idle
+    follower_led = threading.Event()
+    threading.Thread(target=lambda: (lead.acquire(), follower_led.set()), daemon=True).start()
+    stuck = time.monotonic()
+    lead.begin(successor[0])  # its first request, slow
+    assert follower_led.wait(2)
+    assert time.monotonic() - stuck < 0.2  # two short ticks (0.1 s); a long one makes it 0.25+
+    assert not lead.end(successor[0])
+    assert not lead.end(first)
+    lead.stop()
+    watchdog.join(2)
