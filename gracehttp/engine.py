@@ -8,10 +8,10 @@ Threads: up to `threads` request threads sharing one epoll set. One of them
 at a time, the leader (see `gracehttp.leadership`), polls and serves what it
 gets itself, one connection after another (`POLL_BATCH`), so the hot path has
 no hand-off between threads; the others wait to lead, and take over when a
-watchdog sees the leader stuck on one connection. `INITIAL_THREADS` start with the engine; one
-more starts each time every started one is inside the app (the watchdog found
-no thread waiting, or the reserve queued a request nobody waits to take), up
-to `threads`, and then stays. When every request thread is inside the app, the
+watchdog sees the leader stuck on one connection. `INITIAL_THREADS` start
+with the engine; one more starts each time every started one is inside the
+app (the watchdog found no thread waiting, or the reserve queued a request
+nobody waits to take), up to `threads`, and then stays. When every request thread is inside the app, the
 *reserve* poller leads: it runs no app, so it is always free to accept, answer health
 probes, collect heads and bodies and queue complete requests (`Parking.ready`),
 which request threads take, oldest first, before they poll again. One

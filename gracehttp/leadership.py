@@ -167,7 +167,7 @@ class Leadership:
         last_seq = -1
         idle = 0
         busy = False  # the next look is a long one
-        moved_before = False  # the look before the last found the leader moved on
+        moved_before = False  # the previous look found the leader moved on
         while not self._stopped:
             if idle >= IDLE_TICKS:
                 self.sleeping = True
