@@ -21,16 +21,15 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Protocol
 
+from gracehttp.http.heads import frame
 from gracehttp.http.parser import RequestHead
 from gracehttp.http.writer import (
     LAST_CHUNK,
-    NO_BODY_STATUSES,
     STATUS_CODES,
     HeaderError,
     check_headers,
     chunk,
     http_date_line,
-    render_head,
     status_code,
 )
 from gracehttp.outlet import Outlet
@@ -44,26 +43,10 @@ class Meter(Protocol):
 
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
-_HOP_BY_HOP_NAMES = frozenset({"transfer-encoding", "keep-alive", "upgrade", "proxy-connection", "te", "trailer"})
-# What the server does with an app's header, by name (`_kind`).
-_PLAIN, _LENGTH, _CONNECTION, _HOP_BY_HOP, _DATE, _SERVER, _COOKIE, _REQUEST_ID = range(8)
-_SPECIAL = {"content-length": _LENGTH, "connection": _CONNECTION, "date": _DATE, "server": _SERVER,
-            "set-cookie": _COOKIE, "x-request-id": _REQUEST_ID, **dict.fromkeys(_HOP_BY_HOP_NAMES, _HOP_BY_HOP)}
-#: The kinds of header names seen before, in the app's spelling: a lookup instead of a
-#: lower() and a chain of comparisons per header (bounded like the other name caches).
-_KINDS: dict[str, int] = {}
-_KINDS_MAX = 1024
 #: Response heads framed before, by what they were framed from (`Responder._frame`):
 #: (the Date line they carry, the head, length, chunked, keep-alive).
 _FRAMED: dict[tuple[Any, ...], tuple[str, bytes, int | None, bool, bool]] = {}
 _FRAMED_MAX = 256
-
-
-def _kind(name: str) -> int:
-    kind = _SPECIAL.get(name.lower(), _PLAIN)
-    if type(name) is str and len(_KINDS) < _KINDS_MAX:
-        _KINDS[name] = kind
-    return kind
 
 
 class Responder:
@@ -150,7 +133,10 @@ class Responder:
         what framing it chose; a response with a request id is never kept (the id is new).
         The connection's last one is kept on its `Outlet` too: a response with the same
         pairs (`same`, found by `start_response`) and the same framing inputs takes it
-        without building and hashing the key.
+        without building and hashing the key. A head not kept is framed by
+        `gracehttp.http.heads.frame`, which keeps its decision by the header names, so a
+        response whose values alone are new (a length, a cookie, a new client's port)
+        is rendered, not decided again.
         """
         if not self.status:
             raise AssertionError("the app returned without calling start_response")
@@ -180,7 +166,9 @@ class Responder:
             else:
                 framed = None
         if framed is None:
-            head, shared = self._frame_anew(body_length, date)
+            head, self.length, self.chunked, self.keep_alive, shared = frame(
+                status, self.code, self.headers, body_length, keep_alive, self.version, self.head_only,
+                out.server_line, date, self.request_id)
             if key is not None and shared:
                 if len(_FRAMED) >= _FRAMED_MAX:
                     _FRAMED.clear()
@@ -191,76 +179,6 @@ class Responder:
                                self.length, self.chunked, self.keep_alive)
         self.headers_sent = True
         return head
-
-    def _frame_anew(self, body_length: int | None, date: str) -> tuple[bytes, bool]:
-        """The head, and whether other connections may be given it (`_FRAMED`): not when it
-        sets a cookie, a client's own secret (its connection keeps it, on its `Outlet`)."""
-        length: int | None = None
-        shared = True
-        code = self.code
-        # No Content-Length in a 1xx or 204 (RFC 9110 section 8.6); a 304's is the app's
-        # word for the length the 200 would have had, so it stays.
-        drop_length = code == 204 or code < 200
-        own_date = own_server = own_id = drop = False
-        kinds = _KINDS
-        for name, value in self.headers:
-            kind = kinds.get(name)
-            if kind is None:
-                kind = _kind(name)
-            if kind:  # one the server reads, drops or refuses (most are sent as they are)
-                if kind == _LENGTH:
-                    if not value.isdigit():
-                        raise HeaderError(f"bad Content-Length {value!r}")
-                    length = int(value)
-                    drop = drop or drop_length
-                elif kind == _CONNECTION:
-                    if "close" in value.lower():
-                        self.keep_alive = False
-                    drop = True  # the server's to say: not sent as the app gave it
-                elif kind == _HOP_BY_HOP:
-                    raise HeaderError(f"hop-by-hop header {name!r} is the server's to set (PEP 3333)")
-                elif kind == _DATE:
-                    own_date = True
-                elif kind == _SERVER:
-                    own_server = True
-                elif kind == _COOKIE:
-                    shared = False
-                else:
-                    own_id = True
-        headers = self.headers
-        if drop:
-            dropped = (_CONNECTION, _LENGTH) if drop_length else (_CONNECTION,)
-            headers = [(n, v) for n, v in headers if _SPECIAL.get(n.lower()) not in dropped]
-        # The app's own Date or Server wins; the server adds its own only where it set none.
-        extra = [] if own_server else [self._out.server_line]
-        if not own_date:
-            extra.append(date)
-        if self.request_id is not None and not own_id:
-            extra += ("X-Request-ID: ", self.request_id, "\r\n")
-        no_body = code in NO_BODY_STATUSES or code < 200
-        if length is not None and body_length is not None and body_length < length and not no_body \
-                and not self.head_only:
-            # The whole body is known and ends short of the app's Content-Length: the
-            # client can only tell by the close, so say so in this head.
-            self.keep_alive = False
-        if length is None and body_length is not None and not no_body:
-            length = body_length
-            extra.append(f"Content-Length: {length}\r\n")
-        if no_body:
-            self.length = 0
-        elif length is not None:
-            self.length = length
-        elif self.version == "HTTP/1.1":
-            if not self.head_only:
-                self.chunked = True
-                extra.append("Transfer-Encoding: chunked\r\n")
-        else:
-            self.keep_alive = False
-        if not self.keep_alive:
-            extra.append("Connection: close\r\n")
-        elif self.version == "HTTP/1.0":
-            extra.append("Connection: keep-alive\r\n")
-        return render_head(self.status, headers, "".join(extra)), shared
 
     def write(self, data: bytes) -> None:
         """The ``write()`` callable, and the path for every body block."""
