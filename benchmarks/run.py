@@ -50,6 +50,21 @@ CURVE_LEVELS = (1, 10, 50, 200, 1000)
 PAIRS = (("gracehttp", "granian-1"), ("gracehttp-w2", "granian-2"))
 
 
+def run_order(servers: list[Server]) -> list[Server]:
+    """`servers` with each granian setup of `PAIRS` moved to just after its gracehttp
+    setup, when both take part. On a shared machine whose speed drifts by the minute,
+    the two runs a ratio is made of are then seconds apart within a round, not the
+    length of every other server's run; the rounds alternate the order, so neither
+    side always runs first."""
+    names = {s.name for s in servers}
+    moved = [s for s in servers if any(theirs == s.name and ours in names for ours, theirs in PAIRS)]
+    order = [s for s in servers if s not in moved]
+    for ours, theirs in PAIRS:
+        if ours in names and theirs in names:
+            order.insert([s.name for s in order].index(ours) + 1, BY_NAME[theirs])
+    return order
+
+
 @dataclass(frozen=True)
 class Load:
     """One wrk run: `key` names it in the tables and the JSON."""
@@ -94,7 +109,7 @@ def measure_app(app: str, loads: list[Load], servers: list[Server], args: argpar
                 results: dict[str, dict[str, Any]]) -> None:
     """Start every server that takes part in one of `loads` (all on `app`), run the
     rounds, and for hello world also the idle, start-up and syscall measurements."""
-    servers = [s for s in servers if any(ld.servers is None or s.name in ld.servers for ld in loads)]
+    servers = run_order([s for s in servers if any(ld.servers is None or s.name in ld.servers for ld in loads)])
     procs = {}
     try:
         for server in servers:

@@ -93,3 +93,19 @@ def test_rolling_restart_drill_behind_haproxy_loses_nothing() -> None:
     done = json.loads((ROOT / "benchmarks" / "results" / "drill-rolling.json").read_text())
     assert [a["phase"] for a in done[0]["actions"]] == ["restart", "upgrade", "drain"]
     assert all(a["back_in_rotation"] for a in done[0]["actions"])
+
+
+def test_each_granian_setup_runs_right_after_the_gracehttp_setup_it_is_compared_with() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from run import PAIRS, run_order
+        from servers import SERVERS
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    order = [s.name for s in run_order(list(SERVERS))]
+    assert sorted(order) == sorted(s.name for s in SERVERS)
+    for ours, theirs in PAIRS:
+        assert order.index(theirs) == order.index(ours) + 1
+    # Alone (its gracehttp setup not in the run), a granian setup keeps its place.
+    alone = [s for s in SERVERS if s.name in ("gracehttp", "waitress", "granian-2")]
+    assert [s.name for s in run_order(alone)] == ["gracehttp", "waitress", "granian-2"]
