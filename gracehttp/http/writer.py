@@ -10,7 +10,6 @@ werkzeug refuse it too): the whole block is rejected, never partly sent.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from http import HTTPStatus
 
 _TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -91,11 +90,13 @@ _NAMES_MAX = 1024
 def check_headers(headers: list[tuple[str, str]]) -> None:
     """Raise `HeaderError` for a name that is not a token or a value with a CTL."""
     checked = _CHECKED
-    pairs: Iterable[tuple[str, str]]
+    pairs: list[tuple[str, str]]
     try:
         if checked.issuperset(headers):  # the usual case: every pair checked before, one C loop
             return
-        pairs = set(headers).difference(checked)  # the usual miss: one value new (a length, a port)
+        # The usual miss: one value new (a length, a port). In the app's order, so that of
+        # several bad pairs the first is the one named.
+        pairs = [pair for pair in headers if pair not in checked]
     except TypeError:  # a pair that is not hashable: the loop below says what is wrong
         pairs = headers
     for pair in pairs:

@@ -116,9 +116,10 @@ def on(outlet: Outlet, app: Callable[..., Iterable[bytes]],
     return b"".join(sent), responder
 
 
-def test_a_connections_responses_in_turn_each_get_their_own_head() -> None:
+def test_a_connections_responses_in_turn_each_get_their_own_head(monkeypatch: Any) -> None:
     """Whatever the connection's last response was, each response's head is the one made
     afresh for it: status, pairs, body length, HEAD, HTTP/1.0 and keep-alive all count."""
+    monkeypatch.setattr(writer, "_now", lambda: 4_000_000_000.5)  # one second throughout: one Date line
     def make(status: str, headers: list[tuple[str, str]], body: bytes) -> Callable[..., list[bytes]]:
         def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
             start_response(status, list(headers))

@@ -99,3 +99,11 @@ def test_an_invalid_name_with_a_printable_value_is_refused_every_time(name: str)
     for _ in range(2):  # a refused name is never remembered as valid
         with pytest.raises(HeaderError):
             check_headers([(name, "printable")])
+
+
+def test_of_several_bad_pairs_the_first_in_the_apps_order_is_named() -> None:
+    check_headers([("X-Known", "1")])  # pairs checked before are skipped: the rest keep their order
+    for bad in ([("X-Known", "1"), ("Bad Name", "1"), ("Worse Name", "2")],
+                [("Bad Name", "1"), ("X-Known", "1\r\nX-Evil: 1")]):
+        with pytest.raises(HeaderError, match="Bad Name"):
+            check_headers(bad)
