@@ -11,7 +11,8 @@ the status, the framing inputs and the names in order (`_PLANS`), and a response
 that shape renders its values into the kept plan without deciding again. Only
 decisions that no value changed are kept: a Content-Length that must be dropped, a
 Connection header from the app, a head without a body, or a keep-alive the values
-turned off are decided anew each time.
+turned off are decided anew each time. docs/architecture.rst ("Responses") shows
+where this sits among the other head caches.
 """
 
 from __future__ import annotations
