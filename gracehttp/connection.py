@@ -369,7 +369,8 @@ class Connection:
         finally:
             if spool is not None:
                 spool.close()
-        self.io.reset_read_timeout()
+        if self.io.rcv_timeout != self.site.read_timeout:  # a body read with its deadline changed it
+            self.io.reset_read_timeout()
         if outcome is NEXT:
             self.buf = unread
             sender = self.sender

@@ -105,7 +105,8 @@ class InFlight:
             busy.pop()
         elif count:
             del busy[-count:]
-        self._settled()
+        if self._waiters and not busy and not self._heads:  # `_settled`, inlined: once per request
+            self._notify()
 
     def _settled(self) -> None:
         if self._waiters and not self._busy and not self._heads:

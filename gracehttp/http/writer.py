@@ -90,16 +90,12 @@ _NAMES_MAX = 1024
 def check_headers(headers: list[tuple[str, str]]) -> None:
     """Raise `HeaderError` for a name that is not a token or a value with a CTL."""
     checked = _CHECKED
-    pairs: list[tuple[str, str]]
     try:
         if checked.issuperset(headers):  # the usual case: every pair checked before, one C loop
             return
-        # The usual miss: one value new (a length, a port). In the app's order, so that of
-        # several bad pairs the first is the one named.
-        pairs = [pair for pair in headers if pair not in checked]
     except TypeError:  # a pair that is not hashable: the loop below says what is wrong
-        pairs = headers
-    for pair in pairs:
+        pass
+    for pair in headers:  # in the app's order: of several bad pairs, the first is named
         try:
             if pair in checked:
                 continue
