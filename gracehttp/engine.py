@@ -11,11 +11,11 @@ no hand-off between threads; the others wait to lead, and take over when a
 watchdog sees the leader stuck on one connection. `INITIAL_THREADS` start
 with the engine; one more starts each time every started one is inside the
 app (the watchdog found no thread waiting, or the reserve queued a request
-nobody waits to take), up to `threads`, and then stays. When every request thread is inside the app, the
-*reserve* poller leads: it runs no app, so it is always free to accept, answer health
-probes, collect heads and bodies and queue complete requests (`Parking.ready`),
-which request threads take, oldest first, before they poll again. One
-housekeeping thread expires deadlines.
+nobody waits to take), up to `threads`, and then stays. When every request
+thread is inside the app, the *reserve* poller leads: it runs no app, so it
+is always free to accept, answer health probes, collect heads and bodies and
+queue complete requests (`Parking.ready`), which request threads take, oldest
+first, before they poll again. One housekeeping thread expires deadlines.
 
 A listener event accepts every connection queued when it is served (up to
 `ACCEPT_BATCH`, and with workers this worker's share), reads and queues the

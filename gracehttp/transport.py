@@ -91,9 +91,10 @@ class Transport:
             raise ProtocolError(408, "read_timeout", "request body not received in time") from None
 
     def reset_read_timeout(self) -> None:
-        if self.rcv_timeout != self.site.read_timeout:
-            self.rcv_timeout = self.site.read_timeout
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.site.rcvtimeo)
+        """Restore the site's read timeout after `recv_until` tightened it. The caller checks
+        ``rcv_timeout`` first: once per request, and nearly always nothing to do."""
+        self.rcv_timeout = self.site.read_timeout
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.site.rcvtimeo)
 
     def has_input(self) -> bool:
         """True if a request has (at least partly) arrived, without consuming it."""

@@ -313,10 +313,8 @@ def test_a_burst_of_slow_requests_gets_its_threads_at_once() -> None:
         assert took < 0.6, f"16 requests in the app only after {took:.2f} s"
 
 
-def test_events_polled_together_are_served_while_the_first_of_them_is_stuck_in_the_app() -> None:
-    """A poll returns several ready connections; the leader serves the first and keeps
-    the rest in the engine's pending queue. If the first is slow, its successor takes
-    the rest: they are not held behind it."""
+def slow_path_app() -> tuple[Callable[..., list[bytes]], threading.Event, threading.Event]:
+    """An app answering "ok" at once, except ``/slow``, which sets `entered` and waits for `gate`."""
     gate = threading.Event()
     entered = threading.Event()
 
@@ -326,6 +324,15 @@ def test_events_polled_together_are_served_while_the_first_of_them_is_stuck_in_t
             gate.wait(10)
         start_response("200 OK", [("Content-Length", "2")])
         return [b"ok"]
+
+    return app, gate, entered
+
+
+def test_events_polled_together_are_served_while_the_first_of_them_is_stuck_in_the_app() -> None:
+    """A poll returns several ready connections; the leader serves the first and keeps
+    the rest in the engine's pending queue. If the first is slow, its successor takes
+    the rest: they are not held behind it."""
+    app, gate, entered = slow_path_app()
 
     with running(app, threads=4) as server:
         socks = [connect(server.port, timeout=10) for _ in range(8)]
@@ -347,6 +354,38 @@ def test_events_polled_together_are_served_while_the_first_of_them_is_stuck_in_t
                 assert wait_until(entered.is_set)
                 gate.set()
                 assert read_response(socks[0]).status == 200
+        finally:
+            gate.set()
+            for sock in socks:
+                sock.close()
+
+
+def test_a_batch_polled_together_is_answered_through_the_drain_begun_while_its_first_is_in_the_app() -> None:
+    """SIGTERM while the first of a batch of requests polled together is held in the app:
+    every request of the batch is answered, none dropped (those the next leader took from
+    the engine's pending queue may be answered before the drain begins), the held one
+    with Connection: close, and the drain ends with nothing left."""
+    app, gate, entered = slow_path_app()
+
+    with running(app, threads=4, drain_timeout=10) as server:
+        socks = [connect(server.port, timeout=10) for _ in range(8)]
+        stopper = threading.Thread(target=server.shutdown)
+        try:
+            for sock in socks:  # kept alive and parked, so their next events come together
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert read_response(sock).status == 200
+            socks[0].sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            for sock in socks[1:]:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert wait_until(entered.is_set)
+            stopper.start()
+            assert wait_until(lambda: server.is_shutting_down, 5)
+            gate.set()
+            answers = [read_response(sock) for sock in socks]
+            assert [a.status for a in answers] == [200] * 8
+            assert answers[0].headers.get("connection") == "close"
+            stopper.join(15)
+            assert server.shutdown().drained
         finally:
             gate.set()
             for sock in socks:
