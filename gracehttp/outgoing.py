@@ -33,13 +33,14 @@ _LAST = socket.MSG_DONTWAIT | socket.MSG_MORE
 class Outgoing:
     """Bytes, then optionally `count` bytes of a file from `offset`, still to send."""
 
-    __slots__ = ("_data", "_fd", "_offset", "_remaining", "short")
+    __slots__ = ("_data", "_fd", "_offset", "_paced", "_remaining", "short")
 
     def __init__(self, data: bytes, fd: int = -1, offset: int = 0, count: int = 0) -> None:
         self._data = memoryview(data)
         self._fd = fd
         self._offset = offset
         self._remaining = count if fd >= 0 else 0
+        self._paced = False  # the socket holds back unsent file bytes (`Transport.pace`)
         #: The file ended before `count` bytes: the connection must close after it.
         self.short = False
 
@@ -52,6 +53,9 @@ class Outgoing:
         """Send what the socket takes now; True once everything is sent.
         Raises OSError when the client is gone."""
         if self._remaining > 0 and not io.tls:
+            if not self._paced:
+                io.pace(True)
+                self._paced = True
             with io.nonblocking():  # once for every sendfile of this turn
                 return self._pump(io)
         return self._pump(io)
@@ -66,6 +70,9 @@ class Outgoing:
                 continue
             if self._remaining <= 0:
                 self.release()
+                if self._paced:  # the next response on this connection may be in memory
+                    io.pace(False)
+                    self._paced = False
                 return True
             if io.tls:
                 block = os.pread(self._fd, min(self._remaining, FILE_BLOCK), self._offset)

@@ -29,6 +29,9 @@ from gracehttp.errors import ProtocolError
 from gracehttp.site import Site, timeval
 
 RECV_SIZE = 65536
+#: Unsent bytes a socket queues while it sends a file (TCP_NOTSENT_LOWAT); see `pace`.
+FILE_NOTSENT = 32768
+_NOTSENT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # 0 restores the default
 #: Bytes a lingering connection drops in one turn before it is parked again.
 LINGER_READ = 16 * RECV_SIZE
 
@@ -143,6 +146,24 @@ class Transport:
             yield
         finally:
             os.set_blocking(self.fd, True)
+
+    def pace(self, on: bool) -> None:
+        """Hold at most `FILE_NOTSENT` unsent bytes in the socket while a file goes out
+        (`on`), or as many as the kernel allows again (after it).
+
+        Why: ``sendfile`` is cheap enough that the server gets ahead of its client and
+        fills the socket's send buffer (megabytes) with data the window does not admit
+        yet. The kernel then transmits that backlog as the client's acknowledgements
+        come in, on the CPU of whoever processes them: on one host, the client's (a
+        proxy, a sidecar, a load generator), which spent twice the CPU per MiB
+        received, halving the rate. Holding the rest back keeps that work in the
+        server's own ``sendfile`` calls, bounds what a slow client pins in the kernel,
+        and the socket reports writable again once the unsent part runs low. Not for
+        bytes in memory: their ``send`` copies, which keeps the server behind its client
+        anyway, and more, smaller sends cost more Python. Only for TCP."""
+        if _NOTSENT is not None and self.sock.family != socket.AF_UNIX:
+            with contextlib.suppress(OSError):  # a closed socket needs no pacing
+                self.sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT, FILE_NOTSENT if on else 0)
 
     def sendfile_nowait(self, fd: int, offset: int, count: int) -> int | None:
         """Send up to `count` bytes of file `fd` from `offset` without waiting (plain

@@ -1,0 +1,152 @@
+"""A file sent with sendfile holds only a few unsent bytes in the kernel at a time.
+
+The server runs in this process, so the test finds the server's end of the
+connection among its own descriptors and asks the kernel about it: how many
+bytes it holds unsent (``SIOCOUTQNSD``) and the socket's TCP_NOTSENT_LOWAT.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import socket
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gracehttp.transport import FILE_NOTSENT
+from tests.helpers import connect, read_response, running, wait_until
+
+pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="Linux TCP option")
+
+#: ioctl: bytes in a TCP socket's send queue not yet sent (linux/sockios.h).
+SIOCOUTQNSD = 0x894B
+FILE_SIZE = 8 * 1024 * 1024
+#: What one sendfile may queue past the mark before the kernel checks it again.
+SLACK = 128 * 1024
+
+
+@pytest.fixture
+def big_file(tmp_path: Path) -> Path:
+    path = tmp_path / "big"
+    path.write_bytes(os.urandom(FILE_SIZE))
+    return path
+
+
+def file_and_memory_app(path: Path) -> Callable[..., Any]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ["PATH_INFO"] == "/file":
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+            return environ["wsgi.file_wrapper"](open(path, "rb"))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"m" * 1000]
+
+    return app
+
+
+def server_end(client: socket.socket) -> socket.socket:
+    """A duplicate of the server's socket for `client`'s connection, once it is accepted."""
+    found: list[socket.socket] = []
+
+    def accepted() -> bool:
+        sock = _find(client)
+        if sock is not None:
+            found.append(sock)
+        return bool(found)
+
+    assert wait_until(accepted), "the server never accepted the connection"
+    return found[0]
+
+
+def _find(client: socket.socket) -> socket.socket | None:
+    want = (client.getpeername(), client.getsockname())
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        try:
+            if sock.family == socket.AF_INET and (sock.getsockname(), sock.getpeername()) == want:
+                return sock
+        except OSError:
+            pass
+        sock.close()
+    return None
+
+
+def unsent(sock: socket.socket) -> int:
+    raw = fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, struct.pack("i", 0))
+    return int(struct.unpack("i", raw)[0])
+
+
+def lowat(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+
+
+def test_a_client_that_stops_reading_a_file_pins_few_unsent_bytes_in_the_server(big_file: Path) -> None:
+    with running(file_and_memory_app(big_file)) as server:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        client.settimeout(10)
+        client.connect(("127.0.0.1", server.port))
+        with client, server_end(client) as theirs:
+            client.sendall(b"GET /file HTTP/1.1\r\nHost: t\r\n\r\n")
+            # The client reads nothing: the window closes and the rest waits for it.
+            assert wait_until(lambda: unsent(theirs) > 0), "the server never queued beyond the window"
+            assert unsent(theirs) <= FILE_NOTSENT + SLACK
+            assert lowat(theirs) == FILE_NOTSENT
+            digest = hashlib.sha256()
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += client.recv(65536)
+            head, _, body = head.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert f"Content-Length: {FILE_SIZE}".encode() in head
+            got = len(body)
+            digest.update(body)
+            most = 0
+            while got < FILE_SIZE:
+                block = client.recv(min(65536, FILE_SIZE - got))
+                assert block, "the server closed before the whole file"
+                got += len(block)
+                digest.update(block)
+                most = max(most, unsent(theirs))
+            assert digest.hexdigest() == hashlib.sha256(big_file.read_bytes()).hexdigest()
+            assert most <= FILE_NOTSENT + SLACK
+            # Whole: the next response on the connection is sent as any other, unpaced.
+            assert wait_until(lambda: lowat(theirs) == 0)
+            client.sendall(b"GET /memory HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(client).body == b"m" * 1000
+
+
+def test_a_file_over_a_unix_socket_is_sent_whole(big_file: Path, tmp_path: Path) -> None:
+    path = str(tmp_path / "s.sock")
+    with running(file_and_memory_app(big_file), addr=f"unix:{path}"):
+        client = socket.socket(socket.AF_UNIX)
+        client.settimeout(10)
+        client.connect(path)
+        with client:
+            client.sendall(b"GET /file HTTP/1.1\r\nHost: t\r\n\r\n")
+            response = read_response(client)
+            assert response.status == 200
+            assert hashlib.sha256(response.body).digest() == hashlib.sha256(big_file.read_bytes()).digest()
+            client.sendall(b"GET /memory HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(client).body == b"m" * 1000
+
+
+def test_many_clients_get_a_paced_file_whole(big_file: Path) -> None:
+    expected = hashlib.sha256(big_file.read_bytes()).digest()
+    with running(file_and_memory_app(big_file)) as server:
+        clients = [connect(server.port, timeout=20) for _ in range(6)]
+        for c in clients:
+            c.sendall(b"GET /file HTTP/1.1\r\nHost: t\r\n\r\n")
+        for c in clients:
+            with c:
+                response = read_response(c)
+                assert response.status == 200
+                assert hashlib.sha256(response.body).digest() == expected
