@@ -21,7 +21,7 @@ import os
 import socket
 import time
 
-from gracehttp.transport import Transport
+from gracehttp.transport import FILE_NOTSENT, Transport
 
 #: Bytes of a file read for one TLS write (there is no sendfile through TLS).
 FILE_BLOCK = 65536
@@ -33,14 +33,16 @@ _LAST = socket.MSG_DONTWAIT | socket.MSG_MORE
 class Outgoing:
     """Bytes, then optionally `count` bytes of a file from `offset`, still to send."""
 
-    __slots__ = ("_data", "_fd", "_offset", "_paced", "_remaining", "short")
+    __slots__ = ("_data", "_fd", "_offset", "_remaining", "paced", "short")
 
     def __init__(self, data: bytes, fd: int = -1, offset: int = 0, count: int = 0) -> None:
         self._data = memoryview(data)
         self._fd = fd
         self._offset = offset
         self._remaining = count if fd >= 0 else 0
-        self._paced = False  # the socket holds back unsent file bytes (`Transport.pace`)
+        #: The socket's own unsent-bytes setting while the file is paced (`Transport.pace`),
+        #: put back once it is all sent.
+        self.paced: int | None = None
         #: The file ended before `count` bytes: the connection must close after it.
         self.short = False
 
@@ -53,9 +55,6 @@ class Outgoing:
         """Send what the socket takes now; True once everything is sent.
         Raises OSError when the client is gone."""
         if self._remaining > 0 and not io.tls:
-            if not self._paced:
-                io.pace(True)
-                self._paced = True
             with io.nonblocking():  # once for every sendfile of this turn
                 return self._pump(io)
         return self._pump(io)
@@ -70,9 +69,9 @@ class Outgoing:
                 continue
             if self._remaining <= 0:
                 self.release()
-                if self._paced:  # the next response on this connection may be in memory
-                    io.pace(False)
-                    self._paced = False
+                if self.paced is not None:  # the next response may be in memory
+                    io.unpace(self.paced)
+                    self.paced = None
                 return True
             if io.tls:
                 block = os.pread(self._fd, min(self._remaining, FILE_BLOCK), self._offset)
@@ -132,7 +131,10 @@ class Sender:
             self._keep(Outgoing(data[sent:]))
 
     def send_file(self, head: bytes, fd: int, offset: int, count: int) -> None:
-        self._keep(Outgoing.of_file(head, fd, offset, count))
+        out = Outgoing.of_file(head, fd, offset, count)
+        if count > FILE_NOTSENT and not self._io.tls:  # a smaller file gains nothing from it
+            out.paced = self._io.pace()
+        self._keep(out)
 
     def _keep(self, out: Outgoing) -> None:
         try:

@@ -18,6 +18,7 @@ streamed response) wait in ``poll`` with their deadline.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import socket
@@ -30,10 +31,20 @@ from gracehttp.site import Site, timeval
 
 RECV_SIZE = 65536
 #: Unsent bytes a socket queues while it sends a file (TCP_NOTSENT_LOWAT); see `pace`.
-FILE_NOTSENT = 32768
-_NOTSENT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # 0 restores the default
+FILE_NOTSENT = 262144
+_NOTSENT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", None)
 #: Bytes a lingering connection drops in one turn before it is parked again.
 LINGER_READ = 16 * RECV_SIZE
+
+
+@functools.cache
+def _system_notsent() -> int:
+    """The system's TCP_NOTSENT_LOWAT for sockets that set none (unbounded by default)."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_notsent_lowat") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 2**32 - 1
 
 
 class Transport:
@@ -147,9 +158,10 @@ class Transport:
         finally:
             os.set_blocking(self.fd, True)
 
-    def pace(self, on: bool) -> None:
-        """Hold at most `FILE_NOTSENT` unsent bytes in the socket while a file goes out
-        (`on`), or as many as the kernel allows again (after it).
+    def pace(self) -> int | None:
+        """Hold at most `FILE_NOTSENT` unsent bytes in the socket while a file goes out;
+        the socket's own setting to put back with `unpace` after it, or None when it
+        was left alone (not TCP, or already as tight: the listener's or the system's).
 
         Why: ``sendfile`` is cheap enough that the server gets ahead of its client and
         fills the socket's send buffer (megabytes) with data the window does not admit
@@ -157,13 +169,28 @@ class Transport:
         come in, on the CPU of whoever processes them: on one host, the client's (a
         proxy, a sidecar, a load generator), which spent twice the CPU per MiB
         received, halving the rate. Holding the rest back keeps that work in the
-        server's own ``sendfile`` calls, bounds what a slow client pins in the kernel,
-        and the socket reports writable again once the unsent part runs low. Not for
-        bytes in memory: their ``send`` copies, which keeps the server behind its client
-        anyway, and more, smaller sends cost more Python. Only for TCP."""
-        if _NOTSENT is not None and self.sock.family != socket.AF_UNIX:
-            with contextlib.suppress(OSError):  # a closed socket needs no pacing
-                self.sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT, FILE_NOTSENT if on else 0)
+        server's own ``sendfile`` calls and bounds what a slow client pins in the
+        kernel; the socket reports writable again when half of it has gone. The bound
+        is not smaller because each refill needs a turn of a request thread, which may
+        wait for the GIL while the app runs: what is queued must cover that wait. Not
+        for bytes in memory: their ``send`` copies, which keeps the server behind its
+        client anyway, and more, smaller sends cost more Python."""
+        if _NOTSENT is None or self.sock.family == socket.AF_UNIX:
+            return None
+        try:
+            own = self.sock.getsockopt(socket.IPPROTO_TCP, _NOTSENT)
+            if 0 < own <= FILE_NOTSENT or (own == 0 and _system_notsent() <= FILE_NOTSENT):
+                return None
+            self.sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT, FILE_NOTSENT)
+        except OSError:  # the client is gone: the send that follows says so
+            return None
+        return own
+
+    def unpace(self, own: int) -> None:
+        """Put back the setting `pace` replaced (0: the system's)."""
+        assert _NOTSENT is not None
+        with contextlib.suppress(OSError):  # a closed socket needs none
+            self.sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT, own)
 
     def sendfile_nowait(self, fd: int, offset: int, count: int) -> int | None:
         """Send up to `count` bytes of file `fd` from `offset` without waiting (plain

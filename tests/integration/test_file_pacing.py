@@ -26,8 +26,10 @@ pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason
 #: ioctl: bytes in a TCP socket's send queue not yet sent (linux/sockios.h).
 SIOCOUTQNSD = 0x894B
 FILE_SIZE = 8 * 1024 * 1024
-#: What one sendfile may queue past the mark before the kernel checks it again.
+#: What one sendfile may queue past the bound before the kernel checks it again.
 SLACK = 128 * 1024
+#: Without the bound the kernel queued 3.8 MiB here for a client that stopped reading.
+assert FILE_NOTSENT + SLACK < 1024 * 1024
 
 
 @pytest.fixture
@@ -67,8 +69,13 @@ def _find(client: socket.socket) -> socket.socket | None:
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         try:
-            sock = socket.socket(fileno=os.dup(fd))
-        except OSError:
+            dup = os.dup(fd)
+        except OSError:  # closed since the listing (the listing's own, say)
+            continue
+        try:
+            sock = socket.socket(fileno=dup)
+        except OSError:  # not a socket
+            os.close(dup)
             continue
         try:
             if sock.family == socket.AF_INET and (sock.getsockname(), sock.getpeername()) == want:
@@ -88,40 +95,60 @@ def lowat(sock: socket.socket) -> int:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
 
 
+def _stop_then_read_a_file(client: socket.socket, path: Path, paced: int, after: int) -> None:
+    """Ask for the file, read nothing until the server queues all it will, then read it
+    whole; the server's end must hold at most `paced` (+ slack) unsent bytes all along
+    and have its own setting `after` once the file is whole."""
+    with server_end(client) as theirs:
+        client.sendall(b"GET /file HTTP/1.1\r\nHost: t\r\n\r\n")
+        # The client reads nothing: the window closes and the rest waits for it.
+        assert wait_until(lambda: unsent(theirs) > 0), "the server never queued beyond the window"
+        assert unsent(theirs) <= paced + SLACK
+        assert lowat(theirs) == paced
+        digest = hashlib.sha256()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(65536)
+        head, _, body = head.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert f"Content-Length: {FILE_SIZE}".encode() in head
+        got = len(body)
+        digest.update(body)
+        most = 0
+        while got < FILE_SIZE:
+            block = client.recv(min(65536, FILE_SIZE - got))
+            assert block, "the server closed before the whole file"
+            got += len(block)
+            digest.update(block)
+            most = max(most, unsent(theirs))
+        assert digest.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert most <= paced + SLACK
+        # Whole: the next response on the connection is sent as any other.
+        assert wait_until(lambda: lowat(theirs) == after)
+        client.sendall(b"GET /memory HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(client).body == b"m" * 1000
+
+
+def _slow_client(port: int) -> socket.socket:
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    client.settimeout(10)
+    client.connect(("127.0.0.1", port))
+    return client
+
+
 def test_a_client_that_stops_reading_a_file_pins_few_unsent_bytes_in_the_server(big_file: Path) -> None:
-    with running(file_and_memory_app(big_file)) as server:
-        client = socket.socket()
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        client.settimeout(10)
-        client.connect(("127.0.0.1", server.port))
-        with client, server_end(client) as theirs:
-            client.sendall(b"GET /file HTTP/1.1\r\nHost: t\r\n\r\n")
-            # The client reads nothing: the window closes and the rest waits for it.
-            assert wait_until(lambda: unsent(theirs) > 0), "the server never queued beyond the window"
-            assert unsent(theirs) <= FILE_NOTSENT + SLACK
-            assert lowat(theirs) == FILE_NOTSENT
-            digest = hashlib.sha256()
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += client.recv(65536)
-            head, _, body = head.partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 200 ")
-            assert f"Content-Length: {FILE_SIZE}".encode() in head
-            got = len(body)
-            digest.update(body)
-            most = 0
-            while got < FILE_SIZE:
-                block = client.recv(min(65536, FILE_SIZE - got))
-                assert block, "the server closed before the whole file"
-                got += len(block)
-                digest.update(block)
-                most = max(most, unsent(theirs))
-            assert digest.hexdigest() == hashlib.sha256(big_file.read_bytes()).hexdigest()
-            assert most <= FILE_NOTSENT + SLACK
-            # Whole: the next response on the connection is sent as any other, unpaced.
-            assert wait_until(lambda: lowat(theirs) == 0)
-            client.sendall(b"GET /memory HTTP/1.1\r\nHost: t\r\n\r\n")
-            assert read_response(client).body == b"m" * 1000
+    with running(file_and_memory_app(big_file)) as server, _slow_client(server.port) as client:
+        _stop_then_read_a_file(client, big_file, paced=FILE_NOTSENT, after=0)
+
+
+@pytest.mark.parametrize("own", [64 * 1024, 1024 * 1024])
+def test_a_listeners_own_unsent_bound_is_kept_when_tighter_and_put_back_after_a_file(
+        big_file: Path, own: int) -> None:
+    pre = socket.create_server(("127.0.0.1", 0))
+    pre.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, own)  # accepted sockets inherit it
+    with running(file_and_memory_app(big_file), listeners=(pre,)), _slow_client(pre.getsockname()[1]) as client:
+        _stop_then_read_a_file(client, big_file, paced=min(own, FILE_NOTSENT), after=own)
 
 
 def test_a_file_over_a_unix_socket_is_sent_whole(big_file: Path, tmp_path: Path) -> None:
