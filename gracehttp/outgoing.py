@@ -33,16 +33,17 @@ _LAST = socket.MSG_DONTWAIT | socket.MSG_MORE
 class Outgoing:
     """Bytes, then optionally `count` bytes of a file from `offset`, still to send."""
 
-    __slots__ = ("_data", "_fd", "_offset", "_remaining", "paced", "short")
+    __slots__ = ("_data", "_fd", "_offset", "_remaining", "restore_notsent", "short")
 
     def __init__(self, data: bytes, fd: int = -1, offset: int = 0, count: int = 0) -> None:
         self._data = memoryview(data)
         self._fd = fd
         self._offset = offset
         self._remaining = count if fd >= 0 else 0
-        #: The socket's own unsent-bytes setting while the file is paced (`Transport.pace`),
-        #: put back once it is all sent.
-        self.paced: int | None = None
+        #: While the file is paced, the socket's own unsent-bytes setting, put back after
+        #: the file's last sendfile (`Transport.pace`); a connection that closes first
+        #: needs nothing put back.
+        self.restore_notsent: int | None = None
         #: The file ended before `count` bytes: the connection must close after it.
         self.short = False
 
@@ -69,9 +70,9 @@ class Outgoing:
                 continue
             if self._remaining <= 0:
                 self.release()
-                if self.paced is not None:  # the next response may be in memory
-                    io.unpace(self.paced)
-                    self.paced = None
+                if self.restore_notsent is not None:  # the next response may be in memory
+                    io.unpace(self.restore_notsent)
+                    self.restore_notsent = None
                 return True
             if io.tls:
                 block = os.pread(self._fd, min(self._remaining, FILE_BLOCK), self._offset)
@@ -133,7 +134,7 @@ class Sender:
     def send_file(self, head: bytes, fd: int, offset: int, count: int) -> None:
         out = Outgoing.of_file(head, fd, offset, count)
         if count > FILE_NOTSENT and not self._io.tls:  # a smaller file gains nothing from it
-            out.paced = self._io.pace()
+            out.restore_notsent = self._io.pace()
         self._keep(out)
 
     def _keep(self, out: Outgoing) -> None:

@@ -39,7 +39,8 @@ LINGER_READ = 16 * RECV_SIZE
 
 @functools.cache
 def _system_notsent() -> int:
-    """The system's TCP_NOTSENT_LOWAT for sockets that set none (unbounded by default)."""
+    """The system's TCP_NOTSENT_LOWAT for sockets that set none (unbounded by default).
+    Read once per process, not per file: a change to the sysctl needs a restart."""
     try:
         with open("/proc/sys/net/ipv4/tcp_notsent_lowat") as f:
             return int(f.read())
@@ -182,7 +183,7 @@ class Transport:
             if 0 < own <= FILE_NOTSENT or (own == 0 and _system_notsent() <= FILE_NOTSENT):
                 return None
             self.sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT, FILE_NOTSENT)
-        except OSError:  # the client is gone: the send that follows says so
+        except OSError:  # a TCP socket without the option (MPTCP, a sandboxed kernel)
             return None
         return own
 

@@ -1,4 +1,4 @@
-"""A file sent with sendfile holds only a few unsent bytes in the kernel at a time.
+"""A large file sent with sendfile holds a bounded number of unsent bytes in the kernel.
 
 The server runs in this process, so the test finds the server's end of the
 connection among its own descriptors and asks the kernel about it: how many
@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from gracehttp import transport
 from gracehttp.transport import FILE_NOTSENT
 from tests.helpers import connect, read_response, running, wait_until
 
@@ -137,6 +138,8 @@ def _slow_client(port: int) -> socket.socket:
     return client
 
 
+@pytest.mark.skipif(transport._system_notsent() <= FILE_NOTSENT,
+                    reason="the system's own bound is as tight: the server leaves sockets alone")
 def test_a_client_that_stops_reading_a_file_pins_few_unsent_bytes_in_the_server(big_file: Path) -> None:
     with running(file_and_memory_app(big_file)) as server, _slow_client(server.port) as client:
         _stop_then_read_a_file(client, big_file, paced=FILE_NOTSENT, after=0)
@@ -149,6 +152,17 @@ def test_a_listeners_own_unsent_bound_is_kept_when_tighter_and_put_back_after_a_
     pre.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, own)  # accepted sockets inherit it
     with running(file_and_memory_app(big_file), listeners=(pre,)), _slow_client(pre.getsockname()[1]) as client:
         _stop_then_read_a_file(client, big_file, paced=min(own, FILE_NOTSENT), after=own)
+
+
+def test_a_system_bound_as_tight_is_left_to_apply(big_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "_system_notsent", lambda: 64 * 1024)  # as if the sysctl said so
+    with running(file_and_memory_app(big_file)) as server, _slow_client(server.port) as client, \
+            server_end(client) as theirs:
+        client.sendall(b"GET /file HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert wait_until(lambda: unsent(theirs) > 0)
+        assert lowat(theirs) == 0  # not set on the socket: the system's applies
+        response = read_response(client)
+        assert hashlib.sha256(response.body).digest() == hashlib.sha256(big_file.read_bytes()).digest()
 
 
 def test_a_file_over_a_unix_socket_is_sent_whole(big_file: Path, tmp_path: Path) -> None:
