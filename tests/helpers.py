@@ -36,6 +36,16 @@ def connect(port: int, timeout: float = 5.0) -> socket.socket:
     return sock
 
 
+def small_window_client(port: int) -> socket.socket:
+    """A client with a small receive buffer (set before connecting, so the window is
+    small from the start): a large response cannot hide in the kernel's buffers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
 def read_until_close(sock: socket.socket, timeout: float = 5.0) -> bytes:
     """Everything the server sends until it closes (or `timeout` passes)."""
     sock.settimeout(timeout)

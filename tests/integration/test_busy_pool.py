@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import select
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ import pytest
 from gracehttp import GracefulServer
 from gracehttp.engine import INITIAL_THREADS
 from gracehttp.parking import EVICT_IDLE_AFTER
-from tests.helpers import GatedApp, connect, get, hello_app, read_response, running, wait_until
+from tests.helpers import GatedApp, connect, get, hello_app, read_response, running, small_window_client, wait_until
 
 
 class BusyApp(GatedApp):
@@ -99,40 +99,29 @@ def test_requests_that_arrive_while_the_pool_is_busy_are_served_when_a_thread_fr
 BIG = 4 << 20
 
 
-def big_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-    """/big: 4 MiB as a list of blocks; /file: the same from a file; else hello."""
-    if environ["PATH_INFO"] == "/big":
-        start_response("200 OK", [("Content-Type", "application/octet-stream")])
-        return [b"b" * (BIG // 4)] * 4
-    if environ["PATH_INFO"] == "/file":
-        start_response("200 OK", [("Content-Type", "application/octet-stream")])
-        return environ["wsgi.file_wrapper"](open(environ["big.path"], "rb"))
-    start_response("200 OK", [("Content-Length", "2")])
-    return [b"ok"]
+def big_app_with(path: Path) -> Callable[..., Any]:
+    """/big: 4 MiB as a list of blocks; /file: 4 MiB from the file at `path` (written
+    here: a paced file, see `Transport.pace`); else hello."""
+    path.write_bytes(b"f" * BIG)
+
+    def big_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ["PATH_INFO"] == "/big":
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+            return [b"b" * (BIG // 4)] * 4
+        if environ["PATH_INFO"] == "/file":
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+            return environ["wsgi.file_wrapper"](open(path, "rb"))
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    return big_app
 
 
-def small_window_client(port: int) -> socket.socket:
-    """A client with a small receive buffer (set before connecting, so the window is
-    small from the start): a 4 MiB response cannot hide in the kernel's buffers."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    return sock
-
-
-def test_clients_that_never_read_a_complete_response_hold_no_request_thread(tmp_path: Any) -> None:
+def test_clients_that_never_read_a_complete_response_hold_no_request_thread(tmp_path: Path) -> None:
     """Four clients ask a 4-thread server for 4 MiB each and read none of it; the rest
     is sent from the parked connections, so others are served at once, and a reader
     that finally reads gets every byte, in step for its next request."""
-    path = tmp_path / "big"
-    path.write_bytes(b"f" * BIG)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        environ["big.path"] = str(path)
-        return big_app(environ, start_response)
-
-    with running(app, threads=4) as server:
+    with running(big_app_with(tmp_path / "big"), threads=4) as server:
         stalled = [small_window_client(server.port) for _ in range(4)]
         try:
             for i, sock in enumerate(stalled):
@@ -151,9 +140,11 @@ def test_clients_that_never_read_a_complete_response_hold_no_request_thread(tmp_
                 sock.close()
 
 
-def test_a_parked_response_the_client_never_reads_ends_at_write_timeout() -> None:
-    with running(big_app, threads=2, write_timeout=1.0) as server, small_window_client(server.port) as sock:
-        sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+@pytest.mark.parametrize("path", ["/big", "/file"])
+def test_a_parked_response_the_client_never_reads_ends_at_write_timeout(tmp_path: Path, path: str) -> None:
+    app = big_app_with(tmp_path / "big")
+    with running(app, threads=2, write_timeout=1.0) as server, small_window_client(server.port) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode())
         engine = server._engine
         assert engine is not None
         assert wait_until(lambda: len(engine.open) == 1, 2)
@@ -212,11 +203,13 @@ def test_requests_queued_for_a_thread_are_answered_through_the_drain() -> None:
         assert server.shutdown().drained
 
 
-def test_a_response_still_being_sent_at_sigterm_is_sent_whole() -> None:
+@pytest.mark.parametrize("path", ["/big", "/file"])
+def test_a_response_still_being_sent_at_sigterm_is_sent_whole(tmp_path: Path, path: str) -> None:
     """A client reading a 4 MiB answer slowly when the drain begins gets all of it: the drain
     waits for a connection that is writing, within drain_timeout."""
-    with running(big_app, threads=2, drain_timeout=10) as server, small_window_client(server.port) as sock:
-        sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+    app = big_app_with(tmp_path / "big")
+    with running(app, threads=2, drain_timeout=10) as server, small_window_client(server.port) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode())
         engine = server._engine
         assert engine is not None
         assert wait_until(lambda: any(c.state.name == "WRITING" for c in tuple(engine.parking.parked.values())), 5)
@@ -224,7 +217,7 @@ def test_a_response_still_being_sent_at_sigterm_is_sent_whole() -> None:
         stopper.start()
         assert wait_until(lambda: server.is_shutting_down, 5)
         resp = read_response(sock)
-        assert resp.body == b"b" * BIG
+        assert resp.body == (b"b" if path == "/big" else b"f") * BIG
         stopper.join(15)
         assert server.shutdown().drained
 

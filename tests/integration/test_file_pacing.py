@@ -20,7 +20,7 @@ import pytest
 
 from gracehttp import transport
 from gracehttp.transport import FILE_NOTSENT
-from tests.helpers import connect, read_response, running, wait_until
+from tests.helpers import connect, read_response, running, small_window_client, wait_until
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="Linux TCP option")
 
@@ -130,18 +130,10 @@ def _stop_then_read_a_file(client: socket.socket, path: Path, paced: int, after:
         assert read_response(client).body == b"m" * 1000
 
 
-def _slow_client(port: int) -> socket.socket:
-    client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    client.settimeout(10)
-    client.connect(("127.0.0.1", port))
-    return client
-
-
 @pytest.mark.skipif(transport._system_notsent() <= FILE_NOTSENT,
                     reason="the system's own bound is as tight: the server leaves sockets alone")
 def test_a_client_that_stops_reading_a_file_pins_few_unsent_bytes_in_the_server(big_file: Path) -> None:
-    with running(file_and_memory_app(big_file)) as server, _slow_client(server.port) as client:
+    with running(file_and_memory_app(big_file)) as server, small_window_client(server.port) as client:
         _stop_then_read_a_file(client, big_file, paced=FILE_NOTSENT, after=0)
 
 
@@ -150,13 +142,13 @@ def test_a_listeners_own_unsent_bound_is_kept_when_tighter_and_put_back_after_a_
         big_file: Path, own: int) -> None:
     pre = socket.create_server(("127.0.0.1", 0))
     pre.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, own)  # accepted sockets inherit it
-    with running(file_and_memory_app(big_file), listeners=(pre,)), _slow_client(pre.getsockname()[1]) as client:
+    with running(file_and_memory_app(big_file), listeners=(pre,)), small_window_client(pre.getsockname()[1]) as client:
         _stop_then_read_a_file(client, big_file, paced=min(own, FILE_NOTSENT), after=own)
 
 
 def test_a_system_bound_as_tight_is_left_to_apply(big_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transport, "_system_notsent", lambda: 64 * 1024)  # as if the sysctl said so
-    with running(file_and_memory_app(big_file)) as server, _slow_client(server.port) as client, \
+    with running(file_and_memory_app(big_file)) as server, small_window_client(server.port) as client, \
             server_end(client) as theirs:
         client.sendall(b"GET /file HTTP/1.1\r\nHost: t\r\n\r\n")
         assert wait_until(lambda: unsent(theirs) > 0)
