@@ -53,8 +53,8 @@ PIPELINE_TURN = 16
 
 
 class Connection:
-    __slots__ = ("accepted", "after_write", "buf", "close_after", "deadline", "exchange", "fd", "head_started",
-                 "heads", "io", "overflow", "peer", "ready", "registered", "requests", "sender",
+    __slots__ = ("accepted", "after_write", "armed", "buf", "close_after", "deadline", "exchange", "fd",
+                 "head_started", "heads", "io", "overflow", "peer", "ready", "requests", "sender",
                  "server_addr", "site", "spool", "state", "yielding")
 
     def __init__(self, sock: socket.SocketType, site: Site, server_addr: tuple[str, str], peer: Any,
@@ -67,8 +67,8 @@ class Connection:
         self.state = READING_HEAD
         self.accepted = time.monotonic()
         self.deadline = self.accepted + site.read_header_timeout
-        #: Admitted past max_connections: closed `OVERFLOW_GRACE` after its accept unless
-        #: it has sent a request head by then (a health probe is answered, then closed).
+        #: Admitted past max_connections: closed `OVERFLOW_GRACE` after accept unless it sent
+        #: a request head by then (a health probe is answered, then closed).
         self.overflow = False
         #: When the head now awaited (or being read) began to arrive; 0 before its first byte.
         self.head_started = 0.0
@@ -81,15 +81,14 @@ class Connection:
         #: (None: the next request; LINGERING or CLOSED: the connection ends).
         self.sender = Sender(self.io)
         self.after_write: ConnState | None = None
-        self.registered = False
+        self.armed = 0  # the events its descriptor is registered for in the epoll set (0: none yet)
         self.requests = 0
         self.heads = HeadScanner()
         #: Answer with Connection: close (a connection admitted past max_connections).
         self.close_after = False
         #: Parked with complete requests in `buf` after a turn (armed for writability).
         self.yielding = False
-        #: Made at the first request for the app: a connection that never sends one
-        #: (a flood, a probe) costs less.
+        #: Made at its first request for the app: a flood or a probe never pays for one.
         self.exchange: Exchange | None = None
 
     # -- the state table -----------------------------------------------------
@@ -284,9 +283,11 @@ class Connection:
             # Keep-alive was promised, so even in the drain a pipelined request is answered
             # (with Connection: close) and an idle connection gets the drain's grace.
             buf = self.buf
-            if not buf:  # nothing pipelined: idle until the client sends (no read to learn it)
+            if not buf:  # nothing pipelined
                 self.head_started = 0.0
-                return self.enter(IDLE, time.monotonic() + site.idle_timeout)
+                if drained or not plain:  # idle until the client sends (no read to learn it)
+                    return self.enter(IDLE, time.monotonic() + site.idle_timeout)
+                continue  # a full read: more may wait, and the epoll set reports only new bytes
             self.head_started = time.monotonic()
             if self.requests - answered >= PIPELINE_TURN:
                 # A client pipelining many requests gets this many per turn, then goes to
@@ -409,8 +410,7 @@ class Connection:
         return bool(self.buf.strip()) or self.io.has_input()
 
     def close(self) -> None:
-        if self.state is not CLOSED:
-            self.state = CLOSED  # a forcible close may come from any state
+        self.state = CLOSED  # a forcible close may come from any state
         if self.spool is not None:
             self.spool.close()
         if self.ready is not None and self.ready[2] is not None:

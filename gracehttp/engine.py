@@ -31,11 +31,12 @@ Invariants:
 - every connection the kernel handed over is counted by the in-flight counters
   from before ``accept`` until it is closed or parked idle, so the drain cannot
   miss it;
-- a descriptor in `Engine.pending` is an event nobody served yet: its connection
-  is still parked until the thread that pops it unparks it; if it was closed
-  meanwhile (a deadline, the drain), nothing is parked under the number, or a
-  newer connection is, which is served once with nothing to read and parked again
-  (re-arming it reports any event it had);
+- a descriptor in `Engine.pending` is an event nobody served yet. Connections are
+  edge-triggered (`gracehttp.parking`), so by the time it is popped its connection
+  may have been served for a later event, be owned by another thread (the event
+  is then recorded as missed, and its owner re-arms it when it parks it), or be
+  closed, its number free or a newer connection's; a connection served for it
+  with nothing to read is parked again at no cost;
 - while the engine runs, some thread polls (or takes from `pending`): the leader,
   or the reserve;
 - every parked connection has a deadline, which the housekeeper enforces.
@@ -261,12 +262,12 @@ class Engine:
                 lst = listeners.get(fd)
                 if lst is not None:
                     self._accept(lst)
+                elif fd == kick:
+                    _drain(kick)
                 else:
                     conn = unpark(fd)
                     if conn is not None:
                         self._serve(conn)
-                    elif fd == kick:
-                        _drain(kick)
                 if not lead.end(turn):
                     self._hand_over()
                     break  # the watchdog passed the role on while we served: follow
@@ -330,12 +331,12 @@ class Engine:
                     lst = self.listeners.get(fd)
                     if lst is not None:
                         self._accept(lst, run_app=False)
+                    elif fd == self._kick_r:
+                        _drain(fd)
                     else:
                         conn = self.parking.unpark(fd)
                         if conn is not None:
                             self._serve(conn, run_app=False)
-                        elif fd == self._kick_r:
-                            _drain(fd)
             finally:
                 self._drain_want()
                 lead.reserve_leave(turn)

@@ -25,8 +25,9 @@ alone writes around every connection it serves (no lock on the request path).
 The watchdog releases the role on behalf of a stuck leader and clears the
 holder; the leader sees that when it finishes and becomes a follower. If the
 leader finishes just as it is demoted, two threads poll for a moment, which is
-safe (every descriptor is EPOLLONESHOT, and events one of them leaves queued
-when it stops wake the other: `gracehttp.engine`); only the thread whose turn
+safe (a connection has one owner however many events come for it, see
+`gracehttp.parking`, and events one of them leaves queued when it stops wake
+the other: `gracehttp.engine`); only the thread whose turn
 holds the token may release it, so it is never released twice.
 """
 

@@ -5,9 +5,23 @@ Upper layer, below `engine`: imports `connection`, `connstate` and `site`.
 
 Theory of operation
 -------------------
-Every parked descriptor is armed with EPOLLONESHOT (EPOLLIN, or EPOLLOUT for a
-connection WRITING a response), so exactly one thread gets each event and
-nothing fires again until that thread parks the connection again.
+A connection's descriptor is registered once, edge-triggered (EPOLLIN, or
+EPOLLOUT while it is WRITING a response or yielding its turn), and stays
+registered: parking an idle connection costs no system call. That is sound
+because a connection is parked in a reading state only once its socket has been
+read dry (a read that found nothing, or gave less than it asked for, after the
+event that woke it): any byte that arrives later raises a new edge. Parking
+re-arms (``EPOLL_CTL_MOD``, which reports the descriptor at once if it is
+ready) only where that does not hold or another event is wanted: a change
+between EPOLLIN and EPOLLOUT, WRITING, a lingering close (which reads a bounded
+amount per turn), TLS (whose records may wait unread), and a *missed* event.
+
+Missed events: an edge is delivered to whichever thread polls, also while the
+connection is owned elsewhere (a thread serving it, the ready queue, the
+housekeeper). `unpark` then finds nothing parked under the descriptor and
+records it in `_missed`; the owner's `park` finds the record and re-arms, so the
+event comes again, now for a parked connection. A record for a descriptor that
+was closed meanwhile costs its next connection one read that finds nothing.
 
 Ownership: a connection belongs to exactly one of: a thread, `parked` (fd ->
 connection), or `ready` (the queue of complete requests the reserve poller read
@@ -20,8 +34,9 @@ which they must not take (nor take and put back: a put-back could overwrite a
 connection parked under that number meanwhile, which would then be lost). An
 owner always ends with `dispose`, which parks, queues or closes the connection
 and tells the in-flight counters, so the drain sees every begun request. A
-parker inserts into `parked` *before* arming, and re-checks `closing` *after*,
-so neither an event nor the drain's sweep can miss a connection.
+parker inserts into `parked` (and reads `_missed`) *before* arming, and
+re-checks `closing` *after*, so neither an event nor the drain's sweep can miss
+a connection.
 
 Deadlines are the connection's own (`Connection.enter` sets one per state); the
 housekeeper thread expires those that pass, a tick at a time.
@@ -30,6 +45,7 @@ housekeeper thread expires those that pass, a tick at a time.
 from __future__ import annotations
 
 import collections
+import contextlib
 import select
 import threading
 import time
@@ -51,8 +67,14 @@ from gracehttp.connstate import (
 from gracehttp.errors import ProtocolError
 from gracehttp.site import Site
 
-_ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
-_ONESHOT_OUT = select.EPOLLOUT | select.EPOLLONESHOT
+_EDGE_IN = select.EPOLLIN | select.EPOLLET
+_EDGE_OUT = select.EPOLLOUT | select.EPOLLET
+#: A lingering connection waits for its client's close; the mask differs from a reading
+#: one's so that parking it always re-arms (a lingering turn reads a bounded amount).
+_LINGER = _EDGE_IN | select.EPOLLRDHUP
+#: The events a connection is parked for, by its state (and EPOLLOUT while it yields).
+_EVENTS = {state: _EDGE_OUT if state is WRITING else _LINGER if state is LINGERING else _EDGE_IN
+           for state in ConnState}
 #: In the drain, an idle keep-alive connection used less than this long ago gets this
 #: long (from its last response) to send one more request before it is closed.
 DRAIN_IDLE_GRACE = 0.5
@@ -73,6 +95,8 @@ class Parking:
         #: Complete requests the reserve poller read while every request thread was busy.
         self.ready: collections.deque[Connection] = collections.deque()
         self._lock = threading.Lock()
+        #: Descriptors an event came for while their connection was not parked.
+        self._missed: set[int] = set()
         self._on_close = on_close
         self.stopped = False
         #: `evict_stalled` found no candidate: none can appear before this time.
@@ -84,7 +108,8 @@ class Parking:
         with self._lock:
             if expect is None:  # an event's thread: whatever is parked there is its own
                 conn = self.parked.pop(fd, None)
-                if conn is None:
+                if conn is None:  # owned elsewhere (or closed): its owner re-arms it when it parks
+                    self._missed.add(fd)
                     return None
             else:  # a sweep's snapshot: take it only if it is still that connection
                 if self.parked.get(fd) is not expect:
@@ -123,21 +148,19 @@ class Parking:
             inflight.release()
 
     def park(self, conn: Connection) -> bool:
-        """Put an owned connection in the parked set and arm it; False if it was closed."""
+        """Put an owned connection in the parked set and arm it if it needs it (see the
+        module's docstring); False if it was closed."""
         if self.stopped:
             self.close(conn)
             return False
         state, fd = conn.state, conn.fd
-        events = _ONESHOT_OUT if state is WRITING or conn.yielding else _ONESHOT_IN
+        events = _EDGE_OUT if conn.yielding else _EVENTS[state]
         with self._lock:
             self.parked[fd] = conn
-        if conn.registered:  # the usual case, a connection parked before: armed again
-            try:
-                self.ep.modify(fd, events)
-            except OSError:  # `_arm_parked` sorts it out
-                if not self._arm_parked(conn, events):
-                    return False
-        elif not self._arm_parked(conn, events):
+            missed = fd in self._missed
+            if missed:
+                self._missed.discard(fd)
+        if (conn.armed != events or missed) and not self._arm_parked(conn, events):
             return False
         if state is IDLE and self.site.closing:
             self.sweep(conn)  # the drain's sweep may have run just before we parked
@@ -158,7 +181,7 @@ class Parking:
         with self._lock:
             for conn in conns:
                 parked[conn.fd] = conn
-        closed = sum(not self._arm_parked(conn, _ONESHOT_IN) for conn in conns)
+        closed = sum(not self._arm_parked(conn, _EDGE_IN) for conn in conns)
         if closed:
             inflight.uncount_heads(closed)
         inflight.release(len(conns))
@@ -183,18 +206,26 @@ class Parking:
         return True
 
     def _arm(self, conn: Connection, events: int) -> None:
-        """Arm the connection's descriptor for one event, registering it the first time.
+        """Arm the connection's descriptor for `events`, registering it the first time."""
+        first = not conn.armed
+        # Kept as armed only where parking again with the same events needs no call (a
+        # reading state, read dry; not TLS): else negated, which no mask equals.
+        conn.armed = events if events == _EDGE_IN and not conn.io.tls else -events
+        if first:
+            with self._lock:  # registering reports what is ready now: no event can be missing
+                self._missed.discard(conn.fd)
+        self.control(conn.fd, events, first)
 
-        `registered` is only a hint of which call to make: once the connection is in
+    def control(self, fd: int, events: int, first: bool) -> None:
+        """Register (`first`) or re-arm a descriptor, whichever the epoll set needs.
+
+        `armed` is only a hint of which call to make: once the connection is in
         `parked`, another thread may take it before this one has armed it (one woken
         by a stale event for a closed connection that had the same descriptor number)
         and park it in turn, so two parkers can race on the first registration. Both
         must end with the descriptor armed: "not registered" and "already registered"
         are answered with the other call, never with closing the connection.
         """
-        fd = conn.fd
-        first = not conn.registered
-        conn.registered = True
         try:
             if first:
                 self.ep.register(fd, events)
@@ -209,13 +240,16 @@ class Parking:
                 self.ep.modify(fd, events)
 
     def close(self, conn: Connection) -> None:
-        """Close an owned connection. Not unregistered first: closing its socket, the one
-        reference to it (accepted sockets are never duplicated, and programs the app
-        execs do not inherit them), takes it out of the epoll set, and the system call
-        saved is one in eight of a ``Connection: close`` request. A child the app forked
-        without exec holds a copy until it exits; meanwhile at most one stale event comes
-        under the number, and whoever is parked there then finds nothing to read and is
-        parked again."""
+        """Close an owned connection, taken out of the epoll set first if it was ever in it.
+
+        Closing the socket alone would not always do: a child the app forked without
+        exec holds a copy of every descriptor, and the registration lives as long as
+        any copy, raising an edge for each byte that client sends, under a number a new
+        connection may have by then. A connection answered without ever being parked
+        (most ``Connection: close`` requests) was never registered and costs nothing."""
+        if conn.armed:
+            with contextlib.suppress(OSError, ValueError):  # not registered after all, or the set is closed
+                self.ep.unregister(conn.fd)
         conn.close()
         self._on_close(conn)
 

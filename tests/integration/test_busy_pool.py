@@ -469,6 +469,7 @@ def test_an_idle_connection_whose_next_request_has_come_is_not_evicted() -> None
         client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         assert wait_until(conn.has_input)
         assert parking.evict_stalled() is False
+        server._engine.ep.modify(conn.fd, conn.armed)  # the queued event comes
         client.settimeout(5)
         assert read_response(client).status == 200  # parked again, and its request served
 

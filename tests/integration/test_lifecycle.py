@@ -349,9 +349,11 @@ def test_a_parker_that_finds_the_registration_half_done_arms_the_connection(stat
         assert engine.parking.unpark(conn.fd, conn) is conn  # this thread owns it now
         if state == "flagged, not yet registered":
             engine.ep.unregister(conn.fd)
+            engine.parking.dispose(conn, ConnState.IDLE)  # the second parker: flagged, so no call
+            engine.parking.control(conn.fd, conn.armed, first=True)  # the first parker's register
         else:
-            conn.registered = False
-        engine.parking.dispose(conn, ConnState.IDLE)
+            conn.armed = 0
+            engine.parking.dispose(conn, ConnState.IDLE)  # registers: already, so it re-arms
         sock.sendall(b"GET /2 HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_response(sock).status == 200
 
