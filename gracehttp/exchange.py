@@ -62,7 +62,8 @@ class Exchange(Outlet):
     """Runs the app for the requests of one connection, through the connection's I/O: it
     is the `Outlet` its responders send through."""
 
-    __slots__ = ("_env", "_environ", "_forwarded", "_head", "_proxies", "_recv", "_site", "error", "request_id")
+    __slots__ = ("_env", "_environ", "_forwarded", "_head", "_proxies", "_recv", "_responder", "_site", "error",
+                 "request_id")
 
     def __init__(self, site: Site, env: dict[str, Any], recv: Callable[[], bytes], send: Send,
                  send_final: SendFinal, send_file: SendFile) -> None:
@@ -80,6 +81,8 @@ class Exchange(Outlet):
         #: That environ has X-Forwarded-* keys to apply (the peer being a trusted proxy).
         self._forwarded = False
         self._recv = recv
+        #: The response side of the request under way (of the last one between requests).
+        self._responder: Responder | None = None
         #: With REFUSED: the error to answer.
         self.error: ProtocolError | None = None
         #: The last request's id (request_id on), for the server's own 500.
@@ -119,7 +122,11 @@ class Exchange(Outlet):
         # Counted just before the response's last bytes go out, so that a scrape made once
         # the client has its answer includes it (the access log waits for the response).
         started = time.perf_counter()
-        responder = Responder(self, head, keep_alive, closing, site.metrics, started, rid)
+        responder = self._responder
+        if responder is None:
+            responder = self._responder = Responder(self, head, keep_alive, closing, site.metrics, started, rid)
+        else:
+            responder.reset(head, keep_alive, closing, site.metrics, started, rid)
         active = site.active
         if active is not None:
             active[threading.get_ident()] = Running(head.method, head.target.decode("latin-1")[:200],
@@ -150,6 +157,8 @@ class Exchange(Outlet):
                                     head.target.decode("latin-1")[:200])
         finally:
             inflight.request_finished()
+            if closing is not None:
+                responder.forget_body()
             if active is not None:
                 active.pop(threading.get_ident(), None)
             if token is not None:

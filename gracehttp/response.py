@@ -81,6 +81,13 @@ class Responder:
         from `started` (``time.perf_counter``); `request_id` is sent as X-Request-ID unless
         the app sends its own."""
         self._out = out
+        self.reset(head, keep_alive, closing, meter, started, request_id)
+
+    def reset(self, head: RequestHead, keep_alive: bool, closing: Callable[[], bool] | None = None,
+              meter: Meter | None = None, started: float = 0.0, request_id: str | None = None) -> None:
+        """Begin the response to a new request on the same connection, as `__init__` would
+        (a connection's requests come one at a time, so its exchange keeps one responder:
+        one object less per request)."""
         self._closing = closing
         self.method = method = head.method
         self.head_only = method == "HEAD"
@@ -101,6 +108,11 @@ class Responder:
         self.meter = meter
         self.started = started
         self.request_id = request_id
+
+    def forget_body(self) -> None:
+        """The request is over: drop its body (held through `closing`), which an idle
+        connection must not keep until its next request resets this responder."""
+        self._closing = None
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
@@ -148,15 +160,15 @@ class Responder:
         date = http_date_line()
         out = self._out
         status, keep_alive = self.status, self.keep_alive
+        inputs = (status, body_length, keep_alive, self.version, self.head_only)
         if self.request_id is None:
             if self.same:  # the pairs of the connection's last response: is it the same response?
                 last = out.last_framed
-                if last is not None and last[0] is date and last[1] == status and last[2] == body_length \
-                        and last[3] == keep_alive and last[4] == self.version and last[5] == self.head_only:
-                    _, _, _, _, _, _, head, self.length, self.chunked, self.keep_alive = last
+                if last is not None and last[0] is date and last[1] == inputs:
+                    head, self.length, self.chunked, self.keep_alive = last[2]
                     self.headers_sent = True
                     return head
-            key = (status, body_length, keep_alive, self.version, self.head_only, out.server_line, *self.headers)
+            key = (*inputs, out.server_line, *self.headers)
             try:
                 framed = _FRAMED.get(key)
             except TypeError:  # a header pair that is not a tuple (a list): nothing kept
@@ -175,8 +187,7 @@ class Responder:
                 _FRAMED[key] = (date, head, self.length, self.chunked, self.keep_alive)
         if key is not None:  # pairs all hashable, so tuples: kept for the connection's next response
             out.last_headers = self.headers
-            out.last_framed = (date, status, body_length, keep_alive, self.version, self.head_only, head,
-                               self.length, self.chunked, self.keep_alive)
+            out.last_framed = (date, inputs, (head, self.length, self.chunked, self.keep_alive))
         self.headers_sent = True
         return head
 
