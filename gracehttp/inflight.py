@@ -12,16 +12,18 @@ a connection is counted busy *before* it stops counting as a head, and the
 other way round when it is parked.
 
 The counts change four times per request, so they take no lock: each is the
-length of a list, changed by ``append``/``extend`` and ``pop``/slice deletion,
-which CPython performs atomically (the library FAQ's list of atomic operations),
-and the request numbers come from `itertools.count`, whose ``next`` is atomic
-too. A reader may see a connection counted twice for a moment, never nowhere,
-because every hand-over counts the new place before it uncounts the old. Only
+length of a deque, changed by ``append``/``extend`` and ``pop``, which are
+atomic (documented thread-safe; a list's are too, but a list going between empty
+and one element reallocates each time, a deque keeps its block), and the request
+numbers come from `itertools.count`, whose ``next`` is atomic too. A reader may
+see a connection counted twice for a moment, never nowhere, because every
+hand-over counts the new place before it uncounts the old. Only
 the drain's wait takes the lock; see `wait_idle` for why no wake-up is lost.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import threading
 import time
@@ -32,9 +34,9 @@ class InFlight:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._requests: list[None] = []
-        self._busy: list[None] = []
-        self._heads: list[None] = []
+        self._requests: collections.deque[None] = collections.deque()
+        self._busy: collections.deque[None] = collections.deque()
+        self._heads: collections.deque[None] = collections.deque()
         self._numbers = itertools.count(1)
         #: Threads in `wait_idle`: the request path notifies only when there are some.
         self._waiters = 0
@@ -82,7 +84,7 @@ class InFlight:
         else:
             self._busy.extend([None] * count)
             if was_head:
-                del self._heads[-count:]
+                _pop(self._heads, count)
 
     def count_heads(self, count: int = 1) -> None:
         """`count` connections are about to be parked as begun requests: counted *before*
@@ -94,7 +96,7 @@ class InFlight:
 
     def uncount_heads(self, count: int = 1) -> None:
         """Connections counted by `count_heads` were closed instead of parked."""
-        del self._heads[-count:]
+        _pop(self._heads, count)
         self._settled()
 
     def release(self, count: int = 1) -> None:
@@ -103,8 +105,8 @@ class InFlight:
         busy = self._busy
         if count == 1:
             busy.pop()
-        elif count:
-            del busy[-count:]
+        else:
+            _pop(busy, count)
         if self._waiters and not busy and not self._heads:  # `_settled`, inlined: once per request
             self._notify()
 
@@ -146,3 +148,10 @@ class InFlight:
                 return True
             finally:
                 self._waiters -= 1
+
+
+def _pop(counter: collections.deque[None], count: int) -> None:
+    """Uncount `count` (each pop atomic: a reader may see some gone before the others,
+    which only ever shows fewer where the new place was counted first)."""
+    for _ in range(count):
+        counter.pop()

@@ -105,7 +105,9 @@ class Parking:
     def unpark(self, fd: int, expect: Connection | None = None) -> Connection | None:
         """Take a parked connection for this thread; None if another owner got it first,
         or if what is parked under `fd` is not `expect` (its descriptor was reused)."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: twice per request, and `with` binds two methods each time
+        try:
             if expect is None:  # an event's thread: whatever is parked there is its own
                 conn = self.parked.pop(fd, None)
                 if conn is None:  # owned elsewhere (or closed): its owner re-arms it when it parks
@@ -119,6 +121,8 @@ class Parking:
             # Counted busy before it leaves the parked set's lock: an idle connection
             # woken by a new request is never, even for a moment, counted nowhere.
             self.site.inflight.claim(conn.state in PARKED_BEGUN)
+        finally:
+            lock.release()
         return conn
 
     def pop_ready(self) -> Connection | None:
@@ -155,11 +159,15 @@ class Parking:
             return False
         state, fd = conn.state, conn.fd
         events = _EDGE_OUT if conn.yielding else _EVENTS[state]
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             self.parked[fd] = conn
             missed = fd in self._missed
             if missed:
                 self._missed.discard(fd)
+        finally:
+            lock.release()
         if (conn.armed != events or missed) and not self._arm_parked(conn, events):
             return False
         if state is IDLE and self.site.closing:
