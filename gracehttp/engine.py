@@ -68,6 +68,8 @@ from gracehttp.parking import Parking
 from gracehttp.site import Site
 
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
+#: The client's FIN (or an error) had come when its event was reported: see `Parking.ended`.
+_ENDED = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 #: Request threads started with the engine. Fast requests are all served by the
 #: leader, so more only help when requests wait in the app; each idle one costs
 #: about 16 KiB (its stack pages and Python frame chunk: 0.45 MiB of an idle server
@@ -104,7 +106,7 @@ class Engine:
         self._tick_event = threading.Event()
         #: Descriptors whose events a poll returned besides the one its thread served
         #: first: whichever thread leads next serves them before it polls again.
-        self.pending: collections.deque[int] = collections.deque()
+        self.pending: collections.deque[tuple[int, int]] = collections.deque()
         self.acceptor = Acceptor(site, self.ep, self.parking, sockets, max_connections, logger, self._tick_event,
                                  balance)
         #: The listeners by descriptor and the open connections (the acceptor's).
@@ -232,7 +234,7 @@ class Engine:
                         continue
                 if pending:
                     try:
-                        fd = pending.popleft()
+                        fd, flags = pending.popleft()
                     except IndexError:  # a demoted leader, still leading for a moment, took it
                         continue
                 else:
@@ -247,9 +249,9 @@ class Engine:
                         acceptor.rearm_due()
                     if not events:
                         continue
-                    fd = events[0][0]
+                    fd, flags = events[0]
                     if len(events) > 1:
-                        pending.extend([event[0] for event in events[1:]])
+                        pending.extend(events[1:])
                         if not lead.leads(turn):
                             # Demoted just as it finished its last (the watchdog passed the role
                             # on, and the new leader may be waiting in a poll already): the
@@ -267,6 +269,8 @@ class Engine:
                 else:
                     conn = unpark(fd)
                     if conn is not None:
+                        if flags & _ENDED:
+                            parking.ended(conn)
                         self._serve(conn)
                 if not lead.end(turn):
                     self._hand_over()
@@ -302,7 +306,7 @@ class Engine:
                         self._grow(len(self.parking.ready))
                     if self.pending:  # events a demoted leader's poll returned
                         try:
-                            fd = self.pending.popleft()
+                            fd, flags = self.pending.popleft()
                         except IndexError:
                             continue
                     else:
@@ -318,7 +322,7 @@ class Engine:
                             self.acceptor.rearm_due()
                         if not events:
                             continue
-                        fd = events[0][0]
+                        fd, flags = events[0]
                     if fd == self._wake_r:
                         return
                     if fd == self._want_r:
@@ -336,6 +340,8 @@ class Engine:
                     else:
                         conn = self.parking.unpark(fd)
                         if conn is not None:
+                            if flags & _ENDED:
+                                self.parking.ended(conn)
                             self._serve(conn, run_app=False)
             finally:
                 self._drain_want()

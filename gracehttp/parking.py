@@ -10,11 +10,13 @@ EPOLLOUT while it is WRITING a response or yielding its turn), and stays
 registered: parking an idle connection costs no system call. That is sound
 because a connection is parked in a reading state only once its socket has been
 read dry (a read that found nothing, or gave less than it asked for, after the
-event that woke it): any byte that arrives later raises a new edge. Parking
-re-arms (``EPOLL_CTL_MOD``, which reports the descriptor at once if it is
-ready) only where that does not hold or another event is wanted: a change
-between EPOLLIN and EPOLLOUT, WRITING, a lingering close (which reads a bounded
-amount per turn), TLS (whose records may wait unread), and a *missed* event.
+event that woke it): any byte that arrives later raises a new edge. A short
+read does not show a FIN that came with the last bytes, but the event does
+(EPOLLRDHUP; `ended`). Parking re-arms (``EPOLL_CTL_MOD``, which reports the
+descriptor at once if it is ready) only where that does not hold or another
+event is wanted: a change between EPOLLIN and EPOLLOUT, WRITING, a lingering
+close (which reads a bounded amount per turn), TLS (whose records may wait
+unread), a client's FIN, and a *missed* event.
 
 Missed events: an edge is delivered to whichever thread polls, also while the
 connection is owned elsewhere (a thread serving it, the ready queue, the
@@ -67,14 +69,9 @@ from gracehttp.connstate import (
 from gracehttp.errors import ProtocolError
 from gracehttp.site import Site
 
-_EDGE_IN = select.EPOLLIN | select.EPOLLET
+#: EPOLLRDHUP: an event tells whether the client's FIN had come (see `Parking.ended`).
+_EDGE_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
 _EDGE_OUT = select.EPOLLOUT | select.EPOLLET
-#: A lingering connection waits for its client's close; the mask differs from a reading
-#: one's so that parking it always re-arms (a lingering turn reads a bounded amount).
-_LINGER = _EDGE_IN | select.EPOLLRDHUP
-#: The events a connection is parked for, by its state (and EPOLLOUT while it yields).
-_EVENTS = {state: _EDGE_OUT if state is WRITING else _LINGER if state is LINGERING else _EDGE_IN
-           for state in ConnState}
 #: In the drain, an idle keep-alive connection used less than this long ago gets this
 #: long (from its last response) to send one more request before it is closed.
 DRAIN_IDLE_GRACE = 0.5
@@ -158,7 +155,7 @@ class Parking:
             self.close(conn)
             return False
         state, fd = conn.state, conn.fd
-        events = _EDGE_OUT if conn.yielding else _EVENTS[state]
+        events = _EDGE_OUT if state is WRITING or conn.yielding else _EDGE_IN
         lock = self._lock
         lock.acquire()
         try:
@@ -168,11 +165,19 @@ class Parking:
                 self._missed.discard(fd)
         finally:
             lock.release()
-        if (conn.armed != events or missed) and not self._arm_parked(conn, events):
+        # A lingering turn reads a bounded amount: re-armed whatever it was armed for.
+        if (conn.armed != events or missed or state is LINGERING) and not self._arm_parked(conn, events):
             return False
         if state is IDLE and self.site.closing:
             self.sweep(conn)  # the drain's sweep may have run just before we parked
         return True
+
+    def ended(self, conn: Connection) -> None:
+        """The client's FIN (or an error) had come when the event that woke `conn` was
+        reported. It may have come with the last bytes, and a read that gave less than it
+        asked for does not show it; no edge comes for it later. So the next park re-arms,
+        which reports the end of stream at once."""
+        conn.armed = -abs(conn.armed)
 
     def park_fresh(self, conns: list[Connection]) -> None:
         """Park connections just accepted (unread, awaiting their first head) and release

@@ -141,12 +141,38 @@ def test_a_read_that_fills_the_buffer_is_followed_by_another() -> None:
             assert _answer(answers) == (200, b"0")
 
 
-def test_a_lingering_close_reads_until_the_client_closes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A refused request whose client has sent more, then closed its side, all of it
-    waiting in the socket: a lingering turn reads a bounded amount (here one read), and no
+@pytest.mark.parametrize("sent", [b"GET /2 HTTP/1.1\r\nHost: t\r\n\r\n", b"GET /2 HTTP/1.1\r\nHo"])
+def test_a_client_that_closes_its_side_with_its_last_bytes_is_closed_at_once(sent: bytes) -> None:
+    """A keep-alive client sends a request (or part of a head) and its FIN together, as
+    ``nc -N`` does. The read that takes the bytes gives less than it asked for and does
+    not show the FIN, and no edge will come for it: the event said so (EPOLLRDHUP), and
+    parking re-arms, so the server reads the end of stream and closes now, not at
+    idle_timeout (or read_header_timeout) much later."""
+    with running(idle_timeout=30, read_header_timeout=30) as server, connect(server.port) as sock:
+        sock.sendall(b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(sock).status == 200
+        parking = server._engine.parking
+        conn = _parked(server, sock)
+        assert parking.unpark(conn.fd, conn) is conn  # the bytes and the FIN both come before a read
+        sock.sendall(sent)
+        sock.shutdown(socket.SHUT_WR)
+        assert wait_until(lambda: conn.fd in parking._missed, 5), "the leader never saw the event"
+        parking.dispose(conn, ConnState.IDLE)  # re-armed: one event reports bytes and FIN at once
+        sock.settimeout(10)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200" if sent.endswith(b"\r\n\r\n") else b"HTTP/1.1 400")
+        assert wait_until(lambda: conn.state is ConnState.CLOSED, 5)
+
+
+def test_a_lingering_close_reads_what_is_waiting_though_no_edge_comes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused request whose client has sent more, all of it waiting in the socket, and
+    keeps its side open: a lingering turn reads a bounded amount (here one read), and no
     edge will come for bytes that are already there, so parking it re-arms it until the
-    end of stream is read, and the connection closes then. Otherwise it waits for the
-    linger's deadline and closes with bytes unread, which sends the client a reset."""
+    socket is read dry. Otherwise the bytes wait for the linger's deadline, and closing
+    with them unread sends a reset, which destroys the answer if the client has not read
+    it yet."""
     monkeypatch.setattr(transport, "LINGER_READ", RECV_SIZE)
     with running(max_body_bytes=1000) as server, connect(server.port) as sock:
         sock.sendall(b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -158,15 +184,14 @@ def test_a_lingering_close_reads_until_the_client_closes(monkeypatch: pytest.Mon
         extra = 4 * RECV_SIZE
         request = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % extra + b"x" * extra
         sock.sendall(request)
-        sock.shutdown(socket.SHUT_WR)
         assert wait_until(lambda: _unread(conn) == len(request), 5)
         parking.dispose(conn, ConnState.IDLE)
+        assert wait_until(lambda: _unread(conn) == 0, LINGER_SECONDS / 2), "left unread until the deadline"
         sock.settimeout(5)
         data = b""
         while chunk := sock.recv(65536):  # the 413, then the end of the server's half-close
             data += chunk
         assert data.startswith(b"HTTP/1.1 413")
-        assert wait_until(lambda: conn.state is ConnState.CLOSED, LINGER_SECONDS / 2), "left to its deadline"
 
 
 def test_a_closed_connection_leaves_the_epoll_set_though_a_child_holds_its_socket() -> None:
