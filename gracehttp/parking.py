@@ -47,7 +47,6 @@ housekeeper thread expires those that pass, a tick at a time.
 from __future__ import annotations
 
 import collections
-import contextlib
 import select
 import threading
 import time
@@ -253,16 +252,15 @@ class Parking:
                 self.ep.modify(fd, events)
 
     def close(self, conn: Connection) -> None:
-        """Close an owned connection, taken out of the epoll set first if it was ever in it.
-
-        Closing the socket alone would not always do: a child the app forked without
-        exec holds a copy of every descriptor, and the registration lives as long as
-        any copy, raising an edge for each byte that client sends, under a number a new
-        connection may have by then. A connection answered without ever being parked
-        (most ``Connection: close`` requests) was never registered and costs nothing."""
-        if conn.armed:
-            with contextlib.suppress(OSError, ValueError):  # not registered after all, or the set is closed
-                self.ep.unregister(conn.fd)
+        """Close an owned connection. Not unregistered first: closing its socket, the one
+        reference to it (accepted sockets are never duplicated, and programs the app
+        execs do not inherit them), takes it out of the epoll set, and the system call
+        saved is two in five of a ``Connection: close`` request (measured: 0.56 against
+        0.99 ``epoll_ctl`` a request). A child the app forked without exec holds a copy
+        until it exits (and its client gets no FIN meanwhile); each time that client
+        sends, an edge comes under the old number, and whoever has the number then finds
+        nothing to read and is parked again (or, owned, is re-armed once: a missed
+        event)."""
         conn.close()
         self._on_close(conn)
 
