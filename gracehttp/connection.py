@@ -81,7 +81,7 @@ class Connection:
         #: (None: the next request; LINGERING or CLOSED: the connection ends).
         self.sender = Sender(self.io)
         self.after_write: ConnState | None = None
-        self.armed = 0  # the events its descriptor is registered for in the epoll set (0: none yet)
+        self.armed = 0  # the events it was last armed for (negated: re-arm when parked; 0: never)
         self.requests = 0
         self.heads = HeadScanner()
         #: Answer with Connection: close (a connection admitted past max_connections).

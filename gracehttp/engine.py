@@ -68,8 +68,9 @@ from gracehttp.parking import Parking
 from gracehttp.site import Site
 
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
-#: The client's FIN (or an error) had come when its event was reported: see `Parking.ended`.
-_ENDED = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+#: The client's FIN, an error or urgent data had come when its event was reported:
+#: see `Parking.ended`.
+_ENDED = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR | select.EPOLLPRI
 #: Request threads started with the engine. Fast requests are all served by the
 #: leader, so more only help when requests wait in the app; each idle one costs
 #: about 16 KiB (its stack pages and Python frame chunk: 0.45 MiB of an idle server

@@ -11,19 +11,25 @@ registered: parking an idle connection costs no system call. That is sound
 because a connection is parked in a reading state only once its socket has been
 read dry (a read that found nothing, or gave less than it asked for, after the
 event that woke it): any byte that arrives later raises a new edge. A short
-read does not show a FIN that came with the last bytes, but the event does
-(EPOLLRDHUP; `ended`). Parking re-arms (``EPOLL_CTL_MOD``, which reports the
-descriptor at once if it is ready) only where that does not hold or another
-event is wanted: a change between EPOLLIN and EPOLLOUT, WRITING, a lingering
-close (which reads a bounded amount per turn), TLS (whose records may wait
-unread), a client's FIN, and a *missed* event.
+read does not show a FIN that came with the last bytes, nor bytes past urgent
+data's mark (where a read stops), but the event does (EPOLLRDHUP, EPOLLPRI;
+`ended`). Parking re-arms (``EPOLL_CTL_MOD``, which reports the descriptor at
+once if it is ready) only where that does not hold or another event is wanted:
+a change between EPOLLIN and EPOLLOUT, WRITING, a lingering close (which reads a
+bounded amount per turn), TLS (whose records may wait unread), an event that
+reported a FIN or urgent data, and a *missed* event.
+
+A connection is armed by its owner *before* it is put in the parked set: once
+there, another thread may take it (an edge comes at any time) and arm it in
+turn, which a late call of the first parker's would undo.
 
 Missed events: an edge is delivered to whichever thread polls, also while the
 connection is owned elsewhere (a thread serving it, the ready queue, the
 housekeeper). `unpark` then finds nothing parked under the descriptor and
-records it in `_missed`; the owner's `park` finds the record and re-arms, so the
-event comes again, now for a parked connection. A record for a descriptor that
-was closed meanwhile costs its next connection one read that finds nothing.
+records it in `_missed`; the owner finds the record as it parks the connection
+and re-arms it, under the lock, so the event comes again, now for a parked
+connection. A record for a descriptor that was closed meanwhile is dropped when
+the next connection with the number registers, or costs it one re-arm.
 
 Ownership: a connection belongs to exactly one of: a thread, `parked` (fd ->
 connection), or `ready` (the queue of complete requests the reserve poller read
@@ -36,9 +42,9 @@ which they must not take (nor take and put back: a put-back could overwrite a
 connection parked under that number meanwhile, which would then be lost). An
 owner always ends with `dispose`, which parks, queues or closes the connection
 and tells the in-flight counters, so the drain sees every begun request. A
-parker inserts into `parked` (and reads `_missed`) *before* arming, and
-re-checks `closing` *after*, so neither an event nor the drain's sweep can miss
-a connection.
+parker reads `_missed` as it inserts into `parked`, under the lock, and
+re-checks `closing` after, so neither an event nor the drain's sweep can miss a
+connection.
 
 Deadlines are the connection's own (`Connection.enter` sets one per state); the
 housekeeper thread expires those that pass, a tick at a time.
@@ -68,8 +74,9 @@ from gracehttp.connstate import (
 from gracehttp.errors import ProtocolError
 from gracehttp.site import Site
 
-#: EPOLLRDHUP: an event tells whether the client's FIN had come (see `Parking.ended`).
-_EDGE_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+#: EPOLLRDHUP and EPOLLPRI: an event tells whether the client's FIN, or urgent data, had
+#: come (see `Parking.ended`).
+_EDGE_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLPRI | select.EPOLLET
 _EDGE_OUT = select.EPOLLOUT | select.EPOLLET
 #: In the drain, an idle keep-alive connection used less than this long ago gets this
 #: long (from its last response) to send one more request before it is closed.
@@ -102,7 +109,7 @@ class Parking:
         """Take a parked connection for this thread; None if another owner got it first,
         or if what is parked under `fd` is not `expect` (its descriptor was reused)."""
         lock = self._lock
-        lock.acquire()  # not `with`: twice per request, and `with` binds two methods each time
+        lock.acquire()  # not `with` (see `_publish`)
         try:
             if expect is None:  # an event's thread: whatever is parked there is its own
                 conn = self.parked.pop(fd, None)
@@ -148,96 +155,92 @@ class Parking:
             inflight.release()
 
     def park(self, conn: Connection) -> bool:
-        """Put an owned connection in the parked set and arm it if it needs it (see the
-        module's docstring); False if it was closed."""
+        """Put an owned connection in the parked set, armed if it needs it (see the module's
+        docstring); False if it was closed."""
         if self.stopped:
             self.close(conn)
             return False
-        state, fd = conn.state, conn.fd
+        state = conn.state
         events = _EDGE_OUT if state is WRITING or conn.yielding else _EDGE_IN
-        lock = self._lock
-        lock.acquire()
-        try:
-            self.parked[fd] = conn
-            missed = fd in self._missed
-            if missed:
-                self._missed.discard(fd)
-        finally:
-            lock.release()
         # A lingering turn reads a bounded amount: re-armed whatever it was armed for.
-        if (conn.armed != events or missed or state is LINGERING) and not self._arm_parked(conn, events):
+        if (conn.armed != events or state is LINGERING) and not self._arm_owned(conn, events):
+            return False
+        if not self._publish(conn, events):
             return False
         if state is IDLE and self.site.closing:
             self.sweep(conn)  # the drain's sweep may have run just before we parked
         return True
 
     def ended(self, conn: Connection) -> None:
-        """The client's FIN (or an error) had come when the event that woke `conn` was
-        reported. It may have come with the last bytes, and a read that gave less than it
-        asked for does not show it; no edge comes for it later. So the next park re-arms,
-        which reports the end of stream at once."""
+        """The event that woke `conn` reported its client's FIN (or an error, or urgent
+        data). The FIN may have come with the last bytes, and a read that gave less than
+        it asked for does not show it (nor does one that stopped at urgent data's mark),
+        and no edge comes for it later. So the next park re-arms, which reports what is
+        left at once."""
         conn.armed = -abs(conn.armed)
 
     def park_fresh(self, conns: list[Connection]) -> None:
         """Park connections just accepted (unread, awaiting their first head) and release
-        them to the in-flight counters: `dispose` for a batch, with one lock for it all."""
+        them to the in-flight counters: `dispose` for a batch."""
         if not conns:
             return
         if self.stopped:
             for conn in conns:
                 self.dispose(conn, conn.state)
             return
-        parked = self.parked
         inflight = self.site.inflight
         inflight.count_heads(len(conns))  # READING_HEAD: parked as begun
-        with self._lock:
-            for conn in conns:
-                parked[conn.fd] = conn
-        closed = sum(not self._arm_parked(conn, _EDGE_IN) for conn in conns)
+        closed = sum(not (self._arm_owned(conn, _EDGE_IN) and self._publish(conn, _EDGE_IN)) for conn in conns)
         if closed:
             inflight.uncount_heads(closed)
         inflight.release(len(conns))
 
-    def _arm_parked(self, conn: Connection, events: int) -> bool:
-        """Arm a connection just put in the parked set; False if that failed and it was closed.
-
-        True also when arming failed but another thread has already taken it from the
-        parked set (woken by a stale event for its descriptor number): that one owns it.
-        """
-        try:
-            self._arm(conn, events)
-        except OSError:
-            fd = conn.fd
-            with self._lock:
-                ours = self.parked.get(fd) is conn
-                if ours:
-                    del self.parked[fd]
-            if ours:
-                self.close(conn)
-                return False
-        return True
-
-    def _arm(self, conn: Connection, events: int) -> None:
-        """Arm the connection's descriptor for `events`, registering it the first time."""
+    def _arm_owned(self, conn: Connection, events: int) -> bool:
+        """Arm a connection this thread owns and has not parked yet, registering it the
+        first time; False if that failed and it was closed. Armed before it is parked, as
+        nobody else can take it then: a thread that took it from the parked set could
+        arm it in turn, and a late call of ours would undo that."""
+        fd = conn.fd
         first = not conn.armed
         # Kept as armed only where parking again with the same events needs no call (a
-        # reading state, read dry; not TLS): else negated, which no mask equals.
+        # reading state; not TLS, whose records may wait unread): else negated.
         conn.armed = events if events == _EDGE_IN and not conn.io.tls else -events
         if first:
-            with self._lock:  # registering reports what is ready now: no event can be missing
-                self._missed.discard(conn.fd)
-        self.control(conn.fd, events, first)
+            self._missed.discard(fd)  # a closed connection's: registering reports what is ready
+        try:
+            self.control(fd, events, first)
+        except OSError:
+            self.close(conn)
+            return False
+        return True
+
+    def _publish(self, conn: Connection, events: int) -> bool:
+        """Put an armed connection in the parked set; False if it was closed. An edge that
+        came while it was owned (`_missed`) is reported again by re-arming it, under the
+        lock, so that no thread can take it before the call is made."""
+        fd = conn.fd
+        failed = False
+        lock = self._lock
+        lock.acquire()  # not `with`: twice per request, and `with` binds two methods each time
+        try:
+            self.parked[fd] = conn
+            if fd in self._missed:
+                self._missed.discard(fd)
+                try:
+                    self.control(fd, events, False)
+                except OSError:
+                    del self.parked[fd]
+                    failed = True
+        finally:
+            lock.release()
+        if failed:
+            self.close(conn)
+        return not failed
 
     def control(self, fd: int, events: int, first: bool) -> None:
-        """Register (`first`) or re-arm a descriptor, whichever the epoll set needs.
-
-        `armed` is only a hint of which call to make: once the connection is in
-        `parked`, another thread may take it before this one has armed it (one woken
-        by a stale event for a closed connection that had the same descriptor number)
-        and park it in turn, so two parkers can race on the first registration. Both
-        must end with the descriptor armed: "not registered" and "already registered"
-        are answered with the other call, never with closing the connection.
-        """
+        """Register (`first`) or re-arm a descriptor, whichever the epoll set needs: a
+        wrong hint ("not registered" or "already registered") is answered with the other
+        call, never with closing the connection."""
         try:
             if first:
                 self.ep.register(fd, events)
@@ -246,10 +249,7 @@ class Parking:
         except FileExistsError:
             self.ep.modify(fd, events)
         except FileNotFoundError:
-            try:
-                self.ep.register(fd, events)
-            except FileExistsError:  # the other parker registered it meanwhile
-                self.ep.modify(fd, events)
+            self.ep.register(fd, events)
 
     def close(self, conn: Connection) -> None:
         """Close an owned connection. Not unregistered first: closing its socket, the one

@@ -22,7 +22,7 @@ import pytest
 from gracehttp import transport
 from gracehttp.connstate import LINGER_SECONDS, ConnState
 from gracehttp.transport import RECV_SIZE
-from tests.helpers import connect, read_response, running, wait_until
+from tests.helpers import connect, read_response, running, small_window_client, wait_until
 
 
 def body_length_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -166,6 +166,27 @@ def test_a_client_that_closes_its_side_with_its_last_bytes_is_closed_at_once(sen
         assert wait_until(lambda: conn.state is ConnState.CLOSED, 5)
 
 
+def test_bytes_past_urgent_data_are_read_though_no_edge_comes() -> None:
+    """TCP urgent data ends a read at its mark though more bytes wait (here the next
+    request), and no edge comes for them: the event said so (EPOLLPRI), and parking
+    re-arms. Otherwise the request waits for idle_timeout. The urgent byte itself is not
+    part of the stream (no SO_OOBINLINE), as before."""
+    with running(idle_timeout=30) as server, connect(server.port) as sock:
+        sock.sendall(b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(sock).status == 200
+        parking = server._engine.parking
+        conn = _parked(server, sock)
+        assert parking.unpark(conn.fd, conn) is conn  # all of it comes before a read
+        sock.send(b"GET /2 HTTP/1.1\r\nHost: t\r\n\r\n!", socket.MSG_OOB)  # "!" is the urgent byte
+        sock.sendall(b"GET /3 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert wait_until(lambda: conn.fd in parking._missed, 5), "the leader never saw the event"
+        parking.dispose(conn, ConnState.IDLE)
+        sock.settimeout(5)
+        with sock.makefile("rb") as answers:
+            assert _answer(answers) == (200, b"hello")
+            assert _answer(answers) == (200, b"hello")
+
+
 def test_a_lingering_close_reads_what_is_waiting_though_no_edge_comes(monkeypatch: pytest.MonkeyPatch) -> None:
     """A refused request whose client has sent more, all of it waiting in the socket, and
     keeps its side open: a lingering turn reads a bounded amount (here one read), and no
@@ -223,3 +244,50 @@ def test_edges_for_a_closed_connection_whose_socket_a_child_holds_cost_its_succe
                     assert read_response(new).status == 200
         finally:
             os.close(copy)
+
+
+def test_a_parked_connection_is_armed_only_by_its_owner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a connection is in the parked set another thread may take it (an edge comes at
+    any time) and arm it for what it needs then: a parker that armed it after putting it
+    there could undo that (a WRITING connection left armed for reading, or the other way
+    round, until a deadline). So every arming call is made before the connection is
+    parked, or under the parked set's lock. Driven through the transitions that re-arm: a
+    response the client does not read at first (EPOLLOUT), then reading again, pipelining
+    past a turn, a client that half-closes."""
+    from gracehttp.parking import Parking
+
+    seen: list[tuple[bool, bool]] = []
+    control = Parking.control
+
+    def watched(self: Parking, fd: int, events: int, first: bool) -> None:
+        seen.append((fd in self.parked, self._lock.locked()))
+        control(self, fd, events, first)
+
+    monkeypatch.setattr(Parking, "control", watched)
+    with running(big_app) as server, small_window_client(server.port) as sock:
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        conn = _parked(server, sock)
+        assert wait_until(lambda: conn.state is ConnState.WRITING, 5)
+        sock.settimeout(10)
+        assert len(read_response(sock).body) == BIG
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 40)  # past a turn: it yields
+        with sock.makefile("rb") as answers:
+            for _ in range(40):
+                assert _answer(answers)[0] == 200
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200")
+    assert seen, "nothing was armed"
+    assert all(not parked or locked for parked, locked in seen), seen
+
+
+BIG = 4 << 20
+
+
+def big_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    body = b"x" * (BIG if environ["PATH_INFO"] == "/big" else 5)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]

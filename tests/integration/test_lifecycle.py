@@ -335,25 +335,22 @@ def test_a_connection_swept_twice_keeps_its_grace() -> None:
         assert b"Connection: close" in data
 
 
-@pytest.mark.parametrize("state", ["flagged, not yet registered", "registered, not yet flagged"])
-def test_a_parker_that_finds_the_registration_half_done_arms_the_connection(state: str) -> None:
-    """The race behind a rare reset in worker hand-offs: a thread woken by a stale event for a
-    closed connection takes a new one with the same descriptor number before its parker has
-    registered it, then parks it too. Whatever the half-done state of the registration, the
-    connection must end armed and serving, not closed (the old engine closed it: a reset for
-    a client whose request had arrived)."""
+@pytest.mark.parametrize("hint", ["registered, but it is not", "not registered, but it is"])
+def test_a_parker_whose_registration_hint_is_wrong_arms_the_connection(hint: str) -> None:
+    """A connection's note of whether its descriptor is in the epoll set (`armed`) is a hint:
+    whichever way it is wrong, parking must end with the connection armed and serving, not
+    closed (an old engine closed it: a reset for a client whose request had arrived)."""
     from gracehttp.connstate import ConnState
 
     with running(hello_app) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         engine, conn = _idle_keep_alive(server, sock)
         assert engine.parking.unpark(conn.fd, conn) is conn  # this thread owns it now
-        if state == "flagged, not yet registered":
+        if hint == "registered, but it is not":
             engine.ep.unregister(conn.fd)
-            engine.parking.dispose(conn, ConnState.IDLE)  # the second parker: flagged, so no call
-            engine.parking.control(conn.fd, conn.armed, first=True)  # the first parker's register
+            conn.armed = -abs(conn.armed)  # re-armed when parked: a modify, which finds nothing
         else:
-            conn.armed = 0
-            engine.parking.dispose(conn, ConnState.IDLE)  # registers: already, so it re-arms
+            conn.armed = 0  # registered when parked: a register, which finds it there
+        engine.parking.dispose(conn, ConnState.IDLE)
         sock.sendall(b"GET /2 HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_response(sock).status == 200
 
