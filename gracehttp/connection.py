@@ -350,16 +350,13 @@ class Connection:
             self.head_started = time.monotonic() if self.buf else 0.0
         return after
 
-    def _recv_body(self) -> bytes:
-        return self.io.recv_until(self.head_started + self.site.read_timeout)
-
     def _new_exchange(self) -> Exchange:
         peer, (host, port) = self.peer, self.server_addr
         env = base_environ(host, port, str(peer[0]) if peer else "", str(peer[1]) if peer else "",
                            "https" if self.io.tls else "http", multiprocess=self.site.multiprocess,
                            script_name=self.site.root_path)
-        self.exchange = Exchange(self.site, env, self._recv_body, self.io.send, self.sender.send,
-                                 self.sender.send_file)
+        self.exchange = Exchange(self.site, env, lambda: self.io.recv_until(self.head_started + self.site.read_timeout),
+                                 self.io.send, self.sender.send, self.sender.send_file)
         return self.exchange
 
     def _run(self, head: RequestHead, rest: bytes, spool: BodySpool | None) -> ConnState | None:
@@ -416,5 +413,7 @@ class Connection:
         if self.ready is not None and self.ready[2] is not None:
             self.ready[2].close()
         self.sender.drop()
-        self.exchange = None  # it holds bound methods of this connection: freed now, not by the gc
+        exchange, self.exchange = self.exchange, None  # it refers to this connection: freed now, not by the gc
+        if exchange is not None:
+            exchange.close()  # and its responder to it
         self.io.close()

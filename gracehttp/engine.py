@@ -36,7 +36,8 @@ Invariants:
   may have been served for a later event, be owned by another thread (the event
   is then recorded as missed, and its owner re-arms it when it parks it), or be
   closed, its number free or a newer connection's; a connection served for it
-  with nothing to read is parked again at no cost;
+  with nothing to read is parked again for the cost of that read (and a re-arm
+  if the event reported a FIN, an error or urgent data);
 - while the engine runs, some thread polls (or takes from `pending`): the leader,
   or the reserve;
 - every parked connection has a deadline, which the housekeeper enforces.

@@ -173,6 +173,11 @@ class Exchange(Outlet):
                 return UNREAD, b""
         return (NEXT if responder.keep_alive else CLOSE), rest if spool is None else body.leftover()
 
+    def close(self) -> None:
+        """The connection closed: its responder, which refers back to this exchange (its
+        outlet), goes now, so that nothing keeps the connection for the gc to find."""
+        self._responder = None
+
     def _environ_of(self, head: RequestHead, keep: bool) -> dict[str, Any]:
         """The environ for `head`, a head other than the last request's. While the connection
         stays open (`keep`) it is kept, and this is a copy: a keep-alive client sends the

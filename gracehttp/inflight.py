@@ -12,9 +12,10 @@ a connection is counted busy *before* it stops counting as a head, and the
 other way round when it is parked.
 
 The counts change four times per request, so they take no lock: each is the
-length of a deque, changed by ``append``/``extend`` and ``pop``, which are
-atomic (documented thread-safe; a list's are too, but a list going between empty
-and one element reallocates each time, a deque keeps its block), and the request
+length of a deque, changed by ``append``/``extend`` and ``pop``, each atomic
+(documented thread-safe; a batch is uncounted one ``pop`` at a time, `_pop`; a
+list's are atomic too, but a list going between empty and one element
+reallocates each time, a deque keeps its block), and the request
 numbers come from `itertools.count`, whose ``next`` is atomic too. A reader may
 see a connection counted twice for a moment, never nowhere, because every
 hand-over counts the new place before it uncounts the old. Only

@@ -10,7 +10,9 @@ EPOLLOUT while it is WRITING a response or yielding its turn), and stays
 registered: parking an idle connection costs no system call. That is sound
 because a connection is parked in a reading state only once its socket has been
 read dry (a read that found nothing, or gave less than it asked for, after the
-event that woke it): any byte that arrives later raises a new edge. A short
+event that woke it), and any byte that arrives later raises a new edge; one
+parked again without a read (by the housekeeper, the drain's sweep, eviction)
+was read dry before, and what came since raised edges, missed or not. A short
 read does not show a FIN that came with the last bytes, nor bytes past urgent
 data's mark (where a read stops), but the event does (EPOLLRDHUP, EPOLLPRI;
 `ended`). Parking re-arms (``EPOLL_CTL_MOD``, which reports the descriptor at
@@ -254,13 +256,12 @@ class Parking:
     def close(self, conn: Connection) -> None:
         """Close an owned connection. Not unregistered first: closing its socket, the one
         reference to it (accepted sockets are never duplicated, and programs the app
-        execs do not inherit them), takes it out of the epoll set, and the system call
-        saved is two in five of a ``Connection: close`` request (measured: 0.56 against
-        0.99 ``epoll_ctl`` a request). A child the app forked without exec holds a copy
-        until it exits (and its client gets no FIN meanwhile); each time that client
-        sends, an edge comes under the old number, and whoever has the number then finds
-        nothing to read and is parked again (or, owned, is re-armed once: a missed
-        event)."""
+        execs do not inherit them), takes it out of the epoll set: unregistering cost a
+        ``Connection: close`` request 0.99 ``epoll_ctl`` calls against 0.56 (perf stat,
+        wrk -c50). A child the app forked without exec holds a copy until it exits (and
+        its client gets no FIN meanwhile); each time that client sends, an edge comes
+        under the old number, and whoever has the number then finds nothing to read and
+        is parked again (or, owned, is re-armed once: a missed event)."""
         conn.close()
         self._on_close(conn)
 

@@ -3,6 +3,7 @@ response may leak into the next (framing, status, length, a request body it held
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -70,3 +71,31 @@ def test_a_streamed_request_body_is_not_kept_by_the_idle_connection() -> None:
         responder = conn.exchange._responder
         assert responder is not None
         assert responder._closing is None
+
+
+def test_a_closed_connection_is_freed_without_the_garbage_collector() -> None:
+    """The exchange keeps its responder, which refers back to it: closing the connection
+    breaks that, so a connection is freed when it closes, also in a process that disables
+    the collector (or freezes what it has)."""
+    from gracehttp.connection import Connection
+
+    def ours(port: int) -> list[Any]:
+        return [o for o in gc.get_objects() if type(o) is Connection and o.peer and o.peer[1] == port]
+
+    gc.collect()
+    gc.disable()
+    try:
+        with running(varied_app) as server:
+            with connect(server.port) as sock:
+                port = sock.getsockname()[1]
+                for _ in range(3):
+                    sock.sendall(b"GET /plain HTTP/1.1\r\nHost: t\r\n\r\n")
+                    assert read_response(sock).status == 200
+                assert ours(port), "the connection was not found while open"
+            assert wait_until(lambda: not any(c.peer and c.peer[1] == port for c in tuple(server._engine.open)), 5)
+            with connect(server.port) as other:  # the serving thread's last `conn` is another one now
+                other.sendall(b"GET /plain HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert read_response(other).status == 200
+            assert wait_until(lambda: not ours(port), 5), "the closed connection is still alive"
+    finally:
+        gc.enable()
