@@ -32,12 +32,11 @@ Invariants:
   from before ``accept`` until it is closed or parked idle, so the drain cannot
   miss it;
 - a descriptor in `Engine.pending` is an event nobody served yet. Connections are
-  edge-triggered (`gracehttp.parking`), so by the time it is popped its connection
-  may have been served for a later event, be owned by another thread (the event
-  is then recorded as missed, and its owner re-arms it when it parks it), or be
-  closed, its number free or a newer connection's; a connection served for it
-  with nothing to read is parked again for the cost of that read (and a re-arm
-  if the event reported a FIN, an error or urgent data);
+  edge-triggered (`gracehttp.parking`), so when it is popped its connection may
+  have been served for a later event, be owned by another thread (the event is
+  recorded as missed, and its owner re-arms it as it parks it), or be closed, its
+  number free or a newer connection's, which pays a read that finds nothing (and
+  a re-arm if the event reported a FIN, an error or urgent data);
 - while the engine runs, some thread polls (or takes from `pending`): the leader,
   or the reserve;
 - every parked connection has a deadline, which the housekeeper enforces.
