@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import struct
 import threading
 from bisect import bisect_left
@@ -45,6 +46,9 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 #: reads each thread's totals, not each request), so this only bounds how stale
 #: another worker's numbers may be in a scrape (one's own are flushed first).
 FLUSH_INTERVAL = 0.1
+#: The longest a flusher waits once flushes keep finding nothing new (doubling from
+#: `FLUSH_INTERVAL`); the first flush that finds something goes back to the short one.
+IDLE_FLUSH_INTERVAL = 1.6
 #: Most requests take less than the first bound.
 _FIRST_BOUND = BUCKETS[0]
 
@@ -85,6 +89,10 @@ class _Tally:
         """Counts by (method, status), each dict copied in C: the owner may be adding to them."""
         return {(label, status): n for label, per in dict(self.methods).items() for status, n in dict(per).items()}
 
+    def grew(self) -> bool:
+        """Whether a request was counted since the last `take` (each adds to one bucket)."""
+        return self.buckets != self.seen[1]
+
     def take(self) -> tuple[dict[tuple[str, int], int], list[int], float, int]:
         """What grew since the last call: counts by (method, status), by bucket, the
         seconds and the body bytes."""
@@ -114,6 +122,7 @@ class Metrics:
         #: Upgrades this process is the result of (each generation passes the count on).
         self._upgrades = upgrades
         self._drain_seconds: float | None = None
+        self._drain_added: float | None = None  # the value the sink was last given
         self._live = _LiveGauges(lifecycle, inflight, open_connections, pool)
         self._ready = threading.Event()
         self._flush_lock = threading.Lock()
@@ -174,16 +183,20 @@ class Metrics:
         try:
             self._build()
             self._ready.set()
+            interval = FLUSH_INTERVAL
             while True:
                 # With workers, another worker's scrape rings to have this one flush now.
                 if bell is not None:
-                    callers = bell.wait(FLUSH_INTERVAL)
+                    callers = bell.wait(interval)
                 else:
                     callers = []
-                    self._stop.wait(FLUSH_INTERVAL)
+                    self._stop.wait(interval)
                 stopping = self._stop.is_set()
                 if not stopping or callers:
-                    self.flush(process=bool(callers))
+                    found = self.flush(process=bool(callers))
+                    # Idle, the looks thin out: each wake-up costs an idle worker CPU, and a
+                    # scrape has every worker flush first whenever it last looked.
+                    interval = FLUSH_INTERVAL if found else min(IDLE_FLUSH_INTERVAL, 2 * interval)
                 if bell is not None and callers:
                     bell.answer(callers)
                 if stopping:
@@ -212,28 +225,39 @@ class Metrics:
         self._live.register_multiprocess(registry)
         self._process = ProcessGauges(registry)
 
-    def flush(self, process: bool = False) -> None:
+    def flush(self, process: bool = False) -> bool:
         """Add what the request path counted to the sink; with `process`, also this
-        worker's process metrics (with workers, before a scrape)."""
+        worker's process metrics (with workers, before a scrape). Whether anything new
+        was counted."""
         with self._flush_lock:
             counts: collections.Counter[tuple[str, int]] = collections.Counter()
             per_bucket = [0] * (len(BUCKETS) + 1)
             seconds = 0.0
             sent = 0
+            answered = False
             with self._tallies_lock:
                 tallies = tuple(self._tallies)
             for tally in tallies:
+                if not tally.grew():
+                    continue
+                answered = True
                 grew = tally.take()
                 counts.update(grew[0])
                 per_bucket = [a + b for a, b in zip(per_bucket, grew[1], strict=True)]
                 seconds += grew[2]
                 sent += grew[3]
             assert self._sink is not None, "flushed before the flusher built the sink"
-            self._sink.add(Grown(dict(counts), per_bucket, seconds, sent, len(_take(self._over)),
-                                 _take(self._upgrade_results), _take(self._bad), self._drain_seconds))
-            self._live.publish()
+            over, upgrades, bad = len(_take(self._over)), _take(self._upgrade_results), _take(self._bad)
+            # An idle server's flush adds nothing: with workers, each add writes the files.
+            found = bool(answered or over or upgrades or bad or self._drain_seconds != self._drain_added)
+            if found:
+                self._drain_added = self._drain_seconds
+                self._sink.add(Grown(dict(counts), per_bucket, seconds, sent, over, upgrades, bad,
+                                     self._drain_seconds))
+            found = self._live.publish() or found
             if process and self._process is not None:
                 self._process.publish()
+            return found
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """The exposition for a scrape (flushed first): OpenMetrics when the scraper asks."""
@@ -289,6 +313,8 @@ class _LiveGauges:
         self.open_connections = open_connections
         self.pool = pool
         self._gauges: tuple[Any, ...] | None = None
+        #: The values last written (NaN at first, unequal to anything: all are written).
+        self._published: tuple[float, ...] = (math.nan,) * len(self.GAUGES)
 
     def values(self) -> tuple[float, ...]:
         busy, total, queued = self.pool()
@@ -304,8 +330,16 @@ class _LiveGauges:
         self._gauges = tuple(Gauge(name, doc, registry=registry, multiprocess_mode=mode)
                              for name, doc, mode in self.GAUGES)
 
-    def publish(self) -> None:
-        """Multiprocess mode: write this process's present values for every worker's scrape."""
-        if self._gauges is not None:
-            for gauge, value in zip(self._gauges, self.values(), strict=True):
-                gauge.set(value)
+    def publish(self) -> bool:
+        """Multiprocess mode: write this process's present values for every worker's
+        scrape, those that changed (idle, none: nothing is written). Whether any did."""
+        if self._gauges is None:
+            return False
+        values = self.values()
+        if values == self._published:
+            return False
+        for written, value, old in zip(self._gauges, values, self._published, strict=True):
+            if value != old:
+                written.set(value)
+        self._published = values
+        return True
