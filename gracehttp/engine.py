@@ -81,10 +81,9 @@ INITIAL_THREADS = 4
 #: about a millisecond of reading, the most the queue puts ahead of connections already
 #: waiting in the epoll set.
 READ_AT_ONCE = 32
-#: Events one poll may return. Under load most connections of a busy worker are ready
-#: at once, and one system call for several of them (served one by one, the others
-#: kept in `Engine.pending`) saves most polls; a leader stuck on one leaves the rest to
-#: its successor, which takes them before it polls.
+#: Events one poll may return. Under load most connections of a busy worker are ready at once,
+#: and one system call for several (served one by one, the others kept in `Engine.pending`)
+#: saves most polls; a leader stuck on one leaves the rest to its successor, which takes them first.
 POLL_BATCH = 8
 
 
@@ -222,6 +221,7 @@ class Engine:
         pending = self.pending
         while True:
             self._serve_ready()  # what the reserve queued while this thread was busy
+            conn: Connection | None = None  # a follower holds none alive while it waits to lead
             turn = lead.acquire()
             while True:  # the leader: poll, then serve what came in on this thread
                 if ready:
@@ -286,9 +286,8 @@ class Engine:
     def _reserve_loop(self) -> None:
         """The poller of last resort: leads while every request thread is in the app.
 
-        It runs no app code, so it never waits long: it accepts, answers health
-        probes, collects request heads and bodies, sends parked responses, and
-        queues complete requests for the next request thread that comes free.
+        It runs no app code, so it never waits long: it accepts, answers health probes, collects
+        heads and bodies, sends parked responses, queues complete requests for a free thread.
         """
         lead = self.leadership
         poll = self.ep.poll
@@ -345,6 +344,7 @@ class Engine:
                                 self.parking.ended(conn)
                             self._serve(conn, run_app=False)
             finally:
+                conn = None  # the last one served may close while this waits: not kept alive here
                 self._drain_want()
                 lead.reserve_leave(turn)
 

@@ -90,13 +90,16 @@ class _Tally:
         return {(label, status): n for label, per in dict(self.methods).items() for status, n in dict(per).items()}
 
     def grew(self) -> bool:
-        """Whether a request was counted since the last `take` (each adds to one bucket)."""
+        """Whether a request was counted since the last `take`. Each adds to one bucket, the
+        last of what it adds to, and `take` copies the buckets first: a request whose bucket
+        that copy missed shows here next time, and one it saw is whole in the rest."""
         return self.buckets != self.seen[1]
 
     def take(self) -> tuple[dict[tuple[str, int], int], list[int], float, int]:
         """What grew since the last call: counts by (method, status), by bucket, the
         seconds and the body bytes."""
-        now = (self.counts, list(self.buckets), self.seconds, self.sent)
+        copied = list(self.buckets)  # first: see `grew`
+        now = (self.counts, copied, self.seconds, self.sent)
         counts, buckets, seconds, sent = self.seen
         self.seen = now
         return ({key: n - counts.get(key, 0) for key, n in now[0].items() if n != counts.get(key, 0)},
@@ -156,10 +159,10 @@ class Metrics:
             per[status] += 1
         except KeyError:
             per[status] = 1
-        # The first bound >= seconds: most requests are under the first, found without a search.
-        tally.buckets[0 if seconds <= _FIRST_BOUND else bisect_left(BUCKETS, seconds)] += 1
         tally.seconds += seconds
         tally.sent += body_bytes
+        # Last (see `_Tally.grew`). The first bound >= seconds: most are under the first.
+        tally.buckets[0 if seconds <= _FIRST_BOUND else bisect_left(BUCKETS, seconds)] += 1
 
     def over_timeout(self) -> None:
         """A request was found running past request_timeout."""
