@@ -237,13 +237,11 @@ class Metrics:
             per_bucket = [0] * (len(BUCKETS) + 1)
             seconds = 0.0
             sent = 0
-            answered = False
             with self._tallies_lock:
                 tallies = tuple(self._tallies)
             for tally in tallies:
                 if not tally.grew():
                     continue
-                answered = True
                 grew = tally.take()
                 counts.update(grew[0])
                 per_bucket = [a + b for a, b in zip(per_bucket, grew[1], strict=True)]
@@ -252,7 +250,7 @@ class Metrics:
             assert self._sink is not None, "flushed before the flusher built the sink"
             over, upgrades, bad = len(_take(self._over)), _take(self._upgrade_results), _take(self._bad)
             # An idle server's flush adds nothing: with workers, each add writes the files.
-            found = bool(answered or over or upgrades or bad or self._drain_seconds != self._drain_added)
+            found = bool(any(per_bucket) or over or upgrades or bad or self._drain_seconds != self._drain_added)
             if found:
                 self._drain_added = self._drain_seconds
                 self._sink.add(Grown(dict(counts), per_bucket, seconds, sent, over, upgrades, bad,

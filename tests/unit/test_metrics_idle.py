@@ -5,9 +5,8 @@ is still written, at once: a request, a refused request, a drain, a gauge."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,9 +76,8 @@ def test_refusals_and_a_drain_are_added_though_no_request_was_answered(metrics: 
     assert 'gracehttp_bad_requests_total{reason="bad_request_line"} 1.0' in text
 
 
-def test_with_workers_only_gauges_that_changed_are_written(monkeypatch: pytest.MonkeyPatch) -> None:
-    directory = tempfile.mkdtemp(prefix="gracehttp-test-metrics-")
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", directory)
+def test_with_workers_only_gauges_that_changed_are_written(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     # The worker's metrics switch prometheus-client to its multiprocess values: put back after.
     monkeypatch.setattr(pc_values, "ValueClass", pc_values.ValueClass)
     open_now = [3]
@@ -105,6 +103,3 @@ def test_with_workers_only_gauges_that_changed_are_written(monkeypatch: pytest.M
         assert written == ["gracehttp_connections_open"]
     finally:
         m.close()
-        for name in os.listdir(directory):
-            os.unlink(os.path.join(directory, name))
-        os.rmdir(directory)
