@@ -60,6 +60,7 @@ from collections.abc import Callable
 
 from gracehttp.acceptor import DEFER_SECONDS, Acceptor
 from gracehttp.balance import Balance
+from gracehttp.busypoll import BusyPoll
 from gracehttp.connection import Connection
 from gracehttp.connstate import CLOSED
 from gracehttp.leadership import Leadership
@@ -93,6 +94,7 @@ class Engine:
         self.site = site
         self.logger = logger
         self.ep = select.epoll()
+        self.poll = BusyPoll(self.ep)  # the leader's (`gracehttp.busypoll`)
         self.parking = Parking(site, self.ep, self._closed)
         self._stopped = False
         self._wake_r, self._wake_w = os.pipe()
@@ -209,7 +211,7 @@ class Engine:
     # -- request threads ---------------------------------------------------------
 
     def _loop(self) -> None:
-        poll = self.ep.poll
+        poll = self.poll
         parking = self.parking
         unpark = parking.unpark
         ready = parking.ready
@@ -295,7 +297,7 @@ class Engine:
             turn = lead.reserve_acquire()
             if turn is None:
                 continue
-            self._drain_want()  # a wish from an earlier turn must not end this one at once
+            _drain(self._want_r)  # a wish from an earlier turn must not end this one at once
             with contextlib.suppress(OSError):
                 self.ep.modify(self._want_r, _ONESHOT_IN)
             try:
@@ -326,7 +328,7 @@ class Engine:
                     if fd == self._wake_r:
                         return
                     if fd == self._want_r:
-                        self._drain_want()
+                        _drain(self._want_r)
                         if lead.waiting:
                             break
                         with contextlib.suppress(OSError):  # stale: keep leading, listen again
@@ -345,11 +347,8 @@ class Engine:
                             self._serve(conn, run_app=False)
             finally:
                 conn = None  # the last one served may close while this waits: not kept alive here
-                self._drain_want()
+                _drain(self._want_r)
                 lead.reserve_leave(turn)
-
-    def _drain_want(self) -> None:
-        _drain(self._want_r)
 
     def _hand_over(self) -> None:
         """This thread no longer leads: events its poll returned and nobody took yet must
