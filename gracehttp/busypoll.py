@@ -15,8 +15,12 @@ What bounds the cost: it looks busily only after a sleep that an event ended
 within `SPIN_SECONDS`, and stops at the first look that finds nothing in that time
 (it then sleeps, and measures the sleep again). A server whose events are further
 apart than that never spins; one whose traffic stops spins once, for at most
-`SPIN_SECONDS`. Each look is a system call, which hands the GIL on, so a thread in
-the app is not held up by it.
+`SPIN_SECONDS`. Each look is a system call, which hands the GIL on; with a thread in
+the app holding it, the next look waits for it (up to the interpreter's switch
+interval), so the window passes after a look or two and the app thread loses at
+most those switches. A client whose bytes come closer together than the window
+(trickling flat out) keeps the leader looking instead of sleeping, which costs no
+more than serving each of those events would.
 """
 
 from __future__ import annotations
