@@ -1,6 +1,6 @@
 """The I/O engine: request threads that wait on one epoll set, accept, and serve.
 
-Upper layer: imports `acceptor`, `connection`, `parking` and `leadership`.
+Upper layer: imports `acceptor`, `connection`, `parking`, `leadership` and `pool`.
 
 Theory of operation
 -------------------
@@ -42,8 +42,8 @@ Invariants:
 - every parked connection has a deadline, which the housekeeper enforces.
 
 Locks: the acceptor's guards the connection count, the listener set and
-accept-pausing; the parked set has its own (`Parking`); `_grow_lock` the
-thread list and the stop flag, so no thread starts after `stop` looked.
+accept-pausing; the parked set has its own (`Parking`); the thread pool's its
+thread list and stop flag, so no thread starts after `stop` (`gracehttp.pool`).
 """
 
 from __future__ import annotations
@@ -55,8 +55,6 @@ import os
 import select
 import socket
 import threading
-import time
-from collections.abc import Callable
 
 from gracehttp.acceptor import DEFER_SECONDS, Acceptor
 from gracehttp.balance import Balance
@@ -66,6 +64,7 @@ from gracehttp.connstate import CLOSED
 from gracehttp.leadership import Leadership
 from gracehttp.listeners import Listener
 from gracehttp.parking import Parking
+from gracehttp.pool import ThreadPool
 from gracehttp.site import Site
 
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
@@ -116,16 +115,9 @@ class Engine:
         self.open = self.acceptor.open
         self.leadership = Leadership()
         self.leadership.on_wanted = self._wanted
-        self.leadership.on_starved = self._grow
         site.promote = self.acceptor.promote
-        self._threads: list[threading.Thread] = []
-        self._grow_lock = threading.Lock()
-        #: The most request threads; `started` of them are running.
-        self.threads = threads
-        self.started = 0
-        #: Told the pool's new limit when a thread could not start (`_grow`).
-        self.on_capped: Callable[[int], None] = lambda threads: None
-        self._name = name
+        self.pool = ThreadPool(name, self._loop, threads, logger)
+        self.leadership.on_starved = self.pool.grow
         self.ep.register(self._wake_r, select.EPOLLIN)  # level-triggered: wakes every thread
         self.ep.register(self._want_r, 0)  # armed by the reserve poller while it leads
         self.ep.register(self._kick_r, select.EPOLLIN)  # level-triggered: read by whoever gets it
@@ -136,36 +128,8 @@ class Engine:
         self.acceptor.arm()
         for name, target in (("reserve", self._reserve_loop), ("watchdog", self.leadership.watch),
                              ("housekeeper", self._housekeep)):
-            self._start(name, target)
-        for _ in range(min(self.threads, INITIAL_THREADS)):
-            self._grow()
-
-    def _grow(self, count: int = 1) -> None:
-        """Start `count` more request threads, as far as the engine runs and has fewer than
-        `threads`.
-
-        Called by the watchdog and the reserve poller, which must go on whatever
-        happens here: when no thread can start (a container's pids limit, memory),
-        the pool stays at the threads it has, and says so once.
-        """
-        with self._grow_lock:
-            for _ in range(count):
-                if self.started >= self.threads or self._stopped:
-                    return
-                try:
-                    self._start(f"request-{self.started}", self._loop)
-                except RuntimeError as exc:
-                    self.threads = self.started
-                    self.on_capped(self.started)
-                    self.logger.error("cannot start another request thread (%s): the pool stays at %d threads",
-                                      exc, self.started)
-                    return
-                self.started += 1
-
-    def _start(self, name: str, target: Callable[[], None]) -> None:
-        t = threading.Thread(target=target, name=f"{self._name}-{name}", daemon=True)
-        t.start()
-        self._threads.append(t)
+            self.pool.start(name, target)
+        self.pool.grow(INITIAL_THREADS)
 
     def stop_accepting(self, final: bool = False) -> None:
         """Take what is queued and close the listeners (`Acceptor.stop_accepting`)."""
@@ -189,18 +153,14 @@ class Engine:
 
     def stop(self, deadline: float) -> list[str]:
         """Stop the threads; return the names of those still busy at `deadline`."""
-        with self._grow_lock:
-            self._stopped = True
+        self._stopped = True
+        self.pool.stop()
         self.parking.stopped = True
         self.acceptor.close_listeners()
         os.write(self._wake_w, b"x")
         self._tick_event.set()
         self.leadership.stop()
-        stuck = []
-        for t in tuple(self._threads):
-            t.join(max(0.0, deadline - time.monotonic()))
-            if t.is_alive():
-                stuck.append(t.name)
+        stuck = self.pool.join(deadline)
         self.parking.close_all()
         if not stuck:
             self.ep.close()
@@ -305,7 +265,7 @@ class Engine:
                     if self.parking.ready:
                         # Requests wait and no thread is free: one thread each (a batch's
                         # requests are queued at once, with no event to come for them).
-                        self._grow(len(self.parking.ready))
+                        self.pool.grow(len(self.parking.ready))
                     if self.pending:  # events a demoted leader's poll returned
                         try:
                             fd, flags = self.pending.popleft()

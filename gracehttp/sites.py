@@ -105,7 +105,7 @@ def request_watchdog(cfg: Config, engine: Engine, metrics: Metrics | None,
     watchdog = Watchdog(site.active, cfg.request_timeout, site.logger, cfg.threads,
                         on_over=metrics.over_timeout if metrics is not None else None, on_replace=on_replace,
                         on_wedged=wedged)
-    engine.on_capped = watchdog.resize
+    engine.pool.on_capped = watchdog.resize
     return watchdog
 
 
@@ -130,4 +130,4 @@ def pool_state(engine: Engine | None) -> tuple[int, int, int]:
     """(busy request threads, request threads, complete requests queued for one), for the metrics."""
     if engine is None:
         return 0, 0, 0
-    return min(engine.site.inflight.busy, engine.threads), engine.threads, len(engine.parking.ready)
+    return min(engine.site.inflight.busy, engine.pool.limit), engine.pool.limit, len(engine.parking.ready)
