@@ -1,6 +1,6 @@
 """The I/O engine: request threads that wait on one epoll set, accept, and serve.
 
-Upper layer: imports `acceptor`, `connection`, `parking`, `leadership` and `pool`.
+Upper layer: imports `acceptor`, `connection`, `parking`, `leadership`, `closer` and `pool`.
 
 Theory of operation
 -------------------
@@ -22,7 +22,9 @@ A listener event accepts every connection queued when it is served (up to
 requests of the first `READ_AT_ONCE` after the first, parks the rest, re-arms the
 listener and serves the first on this thread (`gracehttp.acceptor` says why in
 that order). A connection that has nothing more to do now is parked
-(`gracehttp.parking`, which states the ownership rules).
+(`gracehttp.parking`, which states the ownership rules). A leader's answers
+that close their connections wait for their FINs in the `Closer` while it has
+more to serve, and leave together before it polls (`gracehttp.closer`).
 
 Invariants:
 - a connection is owned by exactly one of: a thread, the parked set, the ready
@@ -43,7 +45,9 @@ Invariants:
 
 Locks: the acceptor's guards the connection count, the listener set and
 accept-pausing; the parked set has its own (`Parking`); the thread pool's its
-thread list and stop flag, so no thread starts after `stop` (`gracehttp.pool`).
+thread list and stop flag, so no thread starts after `stop` (`gracehttp.pool`);
+the closer's a flush against a connection letting go of a held socket
+(`gracehttp.closer`).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ import threading
 from gracehttp.acceptor import DEFER_SECONDS, Acceptor
 from gracehttp.balance import Balance
 from gracehttp.busypoll import BusyPoll
+from gracehttp.closer import Closer
 from gracehttp.connection import Connection
 from gracehttp.connstate import CLOSED
 from gracehttp.leadership import Leadership
@@ -108,6 +113,7 @@ class Engine:
         #: Descriptors whose events a poll returned besides the one its thread served
         #: first: whichever thread leads next serves them before it polls again.
         self.pending: collections.deque[tuple[int, int]] = collections.deque()
+        self.closer = site.closer = Closer(self.pending, self.parking.ready)  # `gracehttp.closer`
         self.acceptor = Acceptor(site, self.ep, self.parking, sockets, max_connections, logger, self._tick_event,
                                  balance)
         #: The listeners by descriptor and the open connections (the acceptor's).
@@ -146,6 +152,7 @@ class Engine:
     def close_all(self) -> None:
         """Forcibly close every connection, busy ones included (their threads see errors)."""
         self.site.closing = True
+        self.closer.flush()  # held FINs first: their answers are whole
         self.parking.close_all()
         for conn in tuple(self.open):
             with contextlib.suppress(OSError):
@@ -155,6 +162,7 @@ class Engine:
         """Stop the threads; return the names of those still busy at `deadline`."""
         self._stopped = True
         self.pool.stop()
+        self.site.closer = None  # from now on every FIN goes at once; the held go below
         self.parking.stopped = True
         self.acceptor.close_listeners()
         os.write(self._wake_w, b"x")
@@ -162,6 +170,7 @@ class Engine:
         self.leadership.stop()
         stuck = self.pool.join(deadline)
         self.parking.close_all()
+        self.closer.flush()
         if not stuck:
             self.ep.close()
             for fd in (self._wake_r, self._wake_w, self._want_r, self._want_w, self._kick_r, self._kick_w):
@@ -181,10 +190,15 @@ class Engine:
         lead = self.leadership
         acceptor = self.acceptor
         pending = self.pending
+        closer = self.closer
         while True:
+            closer.batching(False)
             self._serve_ready()  # what the reserve queued while this thread was busy
+            if closer.held:  # held while this thread led: it may wait long to lead again
+                closer.flush()
             conn: Connection | None = None  # a follower holds none alive while it waits to lead
             turn = lead.acquire()
+            closer.batching(True)
             while True:  # the leader: poll, then serve what came in on this thread
                 if ready:
                     conn = parking.pop_ready()
@@ -201,6 +215,8 @@ class Engine:
                     except IndexError:  # a demoted leader, still leading for a moment, took it
                         continue
                 else:
+                    if closer.held:
+                        closer.flush()
                     try:
                         events = poll(DEFER_SECONDS if acceptor.deferring else -1, POLL_BATCH)
                     except InterruptedError:
@@ -272,6 +288,8 @@ class Engine:
                         except IndexError:
                             continue
                     else:
+                        if self.closer.held:  # a stuck leader's, before this poll
+                            self.closer.flush()
                         try:
                             # The timeout is a safety net only: a request thread that wants the
                             # role writes to the want pipe, which ends this wait at once.
@@ -330,6 +348,8 @@ class Engine:
             self.logger.exception("unexpected error serving a connection")
         finally:
             self.parking.dispose(conn, state)
+            if self.closer.held:
+                self.closer.flush_due()
 
     # -- accepting ---------------------------------------------------------------
 

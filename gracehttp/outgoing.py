@@ -127,7 +127,7 @@ class Sender:
             except (BlockingIOError, InterruptedError):
                 sent = 0
             if last and sent == len(data):
-                io.shutdown_write()  # all sent: the FIN leaves with these bytes
+                io.send_fin()  # all sent: they leave with the FIN
         if sent != len(data):
             self._keep(Outgoing(data[sent:]))
 

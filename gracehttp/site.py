@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from gracehttp.accesslog import AccessLog, probe_environ
+from gracehttp.closer import Closer
 from gracehttp.health import probe_paths, probe_response
 from gracehttp.http.parser import Limits, RequestHead
 from gracehttp.inflight import InFlight
@@ -81,6 +82,9 @@ class Site:
         self.promote: Callable[[object], None] = lambda conn: None
         #: Set when the drain begins: responses carry Connection: close from then on.
         self.closing = False
+        #: Where a leader's closing answers wait for their FINs (`gracehttp.closer`); set
+        #: by the engine.
+        self.closer: Closer | None = None
         #: "Nothing to read yet": a TLS socket says it with SSLWantReadError. ssl is
         #: imported only when TLS is on, to keep it out of plain servers' memory.
         self.want_read: tuple[type[BaseException], ...] = (BlockingIOError, InterruptedError)

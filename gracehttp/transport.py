@@ -1,6 +1,6 @@
 """One connection's socket I/O, plain or TLS, each wait bounded by a deadline.
 
-Upper layer, below `connection` (which has one): imports `site` and `errors`.
+Upper layer, below `connection` (which has one): imports `site`, `errors` and `closer`.
 
 Plain sockets are in blocking mode with SO_RCVTIMEO/SO_SNDTIMEO set once at
 accept, so the waits a streamed body or response needs are bounded without
@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from gracehttp.closer import Closer
 from gracehttp.errors import ProtocolError
 from gracehttp.site import Site, timeval
 
@@ -49,7 +50,7 @@ def _system_notsent() -> int:
 
 
 class Transport:
-    __slots__ = ("fd", "handshaken", "rcv_timeout", "site", "sock", "tls")
+    __slots__ = ("fd", "handshaken", "held", "rcv_timeout", "site", "sock", "tls")
 
     def __init__(self, sock: socket.SocketType, site: Site, tuned: bool = False) -> None:
         """`tuned`: the socket has TCP_NODELAY and the site's timeouts already (set on
@@ -70,6 +71,8 @@ class Transport:
             sock.setblocking(False)
         self.sock = sock
         self.rcv_timeout = site.read_timeout  # the SO_RCVTIMEO now set on the socket
+        #: The closer that holds this socket's FIN (`send_fin`), until `close` lets go of it.
+        self.held: Closer | None = None
 
     # -- reading -------------------------------------------------------------------
 
@@ -132,7 +135,7 @@ class Transport:
                 self.sock.sendall(data)
                 return
             self.sock.sendall(data, socket.MSG_MORE)
-            self.shutdown_write()  # all sent: the FIN leaves with these bytes
+            self.send_fin()  # all sent: they leave with the FIN
             return
         view = memoryview(data)
         while view:
@@ -257,6 +260,15 @@ class Transport:
         except OSError:
             pass
 
+    def send_fin(self) -> None:
+        """The last answer is all in the socket, sent with MSG_MORE: the FIN that pushes it
+        goes now, or, on a leader, with the others it holds (`gracehttp.closer`)."""
+        closer = self.site.closer
+        if closer is not None and closer.hold(self.sock):
+            self.held = closer
+        else:
+            self.shutdown_write()
+
     def drop_input(self) -> bool:
         """Read and drop what a lingering client sent; True once it closed. At most
         `LINGER_READ` bytes a turn: a client sending flat out must not keep a thread
@@ -272,6 +284,11 @@ class Transport:
         return False
 
     def close(self) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            if held.release(self.sock):
+                return  # closed after its FIN, with the others held
         try:  # noqa: SIM105 (as in `shutdown_write`: once per connection)
             self.sock.close()
         except OSError:

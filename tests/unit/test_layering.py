@@ -9,7 +9,7 @@ PKG = pathlib.Path(__file__).resolve().parents[2] / "gracehttp"
 
 LAYERS = {
     0: {"errors", "addresses", "state", "inflight", "http.parser", "http.chunked", "http.framing", "http.writer",
-        "http.heads", "busypoll", "pool",
+        "http.heads", "busypoll", "closer", "pool",
         "callbacks", "http", "leadership", "systemd", "inherit", "connstate", "watchdog", "requestid", "balance",
         "exposition", "procstats", "outlet"},
     1: {"config", "spool", "wsgi", "response", "health", "routing", "metrics", "accesslog", "debug", "admin",
