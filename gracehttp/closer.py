@@ -1,7 +1,7 @@
 """The FINs of a run of ``Connection: close`` answers, sent together after the run
 rather than one between each app call and the next.
 
-Bottom layer: standard library only.
+Bottom layer: imports `leadership` only.
 
 Why: a closing response's last bytes are sent with ``MSG_MORE`` and wait in the
 socket for the FIN that pushes them (`gracehttp.outlet.SendFinal`). Pushing them
@@ -14,14 +14,18 @@ leader, which serves runs of requests (an accept batch, its poll's events, the r
 queue), hands each such socket to the engine's `Closer`, and the held FINs go out
 together before it polls again: the app calls run back to back, and so do the FINs,
 and one wake-up of the client takes several answers (Flask ``Connection: close``,
-wrk -c50: 6,250 -> 7,770 requests/s, 161 -> 130 us of CPU a request).
+wrk -c50: 7,280 -> 8,250 requests/s, 141 -> 122 us of CPU a request).
 
 Bounds: a socket is held at most `HOLD_SECONDS` (looked at after each connection a
 thread serves: plus the one being served then), and at most `HOLD_MAX` are held.
-Whoever polls next flushes what is held (a leader or the reserve, before it polls;
-a demoted leader, before it waits to lead again), so a leader stuck in a slow app,
-or in its ``close()``, holds them no longer than the watchdog takes to hand its role
-on. Only a leader holds (`batching`): any other thread sends its FIN at once.
+Whoever leads next flushes what is held as it takes the role, and a leader before
+each poll; a demoted leader flushes before it serves anything more. So a leader
+stuck in a slow app, or in its ``close()``, holds them no longer than the watchdog
+takes to hand its role on. Only the thread whose turn leads holds (`batching`, and
+looked at again at each hold): any other sends its FIN at once. An app that forks
+without exec while sockets are held gives its child copies of them: their FINs
+still go (a shutdown acts on the socket, not the descriptor), but the descriptors
+live until the child exits, as `gracehttp.parking` says of a connection's own.
 
 Closing takes two parties: the FIN must go before the descriptor is closed (a close
 with client bytes unread resets the connection and drops the answer; a descriptor a
@@ -45,6 +49,8 @@ import threading
 import time
 from collections.abc import Sized
 
+from gracehttp.leadership import Leadership, Turn
+
 #: The longest a socket waits for the others' FINs (looked at after each connection a
 #: thread serves, so plus that one's time).
 HOLD_SECONDS = 0.001
@@ -54,15 +60,17 @@ HOLD_MAX = 8
 
 
 class _Here(threading.local):
-    #: This thread leads: its closing answers' FINs may be held.
-    batching = False
+    #: The turn this thread leads with (`batching`): its closing answers' FINs may be
+    #: held while the turn leads.
+    turn: Turn | None = None
 
 
 class Closer:
-    def __init__(self, *queues: Sized) -> None:
+    def __init__(self, leadership: Leadership, *queues: Sized) -> None:
         """`queues`: the work a leader does before it polls again (events its poll
         returned, requests queued); a FIN is held only while some is waiting, since
         only then is there a run to batch: a lone client gets its FIN at once."""
+        self._leads = leadership.leads
         self._queues = queues
         #: Taken by `release` and by a flush (see the module's docstring).
         self._lock = threading.Lock()
@@ -74,15 +82,17 @@ class Closer:
         #: Sockets held so far (read by the tests).
         self.holds = 0
 
-    def batching(self, on: bool) -> None:
-        """Whether this thread's closing answers may be held (the leader's) or not."""
-        self.here.batching = on
+    def batching(self, turn: Turn | None) -> None:
+        """This thread leads with `turn` (its closing answers may be held while the turn
+        leads), or None: it does not."""
+        self.here.turn = turn
 
     def hold(self, sock: socket.SocketType) -> bool:
         """`sock` holds a closing answer, sent with MSG_MORE: True if its FIN goes with
         the next batch (its connection must then `release` it when it closes), False
         if the caller sends it now."""
-        if not self.here.batching or not any(self._queues):
+        turn = self.here.turn
+        if turn is None or not self._leads(turn) or not any(self._queues):
             return False
         held = self.held
         if not held:

@@ -113,13 +113,14 @@ class Engine:
         #: Descriptors whose events a poll returned besides the one its thread served
         #: first: whichever thread leads next serves them before it polls again.
         self.pending: collections.deque[tuple[int, int]] = collections.deque()
-        self.closer = site.closer = Closer(self.pending, self.parking.ready)  # `gracehttp.closer`
         self.acceptor = Acceptor(site, self.ep, self.parking, sockets, max_connections, logger, self._tick_event,
                                  balance)
         #: The listeners by descriptor and the open connections (the acceptor's).
         self.listeners = self.acceptor.listeners
         self.open = self.acceptor.open
         self.leadership = Leadership()
+        #: Where a leader's closing answers wait for their FINs (`gracehttp.closer`).
+        self.closer = site.closer = Closer(self.leadership, self.pending, self.parking.ready)
         self.leadership.on_wanted = self._wanted
         site.promote = self.acceptor.promote
         self.pool = ThreadPool(name, self._loop, threads, logger)
@@ -192,13 +193,15 @@ class Engine:
         pending = self.pending
         closer = self.closer
         while True:
-            closer.batching(False)
-            self._serve_ready()  # what the reserve queued while this thread was busy
-            if closer.held:  # held while this thread led: it may wait long to lead again
+            closer.batching(None)
+            if closer.held:  # held while it led: the ready queue may hold it up, and then the wait to lead
                 closer.flush()
+            self._serve_ready()  # what the reserve queued while this thread was busy
             conn: Connection | None = None  # a follower holds none alive while it waits to lead
             turn = lead.acquire()
-            closer.batching(True)
+            closer.batching(turn)
+            if closer.held:  # a demoted leader's, which may still be in its app
+                closer.flush()
             while True:  # the leader: poll, then serve what came in on this thread
                 if ready:
                     conn = parking.pop_ready()
@@ -273,6 +276,8 @@ class Engine:
             turn = lead.reserve_acquire()
             if turn is None:
                 continue
+            if self.closer.held:  # a demoted leader's, which may still be in its app
+                self.closer.flush()
             _drain(self._want_r)  # a wish from an earlier turn must not end this one at once
             with contextlib.suppress(OSError):
                 self.ep.modify(self._want_r, _ONESHOT_IN)

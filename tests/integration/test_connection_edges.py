@@ -303,7 +303,8 @@ def _answer_with_eof(port: int, request: bytes, within: float = 4.0) -> tuple[by
 def test_a_closing_response_reaches_its_client_whole_before_the_apps_close_runs() -> None:
     """A response that closes the connection goes out with its FIN (one segment). When the
     app's iterable has a ``close()`` (user code: a framework's teardown), the client must
-    not wait for it: the connection half-closes with the bytes, before ``close()`` ends.
+    not wait for it: the connection half-closes with the bytes, before ``close()`` ends (a
+    lone client: nothing is queued behind it, so its FIN is not held, `gracehttp.closer`).
     The same for a streamed body with a Content-Length (what Flask sends), from its last block."""
     release = threading.Event()
     closed = threading.Event()

@@ -101,7 +101,7 @@ def test_more_body_than_content_length_is_cut_and_the_connection_closed(
             data = read_until_close(sock)  # never reused: the app's framing cannot be trusted
         assert data.endswith(b"\r\n\r\n1234")
         # Logged once the app returns, which may be just after the client saw the close: the last
-        # bytes and the FIN leave inside the app's call (the half-close of a closing response).
+        # bytes and the FIN of a lone client's closing response leave inside the app's call.
         assert wait_until(lambda: any("more than its Content-Length" in r.getMessage() for r in caplog.records), 5)
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import collections
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from gracehttp.closer import HOLD_MAX, HOLD_SECONDS, Closer
+from gracehttp.leadership import Leadership
 
 
 @contextmanager
@@ -43,18 +45,27 @@ def _whole(client: socket.socket) -> bytes:
     return data
 
 
-def _leading(closer: Closer) -> None:
-    closer.batching(True)
+def leading(*queues: object) -> Closer:
+    """A closer whose engine has `queues` (work waiting by default), on a thread that leads."""
+    lead = Leadership()
+    closer = Closer(lead, *(queues or ([1],)))  # type: ignore[arg-type]
+    closer.batching(lead.acquire())
+    return closer
 
 
 def test_only_a_leader_with_more_to_serve_holds() -> None:
     queue: collections.deque[int] = collections.deque()
-    closer = Closer(queue)
+    lead = Leadership()
+    closer = Closer(lead, queue)
     with pairs(1) as [(server, _)]:
         assert not closer.hold(server), "not a leader: the FIN goes at once"
-        closer.batching(True)
+        turn = lead.acquire()
+        closer.batching(turn)
         assert not closer.hold(server), "nothing more to serve: a lone client's FIN goes at once"
         queue.append(1)
+        lead.leave(turn)  # as the watchdog demotes a stuck leader
+        assert not closer.hold(server), "demoted: its FIN goes at once, not waiting for a successor"
+        closer.batching(lead.acquire())
         assert closer.hold(server)
         assert closer.held == {server: False}
         assert closer.holds == 1
@@ -62,8 +73,7 @@ def test_only_a_leader_with_more_to_serve_holds() -> None:
 
 
 def test_batching_is_per_thread() -> None:
-    closer = Closer([1])
-    closer.batching(True)
+    closer = leading()
     seen: list[bool] = []
     with pairs(1) as [(server, _)]:
         other = threading.Thread(target=lambda: seen.append(closer.hold(server)))
@@ -75,8 +85,7 @@ def test_batching_is_per_thread() -> None:
 
 
 def test_a_released_socket_is_closed_by_the_flush_after_its_fin() -> None:
-    closer = Closer([1])
-    _leading(closer)
+    closer = leading()
     with pairs(3) as made:
         for server, _ in made:
             assert closer.hold(server)
@@ -93,8 +102,7 @@ def test_a_released_socket_is_closed_by_the_flush_after_its_fin() -> None:
 def test_a_socket_flushed_before_it_is_released_is_left_to_its_connection() -> None:
     """A lingering connection still reads its socket after the FIN: the flush must not
     close it, and the connection's close then finds it no longer held."""
-    closer = Closer([1])
-    _leading(closer)
+    closer = leading()
     with pairs(1) as [(server, client)]:
         assert closer.hold(server)
         closer.flush()
@@ -106,11 +114,11 @@ def test_a_socket_flushed_before_it_is_released_is_left_to_its_connection() -> N
 
 
 def test_a_flush_is_due_at_the_count_or_the_time() -> None:
-    closer = Closer([1])
-    _leading(closer)
+    closer = leading()
     with pairs(HOLD_MAX) as made:
         for server, _ in made[:-1]:
             closer.hold(server)
+        closer._since = time.monotonic() + 60  # however slow this machine is, not old yet
         closer.flush_due()
         assert len(closer.held) == HOLD_MAX - 1, "neither many nor old: still held"
         closer.hold(made[-1][0])
@@ -127,8 +135,7 @@ def test_a_flush_is_due_at_the_count_or_the_time() -> None:
 
 
 def test_a_client_gone_does_not_stop_the_flush() -> None:
-    closer = Closer([1])
-    _leading(closer)
+    closer = leading()
     with pairs(2) as made:
         gone, kept = made
         gone[1].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -144,8 +151,11 @@ def test_a_client_gone_does_not_stop_the_flush() -> None:
 
 def test_holds_and_releases_from_two_threads_lose_nothing() -> None:
     """Two leaders for a moment after a hand-off: one holds and releases while the other
-    flushes. Every socket ends shut down and closed exactly once by one of them."""
-    closer = Closer([1])
+    flushes (the interpreter switching threads as often as it can). Every socket ends
+    shut down and closed by one of them."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    closer = leading()
     with pairs(200) as made:
         stop = threading.Event()
 
@@ -156,13 +166,13 @@ def test_holds_and_releases_from_two_threads_lose_nothing() -> None:
         other = threading.Thread(target=flusher)
         other.start()
         try:
-            closer.batching(True)
             for server, _ in made:
                 if closer.hold(server) and not closer.release(server):
                     server.close()  # flushed already: the connection closes it, as Transport.close does
         finally:
             stop.set()
             other.join(5)
+            sys.setswitchinterval(switch)
         closer.flush()
         assert closer.held == {}
         for i, (server, client) in enumerate(made):
