@@ -276,8 +276,6 @@ class Engine:
             turn = lead.reserve_acquire()
             if turn is None:
                 continue
-            if self.closer.held:  # a demoted leader's, which may still be in its app
-                self.closer.flush()
             _drain(self._want_r)  # a wish from an earlier turn must not end this one at once
             with contextlib.suppress(OSError):
                 self.ep.modify(self._want_r, _ONESHOT_IN)

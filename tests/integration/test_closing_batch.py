@@ -67,15 +67,18 @@ def test_a_batch_of_closing_answers_arrives_whole_and_nothing_stays_open() -> No
             (engine.closer.held, _open_descriptors(), before)
 
 
-def test_a_leader_stuck_in_a_slow_app_does_not_keep_the_fins_it_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("threads", [32, 1])
+def test_a_leader_stuck_in_a_slow_app_does_not_keep_the_fins_it_holds(monkeypatch: pytest.MonkeyPatch,
+                                                                       threads: int) -> None:
     """The leader holds the first answer's FIN (a request is queued behind it), then
     serves that request, which waits in the app. The watchdog hands the role on, and the
     next leader sends the held FIN before it polls: the first client has its answer and
     its EOF while the slow request is still in the app (held for as long as it takes:
-    only the successor can send it)."""
+    only the successor can send it). With one request thread the pool is exhausted and
+    the successor is the reserve poller."""
     monkeypatch.setattr(closer_module, "HOLD_SECONDS", 60)
     app = GatedApp()
-    with running(app) as server:
+    with running(app, threads=threads) as server:
         engine = server._engine
         assert engine is not None
         with one_batch(server, [CLOSE, SLOW]) as (fast, slow):
